@@ -1,0 +1,135 @@
+"""JWT access and refresh tokens (PyJWT) signed with an asymmetric key.
+
+Services and the gateway verify with the public key alone; only the users service holds the
+private key. Verification pins the algorithm, so ``alg: none`` and HMAC-with-the-public-key tokens
+are refused.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jwt
+
+from core.errors import Unauthorized
+
+__all__ = ["IssuedToken", "Principal", "TokenCodec"]
+
+TokenType = Literal["access", "refresh"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller, as read from a verified access token."""
+
+    user_id: str
+    roles: frozenset[str]
+    jti: str
+    family: str
+    issued_at: int
+    expires_at: int
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def has_role(self, role: str) -> bool:
+        """Whether the caller holds ``role``."""
+        return role in self.roles
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    """A freshly signed token and the claims it carries."""
+
+    token: str
+    jti: str
+    family: str
+    expires_at: int
+
+
+class TokenCodec:
+    """Signs and verifies aioshop JWTs."""
+
+    def __init__(
+        self,
+        *,
+        public_key: str,
+        private_key: str | None = None,
+        algorithm: str = "EdDSA",
+        issuer: str = "aioshop",
+        access_ttl: int = 900,
+        refresh_ttl: int = 14 * 86_400,
+        leeway: int = 5,
+    ) -> None:
+        self._public_key = public_key
+        self._private_key = private_key
+        self.algorithm = algorithm
+        self.issuer = issuer
+        self.access_ttl = access_ttl
+        self.refresh_ttl = refresh_ttl
+        self.leeway = leeway
+
+    def issue(
+        self,
+        typ: TokenType,
+        *,
+        user_id: str,
+        roles: Sequence[str],
+        family: str,
+        now: int | None = None,
+    ) -> IssuedToken:
+        """Sign a token of type ``typ`` for ``user_id`` in refresh family ``family``."""
+        if self._private_key is None:
+            raise RuntimeError("this TokenCodec has no private key: it can only verify")
+        iat = int(time.time()) if now is None else now
+        ttl = self.access_ttl if typ == "access" else self.refresh_ttl
+        jti = str(uuid.uuid4())
+        claims = {
+            "iss": self.issuer,
+            "sub": user_id,
+            "roles": sorted(roles),
+            "iat": iat,
+            "exp": iat + ttl,
+            "jti": jti,
+            "typ": typ,
+            "fam": family,
+        }
+        token = jwt.encode(claims, self._private_key, algorithm=self.algorithm)
+        return IssuedToken(token=token, jti=jti, family=family, expires_at=iat + ttl)
+
+    def decode(self, token: str, *, typ: TokenType) -> dict[str, Any]:
+        """Verify signature, expiry, issuer and type; return the claims or raise ``Unauthorized``."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._public_key,
+                algorithms=[self.algorithm],
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "sub", "jti", "typ", "fam", "iss"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The token has expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The token is invalid") from exc
+        if claims.get("typ") != typ:
+            raise Unauthorized("The token is invalid")
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise Unauthorized("The token is invalid")
+        return claims
+
+    def principal(self, token: str) -> Principal:
+        """Verify an access token and return who it speaks for."""
+        claims = self.decode(token, typ="access")
+        return Principal(
+            user_id=str(claims["sub"]),
+            roles=frozenset(claims.get("roles", [])),
+            jti=str(claims["jti"]),
+            family=str(claims["fam"]),
+            issued_at=int(claims["iat"]),
+            expires_at=int(claims["exp"]),
+            claims=claims,
+        )

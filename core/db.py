@@ -1,0 +1,68 @@
+"""PostgreSQL through asyncpg: a pool per service, JSON codecs, a transaction helper."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+
+from core.keys import DB_POOL, HEALTH
+
+__all__ = ["Connection", "create_pool", "postgres_ctx", "transaction"]
+
+Connection = asyncpg.Connection
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(
+            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    """An asyncpg pool whose connections speak JSON through orjson."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        server_settings={"application_name": "aioshop"},
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool, **options: Any) -> AsyncIterator[asyncpg.Connection]:
+    """Acquire a connection and run a transaction on it; commit on success, roll back on error."""
+    async with pool.acquire() as conn, conn.transaction(**options):
+        yield conn
+
+
+def postgres_ctx(
+    dsn: str, *, min_size: int = 1, max_size: int = 10
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` that opens the pool as ``app[DB_POOL]`` and registers its readiness check."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+        app[DB_POOL] = pool
+
+        async def check() -> None:
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+
+        app[HEALTH].add("postgres", check)
+        try:
+            yield
+        finally:
+            app[HEALTH].remove("postgres")
+            await pool.close()
+
+    return ctx

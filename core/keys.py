@@ -1,0 +1,41 @@
+"""Typed keys for the state core keeps on an ``aiohttp.web.Application`` and on requests."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from core.auth.authenticator import Authenticator
+from core.auth.tokens import Principal
+from core.settings import BaseServiceSettings
+
+if TYPE_CHECKING:
+    from core.handlers import RouteDef
+    from core.health import HealthChecks
+    from core.metrics import Metrics
+
+__all__ = [
+    "AUTHENTICATOR",
+    "DB_POOL",
+    "HEALTH",
+    "METRICS",
+    "PRINCIPAL",
+    "REDIS",
+    "ROUTES",
+    "SERVICE_NAME",
+    "SETTINGS",
+]
+
+SERVICE_NAME = web.AppKey("service_name", str)
+SETTINGS = web.AppKey("settings", BaseServiceSettings)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", Redis)
+HEALTH: web.AppKey[HealthChecks] = web.AppKey("health")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+ROUTES: web.AppKey[list[RouteDef]] = web.AppKey("routes")
+
+PRINCIPAL = web.RequestKey("principal", Principal)

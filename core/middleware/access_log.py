@@ -1,0 +1,49 @@
+"""One structured access line per request: method, route template, status, duration, correlation."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from core.middleware.correlation import CORRELATION_ID
+
+__all__ = ["access_log_middleware", "route_template"]
+
+log = logging.getLogger("core.access")
+
+
+def route_template(request: web.Request) -> str:
+    """The matched route's template (``/users/{id}``), never the raw path, to bound cardinality."""
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "<unmatched>"
+
+
+@web.middleware
+async def access_log_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Log the request when its response is ready."""
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "%s %s %s",
+                request.method,
+                route_template(request),
+                status,
+                extra={
+                    "method": request.method,
+                    "path": route_template(request),
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+                    "correlation_id": request.get(CORRELATION_ID),
+                    "remote": request.remote,
+                },
+            )

@@ -1,0 +1,119 @@
+"""Every error becomes RFC 9457 problem+json; nothing internal leaks to the client.
+
+Expected errors (4xx) log a warning, a failed dependency a 503 with ``Retry-After``, anything else
+a 500 and its traceback in the log (never in the response).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from core.errors import ProblemError, ServiceUnavailable
+from core.middleware.correlation import CORRELATION_ID
+
+__all__ = ["DEPENDENCY_ERRORS", "error_middleware", "problem_response"]
+
+log = logging.getLogger("core.errors")
+
+PROBLEM_JSON = "application/problem+json"
+
+# Failures of a dependency (database, cache, broker): the request may succeed later.
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+def problem_response(
+    request: web.Request,
+    *,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    type_: str = "about:blank",
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> web.Response:
+    """Build a problem+json response for ``request``."""
+    body: dict[str, Any] = {
+        "type": type_,
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "instance": request.path,
+        "correlation_id": request.get(CORRELATION_ID),
+    }
+    if extra:
+        body.update(extra)
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON, headers=headers
+    )
+
+
+def _from_problem(request: web.Request, exc: ProblemError) -> web.Response:
+    return problem_response(
+        request,
+        status=exc.status,
+        title=exc.title,
+        detail=exc.detail,
+        type_=exc.type,
+        headers=exc.headers,
+        extra=exc.extra,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Translate exceptions into problem+json responses."""
+    try:
+        response = await handler(request)
+    except asyncio.CancelledError:
+        raise
+    except ProblemError as exc:
+        level = logging.ERROR if exc.status >= 500 else logging.INFO
+        log.log(level, "%s %s -> %s: %s", request.method, request.path, exc.status, exc.detail)
+        return _from_problem(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "location")}
+        detail = exc.reason
+        if exc.status == 413:
+            detail = "The request body is too large"
+        return problem_response(
+            request, status=exc.status, title=exc.reason, detail=detail, headers=headers
+        )
+    except DEPENDENCY_ERRORS as exc:
+        log.warning("dependency failure on %s %s: %r", request.method, request.path, exc)
+        return _from_problem(
+            request,
+            ServiceUnavailable(
+                "A dependency of this service is unavailable; retry shortly",
+                headers={"Retry-After": "1"},
+            ),
+        )
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(
+            request,
+            status=500,
+            title="Internal Server Error",
+            detail="An unexpected error occurred; quote the correlation id when reporting it",
+        )
+    return response

@@ -1,0 +1,29 @@
+"""Standard response headers, added to every response just before its headers are sent."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from core.middleware.correlation import CORRELATION_HEADER, CORRELATION_ID
+
+__all__ = ["API_CSP", "security_headers"]
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+_STATIC = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: correlation id, nosniff, framing and a strict default CSP."""
+    correlation = request.get(CORRELATION_ID)
+    if correlation is not None:
+        response.headers[CORRELATION_HEADER] = correlation
+    for name, value in _STATIC.items():
+        response.headers.setdefault(name, value)
+    response.headers.setdefault("Content-Security-Policy", API_CSP)
