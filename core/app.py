@@ -29,7 +29,7 @@ from core.middleware import (
     metrics_middleware,
     security_headers,
 )
-from core.openapi import DOCS_INIT_JS, SWAGGER_STATIC, build_openapi, docs_page
+from core.openapi import DOCS_INIT_JS, SWAGGER_ASSETS, build_openapi, docs_page
 from core.settings import BaseServiceSettings
 
 __all__ = ["CleanupCtx", "auth_ctx", "create_app", "token_codec"]
@@ -120,7 +120,7 @@ def _add_operational_routes(
         )
 
     async def metrics(request: web.Request) -> web.Response:
-        return metrics_handler(request.app[METRICS])
+        return await metrics_handler(request.app[METRICS])
 
     async def openapi(request: web.Request) -> web.Response:
         if "spec" not in spec_cache:
@@ -133,6 +133,12 @@ def _add_operational_routes(
     async def docs(request: web.Request) -> web.Response:
         return docs_page(title)
 
+    async def docs_static(request: web.Request) -> web.StreamResponse:
+        path = SWAGGER_ASSETS.get(request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+
     async def docs_init(request: web.Request) -> web.Response:
         return web.Response(text=DOCS_INIT_JS, content_type="application/javascript")
 
@@ -142,4 +148,4 @@ def _add_operational_routes(
     app.router.add_get("/openapi.json", openapi, name="openapi")
     app.router.add_get("/docs", docs, name="docs")
     app.router.add_get("/docs/init.js", docs_init, name="docs_init")
-    app.router.add_static("/docs/static", SWAGGER_STATIC, name="docs_static")
+    app.router.add_get("/docs/static/{name}", docs_static, name="docs_static")

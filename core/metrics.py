@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,7 +25,7 @@ class Metrics:
 
     def __init__(self, service: str) -> None:
         self.service = service
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "http_requests",
@@ -53,8 +55,8 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def metrics_handler(metrics: Metrics) -> web.Response:
-    """A ``/metrics`` response."""
-    response = web.Response(body=metrics.exposition())
+async def metrics_handler(metrics: Metrics) -> web.Response:
+    """A ``/metrics`` response; rendered in a thread, since process metrics read ``/proc``."""
+    response = web.Response(body=await asyncio.to_thread(metrics.exposition))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response

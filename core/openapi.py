@@ -13,9 +13,15 @@ from pydantic import BaseModel, TypeAdapter
 from core.handlers import RouteDef
 from core.schemas import Problem, ValidationProblem
 
-__all__ = ["DOCS_INIT_JS", "SWAGGER_STATIC", "build_openapi", "docs_page"]
+__all__ = ["DOCS_INIT_JS", "SWAGGER_ASSETS", "SWAGGER_STATIC", "build_openapi", "docs_page"]
 
 SWAGGER_STATIC = swagger_ui.static_path
+# Listed once at import, so that serving an asset never walks the file system on the loop.
+SWAGGER_ASSETS = {
+    path.name: path
+    for path in SWAGGER_STATIC.iterdir()
+    if path.suffix in (".js", ".css", ".png") and not path.name.startswith("index")
+}
 _REF = "#/components/schemas/{model}"
 
 _STATUS_TEXT = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.auth.devkeys import DEV_PRIVATE_KEY, DEV_PUBLIC_KEY
@@ -28,10 +28,12 @@ def database_url(name: str) -> str:
 class BaseServiceSettings(BaseSettings):
     """Settings every service shares. Environment variables are the upper-cased field names."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, populate_by_name=True
+    )
 
     env: Literal["development", "test", "production"] = Field(
-        default="development", validation_alias="AIOSHOP_ENV"
+        default="development", validation_alias=AliasChoices("AIOSHOP_ENV", "env")
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)

@@ -1,0 +1,124 @@
+"""HTTP handlers of the users service: parse, authorize, call the service, shape the response."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import Field
+
+from core import Body, Path, Principal, Query, Router
+from core.schemas import Page
+from services.users.schemas import (
+    LoginIn,
+    ProfilePatch,
+    RefreshIn,
+    RegisterIn,
+    RolesIn,
+    RolesOut,
+    TokenPair,
+    UserOut,
+)
+from services.users.service import UsersService
+
+__all__ = ["USERS_SERVICE", "router"]
+
+USERS_SERVICE = web.AppKey("users_service", UsersService)
+
+router = Router(prefix="/api/v1")
+
+Limit = Annotated[int, Query(description="Page size"), Field(ge=1, le=100)]
+Cursor = Annotated[str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)]
+
+
+@router.post(
+    "/auth/register",
+    status=201,
+    response=UserOut,
+    tags=["auth"],
+    responses={409: "The email is already registered"},
+)
+async def register(request: web.Request, body: Annotated[RegisterIn, Body()]) -> UserOut:
+    """Register a new account (role ``customer``)."""
+    user = await request.app[USERS_SERVICE].register(
+        email=body.email, password=body.password, full_name=body.full_name
+    )
+    return UserOut.model_validate(user)
+
+
+@router.post(
+    "/auth/login", response=TokenPair, tags=["auth"], responses={401: "Wrong email or password"}
+)
+async def login(request: web.Request, body: Annotated[LoginIn, Body()]) -> TokenPair:
+    """Exchange email and password for an access and a refresh token."""
+    tokens = await request.app[USERS_SERVICE].login(email=body.email, password=body.password)
+    return TokenPair.model_validate(tokens)
+
+
+@router.post(
+    "/auth/refresh",
+    response=TokenPair,
+    tags=["auth"],
+    responses={401: "Invalid, expired, used or revoked refresh token"},
+)
+async def refresh(request: web.Request, body: Annotated[RefreshIn, Body()]) -> TokenPair:
+    """Rotate a refresh token: the old one stops working; reusing it revokes the session."""
+    tokens = await request.app[USERS_SERVICE].refresh(body.refresh_token)
+    return TokenPair.model_validate(tokens)
+
+
+@router.post("/auth/logout", status=204, auth=True, tags=["auth"])
+async def logout(request: web.Request, principal: Principal) -> None:
+    """End this session: the access token and its refresh tokens stop working at once."""
+    await request.app[USERS_SERVICE].logout(principal)
+
+
+@router.get("/users/me", response=UserOut, auth=True, tags=["users"])
+async def get_me(request: web.Request, principal: Principal) -> UserOut:
+    """The caller's own profile."""
+    return UserOut.model_validate(await request.app[USERS_SERVICE].get(principal.user_id))
+
+
+@router.patch(
+    "/users/me",
+    response=UserOut,
+    auth=True,
+    tags=["users"],
+    responses={403: "The current password is incorrect"},
+)
+async def patch_me(
+    request: web.Request, principal: Principal, body: Annotated[ProfilePatch, Body()]
+) -> UserOut:
+    """Change one's name and/or password (with ``current_password``; ends every session)."""
+    user = await request.app[USERS_SERVICE].update_profile(
+        principal,
+        full_name=body.full_name,
+        password=body.password,
+        current_password=body.current_password,
+    )
+    return UserOut.model_validate(user)
+
+
+@router.get("/users", response=Page[UserOut], roles={"admin"}, tags=["users"])
+async def list_users(request: web.Request, limit: Limit = 20, cursor: Cursor = None) -> Page[UserOut]:
+    """Every user, newest first (admin)."""
+    page = await request.app[USERS_SERVICE].list_users(limit=limit, cursor=cursor)
+    return Page[UserOut](
+        items=[UserOut.model_validate(u) for u in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.put(
+    "/users/{user_id}/roles",
+    response=RolesOut,
+    roles={"admin"},
+    tags=["users"],
+    responses={404: "No such user"},
+)
+async def put_roles(
+    request: web.Request, user_id: Annotated[UUID, Path()], body: Annotated[RolesIn, Body()]
+) -> RolesOut:
+    """Replace a user's roles (admin). The user's current access tokens stop working."""
+    roles = await request.app[USERS_SERVICE].set_roles(user_id, [r.value for r in body.roles])
+    return RolesOut(roles=roles)

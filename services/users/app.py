@@ -1,0 +1,63 @@
+"""Wiring of the users service: settings -> resources -> routes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from core import DB_POOL, REDIS, create_app, postgres_ctx, redis_ctx, token_codec
+from core.app import CleanupCtx, auth_ctx
+from core.auth import PasswordHasher, RevocationStore
+from services.users.api import USERS_SERVICE, router
+from services.users.repository import UsersRepository
+from services.users.service import UsersService
+from services.users.settings import Settings
+
+__all__ = ["create_users_app"]
+
+log = logging.getLogger("services.users")
+
+
+def _service_ctx(settings: Settings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        service = UsersService(
+            UsersRepository(app[DB_POOL]),
+            hasher=PasswordHasher(rounds=settings.bcrypt_rounds),
+            codec=token_codec(settings, signing=True),
+            revocations=RevocationStore(
+                app[REDIS], namespace=settings.redis_namespace, access_ttl=settings.access_token_ttl
+            ),
+        )
+        app[USERS_SERVICE] = service
+        if settings.admin_email and settings.admin_password:
+            await service.ensure_admin(
+                email=settings.admin_email, password=settings.admin_password.get_secret_value()
+            )
+            log.info("admin account ensured for %s", settings.admin_email)
+        yield
+
+    return ctx
+
+
+def create_users_app(settings: Settings | None = None) -> web.Application:
+    """The users service application."""
+    settings = settings or Settings()
+    return create_app(
+        "users",
+        settings,
+        routers=[router],
+        resources=[
+            redis_ctx(settings.redis_url),
+            postgres_ctx(
+                settings.database_url,
+                min_size=settings.db_pool_min_size,
+                max_size=settings.db_pool_max_size,
+            ),
+            auth_ctx(settings),
+            _service_ctx(settings),
+        ],
+        title="aioshop users",
+        description="Accounts, sessions and roles.",
+    )

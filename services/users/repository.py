@@ -1,0 +1,215 @@
+"""SQL of the users service (asyncpg, parameterized only): the one place that knows its tables."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from core.db import transaction
+
+__all__ = ["RefreshRecord", "User", "UsersRepository"]
+
+_USER_COLUMNS = "id, email, full_name, password_hash, roles, created_at, updated_at"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A stored user."""
+
+    id: uuid.UUID
+    email: str
+    full_name: str
+    password_hash: str
+    roles: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshRecord:
+    """A stored refresh token (by its ``jti``)."""
+
+    jti: uuid.UUID
+    family_id: uuid.UUID
+    user_id: uuid.UUID
+    expires_at: datetime
+    used_at: datetime | None
+    revoked_at: datetime | None
+
+
+def _user(row: asyncpg.Record | None) -> User | None:
+    return User(**dict(row)) if row is not None else None
+
+
+class UsersRepository:
+    """Reads and writes users and refresh tokens.
+
+    Methods take an optional connection so that the service can group several of them in one
+    transaction (``async with repo.transaction() as conn``).
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection inside a transaction."""
+        async with transaction(self._pool) as conn:
+            yield conn
+
+    def _db(self, conn: asyncpg.Connection | None) -> asyncpg.Connection | asyncpg.Pool:
+        return conn if conn is not None else self._pool
+
+    async def insert_user(
+        self,
+        *,
+        email: str,
+        full_name: str,
+        password_hash: str,
+        roles: Sequence[str],
+        conn: asyncpg.Connection | None = None,
+    ) -> User | None:
+        """Insert a user; ``None`` when the email is taken (atomic under concurrency)."""
+        row = await self._db(conn).fetchrow(
+            f"""
+            INSERT INTO users (id, email, full_name, password_hash, roles)
+            VALUES ($1, $2, $3, $4, $5)
+            ON CONFLICT (email) DO NOTHING
+            RETURNING {_USER_COLUMNS}
+            """,
+            uuid.uuid4(),
+            email,
+            full_name,
+            password_hash,
+            list(roles),
+        )
+        return _user(row)
+
+    async def get_by_email(self, email: str, conn: asyncpg.Connection | None = None) -> User | None:
+        """The user with this (lower-cased) email."""
+        row = await self._db(conn).fetchrow(
+            f"SELECT {_USER_COLUMNS} FROM users WHERE email = $1", email
+        )
+        return _user(row)
+
+    async def get(self, user_id: uuid.UUID, conn: asyncpg.Connection | None = None) -> User | None:
+        """The user with this id."""
+        row = await self._db(conn).fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+        return _user(row)
+
+    async def update_profile(
+        self,
+        user_id: uuid.UUID,
+        *,
+        full_name: str | None = None,
+        password_hash: str | None = None,
+        conn: asyncpg.Connection | None = None,
+    ) -> User | None:
+        """Change the name and/or password hash; ``None`` if the user is gone."""
+        row = await self._db(conn).fetchrow(
+            f"""
+            UPDATE users
+               SET full_name = COALESCE($2, full_name),
+                   password_hash = COALESCE($3, password_hash),
+                   updated_at = now()
+             WHERE id = $1
+            RETURNING {_USER_COLUMNS}
+            """,
+            user_id,
+            full_name,
+            password_hash,
+        )
+        return _user(row)
+
+    async def set_roles(
+        self, user_id: uuid.UUID, roles: Sequence[str], conn: asyncpg.Connection | None = None
+    ) -> tuple[list[str], list[str]] | None:
+        """Replace the roles; return ``(previous, current)`` or ``None`` if there is no such user."""
+        row = await self._db(conn).fetchrow(
+            """
+            UPDATE users AS u
+               SET roles = $2, updated_at = now()
+              FROM (SELECT id, roles FROM users WHERE id = $1 FOR UPDATE) AS old
+             WHERE u.id = old.id
+            RETURNING old.roles AS previous, u.roles AS current
+            """,
+            user_id,
+            list(roles),
+        )
+        return (list(row["previous"]), list(row["current"])) if row is not None else None
+
+    async def list_users(
+        self, *, limit: int, after: tuple[datetime, uuid.UUID] | None = None
+    ) -> list[User]:
+        """Users newest first, starting after the keyset ``after``."""
+        if after is None:
+            rows = await self._pool.fetch(
+                f"SELECT {_USER_COLUMNS} FROM users ORDER BY created_at DESC, id DESC LIMIT $1",
+                limit,
+            )
+        else:
+            rows = await self._pool.fetch(
+                f"""
+                SELECT {_USER_COLUMNS} FROM users
+                 WHERE (created_at, id) < ($2, $3)
+                 ORDER BY created_at DESC, id DESC
+                 LIMIT $1
+                """,
+                limit,
+                *after,
+            )
+        return [User(**dict(row)) for row in rows]
+
+    async def insert_refresh(
+        self,
+        *,
+        jti: uuid.UUID,
+        family_id: uuid.UUID,
+        user_id: uuid.UUID,
+        expires_at: datetime,
+        conn: asyncpg.Connection | None = None,
+    ) -> None:
+        """Record an issued refresh token."""
+        await self._db(conn).execute(
+            "INSERT INTO refresh_tokens (jti, family_id, user_id, expires_at) VALUES ($1, $2, $3, $4)",
+            jti,
+            family_id,
+            user_id,
+            expires_at,
+        )
+
+    async def lock_refresh(self, jti: uuid.UUID, conn: asyncpg.Connection) -> RefreshRecord | None:
+        """The refresh token ``jti``, locked until the transaction ends."""
+        row = await conn.fetchrow(
+            """
+            SELECT jti, family_id, user_id, expires_at, used_at, revoked_at
+              FROM refresh_tokens WHERE jti = $1 FOR UPDATE
+            """,
+            jti,
+        )
+        return RefreshRecord(**dict(row)) if row is not None else None
+
+    async def mark_refresh_used(self, jti: uuid.UUID, conn: asyncpg.Connection) -> None:
+        """Mark a refresh token as exchanged."""
+        await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE jti = $1", jti)
+
+    async def revoke_family(self, family_id: uuid.UUID, conn: asyncpg.Connection | None = None) -> None:
+        """Revoke every refresh token of a family."""
+        await self._db(conn).execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+            family_id,
+        )
+
+    async def revoke_user_families(
+        self, user_id: uuid.UUID, conn: asyncpg.Connection | None = None
+    ) -> None:
+        """Revoke every refresh token of a user."""
+        await self._db(conn).execute(
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            user_id,
+        )

@@ -1,0 +1,256 @@
+"""Business rules of the users service: accounts, sessions, roles. No aiohttp, no SQL."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import ClassVar
+
+from core.auth import PasswordHasher, Principal, RevocationStore, TokenCodec
+from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
+from core.db import Connection
+from core.pagination import InvalidCursor, decode_cursor, encode_cursor
+from services.users.repository import User, UsersRepository
+
+__all__ = [
+    "CurrentPasswordRequired",
+    "EmailTaken",
+    "InvalidCredentials",
+    "Tokens",
+    "UserNotFound",
+    "UsersService",
+    "WrongCurrentPassword",
+]
+
+DEFAULT_ROLES = ("customer",)
+
+
+class EmailTaken(Conflict):
+    """The email is already registered (emails compare case-insensitively)."""
+
+    type: ClassVar[str] = "https://aioshop.dev/problems/email-taken"
+
+
+class InvalidCredentials(Unauthorized):
+    """Wrong email or password; the same answer for both."""
+
+
+class UserNotFound(NotFound):
+    """No user with that id."""
+
+
+class WrongCurrentPassword(Forbidden):
+    """A password change named the wrong current password."""
+
+
+class CurrentPasswordRequired(ValidationFailed):
+    """A password change without the current password."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            [
+                {
+                    "loc": ["body", "current_password"],
+                    "msg": "current_password is required to change the password",
+                    "type": "missing",
+                }
+            ]
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """An issued access/refresh pair."""
+
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserPage:
+    """A page of users and the cursor of the next one."""
+
+    items: list[User]
+    next_cursor: str | None
+
+
+class UsersService:
+    """Accounts and sessions."""
+
+    def __init__(
+        self,
+        repository: UsersRepository,
+        *,
+        hasher: PasswordHasher,
+        codec: TokenCodec,
+        revocations: RevocationStore,
+    ) -> None:
+        self.repository = repository
+        self.hasher = hasher
+        self.codec = codec
+        self.revocations = revocations
+
+    async def register(self, *, email: str, password: str, full_name: str) -> User:
+        """Create an account with the ``customer`` role; ``EmailTaken`` if the email is in use."""
+        password_hash = await self.hasher.hash(password)
+        user = await self.repository.insert_user(
+            email=email, full_name=full_name, password_hash=password_hash, roles=DEFAULT_ROLES
+        )
+        if user is None:
+            raise EmailTaken("An account with this email already exists")
+        return user
+
+    async def login(self, *, email: str, password: str) -> Tokens:
+        """Exchange credentials for a new session (a new refresh family)."""
+        user = await self.repository.get_by_email(email.strip().lower())
+        valid = await self.hasher.verify(password, user.password_hash if user else None)
+        if user is None or not valid:
+            raise InvalidCredentials("The email or password is incorrect")
+        return await self._issue(user, family=uuid.uuid4())
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        """Rotate a refresh token. Presenting a used or revoked one revokes its whole family."""
+        claims = self.codec.decode(refresh_token, typ="refresh")
+        try:
+            jti = uuid.UUID(str(claims["jti"]))
+            family = uuid.UUID(str(claims["fam"]))
+        except ValueError as exc:
+            raise Unauthorized("The token is invalid") from exc
+        reused = False
+        async with self.repository.transaction() as conn:
+            record = await self.repository.lock_refresh(jti, conn)
+            if record is None or record.family_id != family:
+                raise Unauthorized("The token is invalid")
+            if record.used_at is not None or record.revoked_at is not None:
+                reused = True
+                await self.repository.revoke_family(family, conn)
+            else:
+                await self.repository.mark_refresh_used(jti, conn)
+                user = await self.repository.get(record.user_id, conn)
+                if user is None:
+                    raise Unauthorized("The account no longer exists")
+                tokens = await self._issue(user, family=family, conn=conn)
+        if reused:
+            # Committed first, so the family stays revoked whatever happens next.
+            await self.revocations.revoke_family(str(family))
+            raise Unauthorized("The refresh token was already used; the session is revoked")
+        return tokens
+
+    async def logout(self, principal: Principal) -> None:
+        """End the caller's session: its access token and refresh family stop working at once."""
+        await self.revocations.revoke_family(principal.family)
+        await self.revocations.revoke_token(principal.jti)
+        await self.repository.revoke_family(uuid.UUID(principal.family))
+
+    async def get(self, user_id: str | uuid.UUID) -> User:
+        """The user with this id, or ``UserNotFound``."""
+        user = await self.repository.get(_as_uuid(user_id))
+        if user is None:
+            raise UserNotFound("No such user")
+        return user
+
+    async def update_profile(
+        self,
+        principal: Principal,
+        *,
+        full_name: str | None,
+        password: str | None,
+        current_password: str | None,
+    ) -> User:
+        """Change one's name and/or password. A new password ends every session of the user."""
+        user = await self.get(principal.user_id)
+        password_hash = None
+        if password is not None:
+            if current_password is None:
+                raise CurrentPasswordRequired()
+            if not await self.hasher.verify(current_password, user.password_hash):
+                raise WrongCurrentPassword("The current password is incorrect")
+            password_hash = await self.hasher.hash(password)
+        if full_name is None and password_hash is None:
+            return user
+        async with self.repository.transaction() as conn:
+            updated = await self.repository.update_profile(
+                user.id, full_name=full_name, password_hash=password_hash, conn=conn
+            )
+            if updated is None:
+                raise UserNotFound("No such user")
+            if password_hash is not None:
+                await self.repository.revoke_user_families(user.id, conn)
+        if password_hash is not None:
+            await self.revocations.revoke_user_tokens(str(user.id))
+        return updated
+
+    async def list_users(self, *, limit: int, cursor: str | None) -> UserPage:
+        """A page of users, newest first."""
+        after = None
+        if cursor is not None:
+            created_at, user_id = decode_cursor(cursor, 2)
+            try:
+                after = (datetime.fromisoformat(created_at).astimezone(UTC), uuid.UUID(user_id))
+            except (TypeError, ValueError) as exc:
+                raise InvalidCursor() from exc
+        users = await self.repository.list_users(limit=limit + 1, after=after)
+        next_cursor = None
+        if len(users) > limit:
+            users = users[:limit]
+            last = users[-1]
+            next_cursor = encode_cursor(last.created_at.isoformat(), str(last.id))
+        return UserPage(items=users, next_cursor=next_cursor)
+
+    async def set_roles(self, user_id: uuid.UUID, roles: list[str]) -> list[str]:
+        """Replace a user's roles; their current access tokens stop working (they must refresh)."""
+        unique = sorted(set(roles))
+        changed = await self.repository.set_roles(user_id, unique)
+        if changed is None:
+            raise UserNotFound("No such user")
+        previous, current = changed
+        if sorted(previous) != current:
+            await self.revocations.revoke_user_tokens(str(user_id))
+        return current
+
+    async def ensure_admin(self, *, email: str, password: str, full_name: str = "Administrator") -> User:
+        """Create an admin, or grant ``admin`` to the existing account with this email."""
+        email = email.strip().lower()
+        existing = await self.repository.get_by_email(email)
+        if existing is None:
+            created = await self.repository.insert_user(
+                email=email,
+                full_name=full_name,
+                password_hash=await self.hasher.hash(password),
+                roles=("admin", "customer"),
+            )
+            if created is not None:
+                return created
+            existing = await self.repository.get_by_email(email)
+            assert existing is not None
+        if "admin" not in existing.roles:
+            await self.set_roles(existing.id, [*existing.roles, "admin"])
+            return await self.get(existing.id)
+        return existing
+
+    async def _issue(self, user: User, *, family: uuid.UUID, conn: Connection | None = None) -> Tokens:
+        access = self.codec.issue("access", user_id=str(user.id), roles=user.roles, family=str(family))
+        refresh = self.codec.issue("refresh", user_id=str(user.id), roles=user.roles, family=str(family))
+        await self.repository.insert_refresh(
+            jti=uuid.UUID(refresh.jti),
+            family_id=family,
+            user_id=user.id,
+            expires_at=datetime.fromtimestamp(refresh.expires_at, UTC),
+            conn=conn,
+        )
+        return Tokens(
+            access_token=access.token,
+            refresh_token=refresh.token,
+            expires_in=self.codec.access_ttl,
+        )
+
+
+def _as_uuid(value: str | uuid.UUID) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(value)
+    except ValueError as exc:
+        raise UserNotFound("No such user") from exc

@@ -1,0 +1,22 @@
+"""Settings of the users service."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+
+from core.settings import BaseServiceSettings, database_url
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseServiceSettings):
+    """``USERS_DATABASE_URL``, ``USERS_PORT``, ``BCRYPT_ROUNDS``, ``ADMIN_EMAIL``/``ADMIN_PASSWORD``."""
+
+    port: int = Field(default=8001, ge=0, le=65535, validation_alias=AliasChoices("USERS_PORT", "port"))
+    database_url: str = Field(
+        default=database_url("aioshop_users"),
+        validation_alias=AliasChoices("USERS_DATABASE_URL", "database_url"),
+    )
+    bcrypt_rounds: int = Field(default=12, ge=4, le=16)
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
