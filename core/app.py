@@ -16,7 +16,7 @@ from aiohttp import web
 from core.auth.authenticator import Authenticator
 from core.auth.revocation import RevocationStore
 from core.auth.tokens import TokenCodec
-from core.handlers import Router
+from core.handlers import RouteDef, Router
 from core.health import HealthChecks
 from core.keys import AUTHENTICATOR, HEALTH, METRICS, REDIS, ROUTES, SERVICE_NAME, SETTINGS
 from core.metrics import Metrics, metrics_handler
@@ -39,7 +39,11 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 def token_codec(settings: BaseServiceSettings, *, signing: bool = False) -> TokenCodec:
     """A ``TokenCodec`` from settings; with ``signing=False`` it only verifies."""
-    private = settings.jwt_private_key.get_secret_value() if signing and settings.jwt_private_key else None
+    private = (
+        settings.jwt_private_key.get_secret_value()
+        if signing and settings.jwt_private_key
+        else None
+    )
     return TokenCodec(
         public_key=settings.jwt_public_key,
         private_key=private,
@@ -99,7 +103,9 @@ def create_app(
     app.cleanup_ctx.extend(resources)
     for router in routers:
         router.setup(app)
-    _add_operational_routes(app, title=title or f"aioshop {name}", version=version, description=description)
+    _add_operational_routes(
+        app, title=title or f"aioshop {name}", version=version, description=description
+    )
     return app
 
 
@@ -124,9 +130,8 @@ def _add_operational_routes(
 
     async def openapi(request: web.Request) -> web.Response:
         if "spec" not in spec_cache:
-            document = build_openapi(
-                request.app[ROUTES], title=title, version=version, description=description
-            )
+            routes: list[RouteDef] = request.app[ROUTES]
+            document = build_openapi(routes, title=title, version=version, description=description)
             spec_cache["spec"] = orjson.dumps(document)
         return web.Response(body=spec_cache["spec"], content_type="application/json")
 

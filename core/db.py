@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
+import asyncpg.pool
 import orjson
 from aiohttp import web
 
@@ -14,13 +15,18 @@ from core.keys import DB_POOL, HEALTH
 
 __all__ = ["Connection", "create_pool", "postgres_ctx", "transaction"]
 
-Connection = asyncpg.Connection
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(
-            typ, encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads, schema="pg_catalog"
+            typ,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
         )
 
 
@@ -39,7 +45,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 
 @asynccontextmanager
-async def transaction(pool: asyncpg.Pool, **options: Any) -> AsyncIterator[asyncpg.Connection]:
+async def transaction(pool: asyncpg.Pool, **options: Any) -> AsyncIterator[Connection]:
     """Acquire a connection and run a transaction on it; commit on success, roll back on error."""
     async with pool.acquire() as conn, conn.transaction(**options):
         yield conn
@@ -48,7 +54,7 @@ async def transaction(pool: asyncpg.Pool, **options: Any) -> AsyncIterator[async
 def postgres_ctx(
     dsn: str, *, min_size: int = 1, max_size: int = 10
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` that opens the pool as ``app[DB_POOL]`` and registers its readiness check."""
+    """A ``cleanup_ctx`` opening the pool as ``app[DB_POOL]``, with its readiness check."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await create_pool(dsn, min_size=min_size, max_size=max_size)

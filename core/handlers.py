@@ -73,9 +73,13 @@ class Body(_Param):
     location = "body"
 
 
-def json_response(payload: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+def json_response(
+    payload: bytes, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
     """A JSON response from already serialized bytes."""
-    return web.Response(body=payload, status=status, content_type="application/json", headers=headers)
+    return web.Response(
+        body=payload, status=status, content_type="application/json", headers=headers
+    )
 
 
 @dataclass(slots=True)
@@ -187,7 +191,9 @@ def _located(location: Location, exc: ValidationError) -> list[dict[str, Any]]:
 
 async def _read_json(request: web.Request) -> Any:
     if not request.body_exists:
-        raise ValidationFailed([{"loc": ["body"], "msg": "A JSON body is required", "type": "missing"}])
+        raise ValidationFailed(
+            [{"loc": ["body"], "msg": "A JSON body is required", "type": "missing"}]
+        )
     if request.content_type != "application/json":
         raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json)")
     data = await request.read()  # raises 413 past client_max_size
@@ -242,7 +248,9 @@ def _build(route: RouteDef) -> None:
                     raise TypeError(f"{route.operation_id}: a Principal parameter needs auth=True")
                 principal_names.append(name)
                 continue
-            raise TypeError(f"{route.operation_id}: parameter {name!r} needs Path/Query/Header/Body")
+            raise TypeError(
+                f"{route.operation_id}: parameter {name!r} needs Path/Query/Header/Body"
+            )
         if isinstance(marker, Body):
             route.body_name = name
             route.body_type = stripped
@@ -259,7 +267,7 @@ def _build(route: RouteDef) -> None:
         if location != "path" and _is_multi(stripped):
             multi.setdefault(location, set()).add(wire)
     for location, location_fields in fields.items():
-        model = create_model(  # type: ignore[call-overload]
+        model = create_model(
             f"{route.operation_id}_{location}", __config__=_PARAM_CONFIG, **location_fields
         )
         route.groups[location] = _ParamGroup(

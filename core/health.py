@@ -32,19 +32,19 @@ class HealthChecks:
         """Names of the registered checks."""
         return sorted(self._checks)
 
-    async def run(self, timeout: float) -> tuple[bool, dict[str, dict[str, str]]]:
-        """Run every check; return whether all passed and a per-dependency report."""
+    async def run(self, deadline: float) -> tuple[bool, dict[str, dict[str, str]]]:
+        """Run every check (each within ``deadline`` seconds); return success and a report."""
         names = list(self._checks)
         results = await asyncio.gather(
-            *(self._one(name, self._checks[name], timeout) for name in names)
+            *(self._one(name, self._checks[name], deadline) for name in names)
         )
         report = dict(zip(names, results, strict=True))
         return all(r["status"] == "up" for r in report.values()), report
 
     @staticmethod
-    async def _one(name: str, check: Check, timeout: float) -> dict[str, str]:
+    async def _one(name: str, check: Check, deadline: float) -> dict[str, str]:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deadline):
                 await check()
         except TimeoutError:
             return {"status": "down", "error": "timeout"}

@@ -33,15 +33,17 @@ def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(
-                "{asctime}{levelname}{name}{message}{service}{correlation_id}",
+                "{levelname}{name}{message}{service}{correlation_id}",
                 style="{",
-                rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
-                timestamp=False,
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="ts",
             )
         )
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(service)s %(name)s [%(correlation_id)s] %(message)s")
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(service)s %(name)s [%(correlation_id)s] %(message)s"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,4 +1,4 @@
-"""Prometheus metrics per application (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics per application: its own registry, so several apps share a process."""
 
 from __future__ import annotations
 

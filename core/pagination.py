@@ -18,7 +18,13 @@ class InvalidCursor(ValidationFailed):
 
     def __init__(self) -> None:
         super().__init__(
-            [{"loc": ["query", "cursor"], "msg": "The cursor is not valid", "type": "cursor_invalid"}]
+            [
+                {
+                    "loc": ["query", "cursor"],
+                    "msg": "The cursor is not valid",
+                    "type": "cursor_invalid",
+                }
+            ]
         )
 
 

@@ -6,7 +6,14 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["InputModel", "OutputModel", "Page", "Problem", "ValidationErrorItem", "ValidationProblem"]
+__all__ = [
+    "InputModel",
+    "OutputModel",
+    "Page",
+    "Problem",
+    "ValidationErrorItem",
+    "ValidationProblem",
+]
 
 T = TypeVar("T")
 
@@ -61,6 +68,10 @@ class ValidationProblem(Problem):
 def dump_errors(errors: list[Any]) -> list[dict[str, Any]]:
     """Pydantic errors reduced to ``{loc, msg, type}``: never the input (it may be a password)."""
     return [
-        {"loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        {
+            "loc": [str(p) if not isinstance(p, int) else p for p in e["loc"]],
+            "msg": e["msg"],
+            "type": e["type"],
+        }
         for e in errors
     ]

@@ -36,7 +36,7 @@ class PasswordHasher:
         return digest.decode("ascii")
 
     async def verify(self, password: str, hashed: str | None) -> bool:
-        """Whether ``password`` matches ``hashed``; with ``hashed=None`` it costs the same and fails."""
+        """Whether ``password`` matches ``hashed``; ``hashed=None`` costs the same and fails."""
         loop = asyncio.get_running_loop()
         if hashed is None and self._dummy is None:
             self._dummy = (await self.hash("dummy-password")).encode("ascii")

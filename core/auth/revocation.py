@@ -17,7 +17,8 @@ class RevocationStore:
     """Remembers revoked token families, token ids and per-user not-before times.
 
     Entries live as long as an access token can, so the store stays small. A revocation check that
-    cannot reach Redis fails closed with 503: a logged-out token must not work because Redis blinked.
+    cannot reach Redis fails closed with 503: a logged-out token must not work because Redis
+    blinked.
     """
 
     def __init__(self, redis: Redis, *, namespace: str, access_ttl: int) -> None:

@@ -100,7 +100,7 @@ class TokenCodec:
         return IssuedToken(token=token, jti=jti, family=family, expires_at=iat + ttl)
 
     def decode(self, token: str, *, typ: TokenType) -> dict[str, Any]:
-        """Verify signature, expiry, issuer and type; return the claims or raise ``Unauthorized``."""
+        """Verify signature, expiry, issuer and type; return the claims or raise 401."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,

@@ -6,20 +6,15 @@ while they are read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from typing import Any
-
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from core.errors import PayloadTooLarge
 
 __all__ = ["body_limit_middleware"]
 
 
-def body_limit_middleware(
-    *, max_bytes: int
-) -> Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]:
+def body_limit_middleware(*, max_bytes: int) -> Middleware:
     """A middleware refusing declared bodies larger than ``max_bytes``."""
 
     @web.middleware

@@ -17,7 +17,11 @@ CORRELATION_ID = web.RequestKey("correlation_id", str)
 async def correlation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind the request's correlation id to the context for logs, outbound calls and events."""
     incoming = request.headers.get(CORRELATION_HEADER)
-    value = incoming if incoming is not None and valid_correlation_id(incoming) else new_correlation_id()
+    value = (
+        incoming
+        if incoming is not None and valid_correlation_id(incoming)
+        else new_correlation_id()
+    )
     request[CORRELATION_ID] = value
     token = correlation_id.set(value)
     try:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Coroutine
-from typing import Any
+from collections.abc import Collection
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 __all__ = ["cors_middleware"]
-
-Middleware = Callable[[web.Request, Handler], Coroutine[Any, Any, web.StreamResponse]]
 
 _ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Correlation-ID"
 _EXPOSE_HEADERS = (
@@ -19,7 +16,7 @@ _EXPOSE_HEADERS = (
 
 
 def cors_middleware(*, origins: Collection[str], max_age: int = 600) -> Middleware:
-    """Answer preflights and tag responses for ``origins`` (``"*"`` allows any, without credentials)."""
+    """Answer preflights and tag responses for ``origins`` (``"*"``: any, no credentials)."""
     allowed = frozenset(origins)
     any_origin = "*" in allowed
 

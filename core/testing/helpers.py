@@ -15,16 +15,16 @@ T = TypeVar("T")
 
 
 async def wait_for(
-    condition: Callable[[], Awaitable[T]], *, timeout: float = 5.0, interval: float = 0.02
+    condition: Callable[[], Awaitable[T]], *, within: float = 5.0, interval: float = 0.02
 ) -> T:
-    """Await ``condition()`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Await ``condition()`` until it returns something truthy; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while True:
         result = await condition()
         if result:
             return result
         if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value: {result!r})")
+            raise AssertionError(f"condition not met within {within} s (last value: {result!r})")
         await asyncio.sleep(interval)
 
 

@@ -62,7 +62,7 @@ def redis_namespace() -> str:
 def service_client(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
 ) -> Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]]:
-    """A factory: ``await service_client(app)`` starts ``app`` on a free port and returns a client."""
+    """A factory: ``await service_client(app)`` serves ``app`` on a free port; returns a client."""
 
     async def factory(app: web.Application) -> TestClient[web.Request, web.Application]:
         return await aiohttp_client(app)

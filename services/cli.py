@@ -1,0 +1,260 @@
+"""The ``aioshop`` command line: serve, migrate, create-admin, up, keygen."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from core.logging import configure_logging
+from services import registry
+
+__all__ = ["main"]
+
+
+def _database_url(settings: Any) -> str:
+    return str(settings.database_url)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run one service in this process until SIGINT/SIGTERM."""
+    from core.runner import run
+
+    entry = registry.get(args.service)
+    overrides: dict[str, Any] = {}
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.host is not None:
+        overrides["host"] = args.host
+    settings = entry.settings(**overrides)
+    configure_logging(entry.name, level=settings.log_level, fmt=settings.log_format)
+    app = entry.app_factory()(settings)
+    run(app, host=settings.host, port=settings.port)
+    return 0
+
+
+def _migrate(names: Sequence[str]) -> None:
+    import migrations
+
+    for name in names:
+        entry = registry.get(name)
+        if entry.migrated:
+            migrations.upgrade(name, _database_url(entry.settings()))
+            print(f"migrated {name}", file=sys.stderr)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create each service's database if missing and migrate it to head."""
+    unknown = sorted(set(args.services) - set(registry.SERVICES))
+    if unknown:
+        print(f"unknown service(s): {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    _migrate(args.services or list(registry.SERVICES))
+    return 0
+
+
+def _read_password(env_var: str | None) -> str:
+    if env_var:
+        value = os.environ.get(env_var)
+        if not value:
+            raise SystemExit(f"environment variable {env_var} is not set or empty")
+        return value
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != first:
+            raise SystemExit("passwords do not match")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    """Create an admin (or grant ``admin`` to an existing account)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from services.users.schemas import Email, Password
+
+    try:
+        email = TypeAdapter(Email).validate_python(args.email)
+        password = TypeAdapter(Password).validate_python(_read_password(args.password_env))
+    except ValidationError as exc:
+        print(f"invalid input: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    _migrate(["users"])
+    user = asyncio.run(_create_admin(email, password, args.full_name))
+    print(f"admin {user.email} ({user.id}) roles={','.join(user.roles)}")
+    return 0
+
+
+async def _create_admin(email: str, password: str, full_name: str) -> Any:
+    from core.auth import PasswordHasher, RevocationStore
+    from core.db import create_pool
+    from core.redis import create_redis
+    from services.users import Settings
+    from services.users.repository import UsersRepository
+    from services.users.service import UsersService
+
+    settings = Settings()
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    redis = create_redis(settings.redis_url)
+    try:
+        from core.app import token_codec
+
+        service = UsersService(
+            UsersRepository(pool),
+            hasher=PasswordHasher(rounds=settings.bcrypt_rounds),
+            codec=token_codec(settings, signing=True),
+            revocations=RevocationStore(
+                redis, namespace=settings.redis_namespace, access_ttl=settings.access_token_ttl
+            ),
+        )
+        return await service.ensure_admin(email=email, password=password, full_name=full_name)
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Print a new Ed25519 key pair as environment assignments."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    print(f'JWT_PRIVATE_KEY="{private.strip()}"')
+    print(f'JWT_PUBLIC_KEY="{public.strip()}"')
+    return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Migrate, start every service as its own process, print the URLs, stop all on Ctrl-C."""
+    names = list(registry.SERVICES)
+    if not args.no_migrate:
+        _migrate(names)
+    ports = {name: registry.get(name).settings().port for name in names}
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def _stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        for name in names:
+            cmd = [sys.executable, "-m", "services.cli", "serve", name, "--host", args.host]
+            cmd += ["--port", str(ports[name])]
+            # start_new_session: Ctrl-C reaches only this parent, which stops children in order.
+            children[name] = subprocess.Popen(cmd, start_new_session=True)  # noqa: S603
+        if not _wait_ready(ports, args.host, children, timeout=30):
+            print("a service did not become ready; stopping", file=sys.stderr)
+            return 1
+        print("\naioshop is up:")
+        for name in names:
+            base = f"http://{args.host}:{ports[name]}"
+            print(f"  {name:<10} {base}   docs {base}/docs")
+        print("Ctrl-C stops everything.\n", flush=True)
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"{name} exited with {child.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        _terminate(children)
+
+
+def _wait_ready(
+    ports: dict[str, int], host: str, children: dict[str, subprocess.Popen[bytes]], timeout: float
+) -> bool:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    pending = set(ports)
+    while pending and time.monotonic() < deadline:
+        for name in list(pending):
+            if children[name].poll() is not None:
+                return False
+            url = f"http://{host}:{ports[name]}/readyz"
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    if resp.status == 200:
+                        pending.discard(name)
+            except (urllib.error.URLError, OSError):
+                pass
+        time.sleep(0.2)
+    return not pending
+
+
+def _terminate(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for name, child in children.items():
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name} did not stop in time; killing it", file=sys.stderr)
+            child.kill()
+            child.wait()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``aioshop``."""
+    parser = argparse.ArgumentParser(prog="aioshop", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", choices=sorted(registry.SERVICES))
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--host", default=None)
+    serve.set_defaults(func=cmd_serve)
+
+    migrate = sub.add_parser("migrate", help="create and migrate the service databases")
+    migrate.add_argument("services", nargs="*", help=f"any of {', '.join(registry.SERVICES)}")
+    migrate.set_defaults(func=cmd_migrate)
+
+    admin = sub.add_parser("create-admin", help="create an admin account")
+    admin.add_argument("email")
+    admin.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
+    admin.add_argument("--full-name", default="Administrator")
+    admin.set_defaults(func=cmd_create_admin)
+
+    up = sub.add_parser("up", help="migrate and run every service until Ctrl-C")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--no-migrate", action="store_true")
+    up.set_defaults(func=cmd_up)
+
+    keygen = sub.add_parser("keygen", help="print a new JWT key pair")
+    keygen.set_defaults(func=cmd_keygen)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aioshop`` console script."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The services aioshop runs: their names, default ports, settings and app factories."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from core.settings import BaseServiceSettings
+
+__all__ = ["SERVICES", "ServiceEntry", "get"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceEntry:
+    """How to build and run one service."""
+
+    name: str
+    module: str  # package exposing ``Settings`` and ``create_<name>_app``
+    migrated: bool = True
+
+    def settings(self, **overrides: Any) -> BaseServiceSettings:
+        """The service's settings from the environment, with ``overrides``."""
+        settings_cls: type[BaseServiceSettings] = importlib.import_module(self.module).Settings
+        return settings_cls(**overrides)
+
+    def app_factory(self) -> Callable[[Any], web.Application]:
+        """The service's ``create_<name>_app``."""
+        factory: Callable[[Any], web.Application] = getattr(
+            importlib.import_module(self.module), f"create_{self.name}_app"
+        )
+        return factory
+
+
+SERVICES: dict[str, ServiceEntry] = {
+    entry.name: entry for entry in (ServiceEntry("users", "services.users"),)
+}
+
+
+def get(name: str) -> ServiceEntry:
+    """The entry of service ``name`` (``KeyError`` if there is none)."""
+    return SERVICES[name]

@@ -1,0 +1,139 @@
+"""The aioshop command line, run as a real process against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import pytest
+
+CLI = [sys.executable, "-m", "services.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def cli_env(users_dsn: str, redis_namespace: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        USERS_DATABASE_URL=users_dsn,
+        REDIS_NAMESPACE=redis_namespace,
+        AIOSHOP_ENV="test",
+        BCRYPT_ROUNDS="4",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+@pytest.fixture
+def email(users_dsn: str) -> Iterator[str]:
+    address = f"admin-{uuid.uuid4().hex[:10]}@example.com"
+    yield address
+    asyncio.run(_delete(users_dsn, address))
+
+
+async def _delete(dsn: str, address: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DELETE FROM users WHERE email = $1", address)
+    finally:
+        await conn.close()
+
+
+def _roles(dsn: str, address: str) -> list[str] | None:
+    async def fetch() -> list[str] | None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            roles = await conn.fetchval("SELECT roles FROM users WHERE email = $1", address)
+            return sorted(roles) if roles is not None else None
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603
+        [*CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_migrate_unknown_service_is_an_error(cli_env: dict[str, str]) -> None:
+    result = _run(["migrate", "nope"], cli_env)
+    assert result.returncode == 2
+    assert "unknown service" in result.stderr
+
+
+def test_create_admin_from_env_then_grants_existing(
+    cli_env: dict[str, str], users_dsn: str, email: str
+) -> None:
+    env = {**cli_env, "ADMIN_PW": "a-long-admin-password"}
+    result = _run(["create-admin", email.upper(), "--password-env", "ADMIN_PW"], env)
+    assert result.returncode == 0, result.stderr
+    assert _roles(users_dsn, email) == ["admin", "customer"]
+    # Again (password from stdin this time): idempotent, still one admin account.
+    result = _run(["create-admin", email], cli_env, stdin="another-long-password\n")
+    assert result.returncode == 0, result.stderr
+    assert _roles(users_dsn, email) == ["admin", "customer"]
+
+
+def test_create_admin_rejects_a_short_password(
+    cli_env: dict[str, str], users_dsn: str, email: str
+) -> None:
+    result = _run(["create-admin", email], cli_env, stdin="short\n")
+    assert result.returncode == 2
+    assert "invalid input" in result.stderr
+    assert _roles(users_dsn, email) is None
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+            return int(resp.status)
+    except OSError:
+        return 0
+
+
+def test_up_starts_every_service_and_stops_on_ctrl_c(cli_env: dict[str, str]) -> None:
+    port = _free_port()
+    env = {**cli_env, "USERS_PORT": str(port)}
+    proc = subprocess.Popen(  # noqa: S603
+        [*CLI, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        output = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in output, output
+        assert _get(f"http://127.0.0.1:{port}/readyz") == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert _get(f"http://127.0.0.1:{port}/healthz") == 0  # the child is gone too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
