@@ -32,7 +32,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from core.auth.tokens import Principal
 from core.errors import BadRequest, UnsupportedMediaType, ValidationFailed
-from core.keys import AUTHENTICATOR, PRINCIPAL, ROUTES
+from core.idempotency import IDEMPOTENCY_HEADER, IdempotencyStore, fingerprint
+from core.keys import AUTHENTICATOR, PRINCIPAL, REDIS, ROUTES, SERVICE_NAME, SETTINGS
 from core.schemas import dump_errors
 
 __all__ = ["Body", "Header", "Path", "Query", "RouteDef", "Router", "json_response"]
@@ -107,6 +108,7 @@ class RouteDef:
     tags: list[str]
     responses: dict[int, str]
     operation_id: str
+    idempotent: bool = False
     groups: dict[Location, _ParamGroup] = field(default_factory=dict)
     body_name: str | None = None
     body_adapter: TypeAdapter[Any] | None = None
@@ -118,15 +120,30 @@ class RouteDef:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Authenticate, validate, call the handler and shape its result."""
         kwargs: dict[str, Any] = {}
+        caller = "anonymous"
         if self.auth:
             authenticator = request.app[AUTHENTICATOR]
             principal = await authenticator.authenticate(request.headers.get("Authorization"))
             authenticator.authorize(principal, self.roles)
             request[PRINCIPAL] = principal
+            caller = principal.user_id
             for name in self.principal_names:
                 kwargs[name] = principal
         for name in self.request_names:
             kwargs[name] = request
+        key = request.headers.get(IDEMPOTENCY_HEADER) if self.idempotent else None
+        if key is None:
+            return await self._handle(request, kwargs)
+        settings = request.app[SETTINGS]
+        store = IdempotencyStore(request.app[REDIS], namespace=settings.redis_namespace)
+        return await store.run(
+            scope=f"{request.app[SERVICE_NAME]}:{self.operation_id}:{caller}",
+            key=key,
+            fingerprint=fingerprint(request.method, request.path_qs, await request.read()),
+            call=lambda: self._handle(request, kwargs),
+        )
+
+    async def _handle(self, request: web.Request, kwargs: dict[str, Any]) -> web.StreamResponse:
 
         errors: list[dict[str, Any]] = []
         for location, group in self.groups.items():
@@ -301,8 +318,12 @@ class Router:
         tags: list[str] | None = None,
         responses: Mapping[int, str] | None = None,
         operation_id: str | None = None,
+        idempotent: bool = False,
     ) -> Callable[[Handler], Handler]:
-        """Declare a route; see the module docstring."""
+        """Declare a route; see the module docstring.
+
+        ``idempotent=True`` honours an ``Idempotency-Key`` header (needs ``app[REDIS]``).
+        """
 
         def decorator(handler: Handler) -> Handler:
             route = RouteDef(
@@ -318,6 +339,7 @@ class Router:
                 tags=tags if tags is not None else self.tags,
                 responses=dict(responses or {}),
                 operation_id=operation_id or handler.__name__,
+                idempotent=idempotent,
             )
             _build(route)
             self.routes.append(route)

@@ -92,6 +92,17 @@ def _operation(route: RouteDef, components: _Components) -> dict[str, Any]:
     if route.description:
         operation["description"] = route.description
     parameters = _parameters(route)
+    if route.idempotent:
+        parameters.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Repeat a create safely: the same key and body replay the first "
+                "response; the same key with another body is a 422.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        )
     if parameters:
         operation["parameters"] = parameters
     if route.body_type is not None:
@@ -110,6 +121,8 @@ def _operation(route: RouteDef, components: _Components) -> dict[str, Any]:
         errors.add(422)
     if route.body_type is not None:
         errors |= {400, 413, 415}
+    if route.idempotent:
+        errors.add(409)
     if route.auth:
         errors.add(401)
         operation["security"] = [{"bearerAuth": []}]
