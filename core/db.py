@@ -20,6 +20,19 @@ Connection: TypeAlias = (
 )
 
 
+class _PooledConnection(asyncpg.Connection):
+    """A pooled connection released without the reset query.
+
+    asyncpg resets every released connection with one more round trip (``RESET ALL``, ``UNLISTEN
+    *``, advisory unlocks). core never leaves session state on pooled connections, so that trip
+    is skipped; open transactions are still rolled back on release. Use ``SET LOCAL`` inside a
+    transaction, and a dedicated connection for ``LISTEN`` or session advisory locks.
+    """
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(
@@ -37,6 +50,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,
+        connection_class=_PooledConnection,
         command_timeout=30,
         server_settings={"application_name": "aioshop"},
     )

@@ -9,17 +9,26 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import (
+    load_pem_private_key,
+    load_pem_public_key,
+)
 
 from core.errors import Unauthorized
 
 __all__ = ["IssuedToken", "Principal", "TokenCodec"]
 
 TokenType = Literal["access", "refresh"]
+
+_PUBLIC_KEY_TYPES = (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey)
+_PRIVATE_KEY_TYPES = (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +71,19 @@ class TokenCodec:
         access_ttl: int = 900,
         refresh_ttl: int = 14 * 86_400,
         leeway: int = 5,
+        cache_size: int = 10_000,
     ) -> None:
-        self._public_key = public_key
-        self._private_key = private_key
+        # Parsed once: PyJWT would otherwise parse the PEM on every verification.
+        public = load_pem_public_key(public_key.encode())
+        if not isinstance(public, _PUBLIC_KEY_TYPES):
+            raise ValueError("JWT public key must be an Ed25519, EC or RSA key")
+        self._public_key = public
+        private = load_pem_private_key(private_key.encode(), password=None) if private_key else None
+        if private is not None and not isinstance(private, _PRIVATE_KEY_TYPES):
+            raise ValueError("JWT private key must be an Ed25519, EC or RSA key")
+        self._private_key = private
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cache_size = cache_size
         self.algorithm = algorithm
         self.issuer = issuer
         self.access_ttl = access_ttl
@@ -100,7 +119,19 @@ class TokenCodec:
         return IssuedToken(token=token, jti=jti, family=family, expires_at=iat + ttl)
 
     def decode(self, token: str, *, typ: TokenType) -> dict[str, Any]:
-        """Verify signature, expiry, issuer and type; return the claims or raise 401."""
+        """Verify signature, expiry, issuer and type; return the claims or raise 401.
+
+        Access tokens already verified are remembered (keyed by the whole token, signature
+        included, so a tampered token never matches) and only their expiry is checked again.
+        """
+        if typ == "access":
+            cached = self._verified.get(token)
+            if cached is not None:
+                if cached["exp"] + self.leeway > time.time():
+                    self._verified.move_to_end(token)
+                    return cached
+                del self._verified[token]
+                raise Unauthorized("The token has expired")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -119,6 +150,10 @@ class TokenCodec:
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise Unauthorized("The token is invalid")
+        if typ == "access":
+            self._verified[token] = claims
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
         return claims
 
     def principal(self, token: str) -> Principal:
