@@ -20,6 +20,7 @@ with the route's status, 204 by default for ``None``) or any ``web.StreamRespons
 from __future__ import annotations
 
 import inspect
+import re
 import types
 import typing
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -156,11 +157,15 @@ class RouteDef:
                 for name in group.names:
                     kwargs[name] = getattr(values, name)
         if self.body_adapter is not None and self.body_name is not None:
-            payload = await _read_json(request)
             try:
-                kwargs[self.body_name] = self.body_adapter.validate_python(payload)
-            except ValidationError as exc:
-                errors.extend(_located("body", exc))
+                payload = await _read_json(request)
+            except ValidationFailed as exc:  # a missing body is listed with the other failures
+                errors.extend(exc.errors)
+            else:
+                try:
+                    kwargs[self.body_name] = self.body_adapter.validate_python(payload)
+                except ValidationError as exc:
+                    errors.extend(_located("body", exc))
         if errors:
             raise ValidationFailed(errors)
 
@@ -175,6 +180,8 @@ class RouteDef:
             return web.Response(status=self.status if self.status != 200 else 204)
         adapter = self.response_adapter
         if adapter is None:
+            if isinstance(result, BaseModel):
+                return json_response(result.model_dump_json().encode(), self.status)
             return json_response(orjson.dumps(result), self.status)
         if not (isinstance(self.response, type) and isinstance(result, self.response)):
             result = adapter.validate_python(result, from_attributes=True)
@@ -283,6 +290,12 @@ def _build(route: RouteDef) -> None:
         names.setdefault(location, {})[name] = wire
         if location != "path" and _is_multi(stripped):
             multi.setdefault(location, set()).add(wire)
+    declared = set(re.findall(r"\{([^}:]+)", route.path))
+    missing = set(names.get("path", {}).values()) - declared
+    if missing:
+        raise TypeError(
+            f"{route.operation_id}: path parameters {sorted(missing)} not in {route.path}"
+        )
     for location, location_fields in fields.items():
         model = create_model(
             f"{route.operation_id}_{location}", __config__=_PARAM_CONFIG, **location_fields

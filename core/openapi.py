@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from html import escape
 from typing import Any
@@ -51,16 +52,18 @@ class _Components:
         schema = TypeAdapter(annotation).json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
         self.schemas.update(schema.pop("$defs", {}))
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            name = annotation.__name__
+            # Generic models are named like "Page[UserOut]"; component names allow [A-Za-z0-9._-].
+            name = re.sub(r"[^A-Za-z0-9._-]", "_", annotation.__name__).strip("_")
             self.schemas[name] = schema
             return {"$ref": _REF.format(model=name)}
         return schema
 
 
-def _parameters(route: RouteDef) -> list[dict[str, Any]]:
+def _parameters(route: RouteDef, components: _Components) -> list[dict[str, Any]]:
     parameters = []
     for location, group in route.groups.items():
-        schema = group.model.model_json_schema(by_alias=True)
+        schema = group.model.model_json_schema(by_alias=True, ref_template=_REF)
+        components.schemas.update(schema.pop("$defs", {}))
         required = set(schema.get("required", []))
         for prop, prop_schema in schema.get("properties", {}).items():
             description = prop_schema.pop("description", None)
@@ -91,7 +94,7 @@ def _operation(route: RouteDef, components: _Components) -> dict[str, Any]:
         operation["summary"] = route.summary
     if route.description:
         operation["description"] = route.description
-    parameters = _parameters(route)
+    parameters = _parameters(route, components)
     if route.idempotent:
         parameters.append(
             {

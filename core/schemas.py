@@ -13,6 +13,7 @@ __all__ = [
     "Problem",
     "ValidationErrorItem",
     "ValidationProblem",
+    "dump_errors",
 ]
 
 T = TypeVar("T")

@@ -31,6 +31,9 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         response = await handler(request)
         status = response.status
         return response
+    except web.HTTPException as exc:  # redirects and other statuses raised, not returned
+        status = exc.status
+        raise
     finally:
         if log.isEnabledFor(logging.INFO):
             log.info(

@@ -25,6 +25,7 @@ __all__ = ["DEPENDENCY_ERRORS", "error_middleware", "problem_response"]
 log = logging.getLogger("core.errors")
 
 PROBLEM_JSON = "application/problem+json"
+_KEPT_HEADERS = frozenset({"allow", "location", "www-authenticate", "retry-after"})
 
 # Failures of a dependency (database, cache, broker): the request may succeed later.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
@@ -86,13 +87,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except asyncio.CancelledError:
         raise
     except ProblemError as exc:
-        level = logging.ERROR if exc.status >= 500 else logging.INFO
+        level = logging.ERROR if exc.status >= 500 else logging.WARNING
         log.log(level, "%s %s -> %s: %s", request.method, request.path, exc.status, exc.detail)
         return _from_problem(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "location")}
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in _KEPT_HEADERS}
         detail = exc.reason
         if exc.status == 413:
             detail = "The request body is too large"

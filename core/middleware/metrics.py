@@ -24,6 +24,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = await handler(request)
         status = response.status
         return response
+    except web.HTTPException as exc:  # redirects and other statuses raised, not returned
+        status = exc.status
+        raise
     finally:
         metrics.in_flight.dec()
         metrics.observe_request(
