@@ -1,4 +1,4 @@
-"""Fixtures of aioshop's own suite, on top of the core.testing plugin (real PostgreSQL and Redis)."""
+"""Fixtures of aioshop's own suite, on top of the core.testing plugin (real servers)."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ async def make_account(
         made.append(user_id)
         if admin:
             await users_db.execute(
-                "UPDATE users SET roles = ARRAY['admin', 'customer'] WHERE id = $1", uuid.UUID(user_id)
+                "UPDATE users SET roles = ARRAY['admin', 'customer'] WHERE id = $1",
+                uuid.UUID(user_id),
             )
         resp = await users_client.post(
             "/api/v1/auth/login", json={"email": email, "password": password}

@@ -43,10 +43,10 @@ class RevocationStore:
         """This one access token stops working."""
         await self._redis.set(self._jti_key(jti), b"1", ex=self._ttl)
 
-    async def revoke_user_tokens(self, user_id: str, *, now: int | None = None) -> None:
+    async def revoke_user_tokens(self, user_id: str, *, now: float | None = None) -> None:
         """Every access token of this user issued before now stops working."""
-        stamp = int(time.time()) if now is None else now
-        await self._redis.set(self._user_key(user_id), str(stamp).encode(), ex=self._ttl)
+        stamp = time.time() if now is None else now
+        await self._redis.set(self._user_key(user_id), repr(stamp).encode(), ex=self._ttl)
 
     async def ensure_active(self, principal: Principal) -> None:
         """Raise ``Unauthorized`` if the token was revoked, ``ServiceUnavailable`` if unknowable."""
@@ -61,5 +61,5 @@ class RevocationStore:
             raise ServiceUnavailable("Token revocation cannot be checked right now") from exc
         if family is not None or jti is not None:
             raise Unauthorized("The token has been revoked")
-        if not_before is not None and principal.issued_at < int(not_before):
+        if not_before is not None and principal.issued_at < float(not_before):
             raise Unauthorized("The token has been revoked")

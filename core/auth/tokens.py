@@ -39,7 +39,7 @@ class Principal:
     roles: frozenset[str]
     jti: str
     family: str
-    issued_at: int
+    issued_at: float
     expires_at: int
     claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -97,12 +97,14 @@ class TokenCodec:
         user_id: str,
         roles: Sequence[str],
         family: str,
-        now: int | None = None,
+        now: float | None = None,
     ) -> IssuedToken:
         """Sign a token of type ``typ`` for ``user_id`` in refresh family ``family``."""
         if self._private_key is None:
             raise RuntimeError("this TokenCodec has no private key: it can only verify")
-        iat = int(time.time()) if now is None else now
+        # Sub-second ``iat`` (a NumericDate may be fractional, RFC 7519): revocations by time
+        # (``RevocationStore.revoke_user_tokens``) must tell apart tokens of the same second.
+        iat = time.time() if now is None else now
         ttl = self.access_ttl if typ == "access" else self.refresh_ttl
         jti = str(uuid.uuid4())
         claims = {
@@ -110,13 +112,13 @@ class TokenCodec:
             "sub": user_id,
             "roles": sorted(roles),
             "iat": iat,
-            "exp": iat + ttl,
+            "exp": int(iat) + ttl,
             "jti": jti,
             "typ": typ,
             "fam": family,
         }
         token = jwt.encode(claims, self._private_key, algorithm=self.algorithm)
-        return IssuedToken(token=token, jti=jti, family=family, expires_at=iat + ttl)
+        return IssuedToken(token=token, jti=jti, family=family, expires_at=int(iat) + ttl)
 
     def decode(self, token: str, *, typ: TokenType) -> dict[str, Any]:
         """Verify signature, expiry, issuer and type; return the claims or raise 401.
@@ -164,7 +166,7 @@ class TokenCodec:
             roles=frozenset(claims.get("roles", [])),
             jti=str(claims["jti"]),
             family=str(claims["fam"]),
-            issued_at=int(claims["iat"]),
+            issued_at=float(claims["iat"]),
             expires_at=int(claims["exp"]),
             claims=claims,
         )

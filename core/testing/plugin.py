@@ -21,12 +21,18 @@ from aiohttp.test_utils import TestClient
 
 from core.migrate import drop_database, upgrade
 
-__all__ = ["redis_namespace", "service_client", "throwaway_database"]
+__all__ = [
+    "redis_namespace",
+    "scratch_database_url",
+    "service_client",
+    "throwaway_database",
+]
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def _dsn_for(database: str) -> str:
+def scratch_database_url(database: str) -> str:
+    """The URL of database ``database`` on the test server (``TEST_POSTGRES_URL``)."""
     server = os.environ.get("TEST_POSTGRES_URL", DEFAULT_SERVER)
     return urlunsplit(urlsplit(server)._replace(path=f"/{database}"))
 
@@ -42,7 +48,7 @@ def throwaway_database() -> Iterator[Callable[[str, Path], str]]:
 
     def factory(name: str, migrations: Path) -> str:
         if name not in created:
-            dsn = _dsn_for(f"test_{name}_{uuid.uuid4().hex[:8]}")
+            dsn = scratch_database_url(f"test_{name}_{uuid.uuid4().hex[:8]}")
             upgrade(migrations, dsn)
             created[name] = dsn
         return created[name]

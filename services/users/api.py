@@ -29,7 +29,9 @@ USERS_SERVICE = web.AppKey("users_service", UsersService)
 router = Router(prefix="/api/v1")
 
 Limit = Annotated[int, Query(description="Page size"), Field(ge=1, le=100)]
-Cursor = Annotated[str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)]
+Cursor = Annotated[
+    str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)
+]
 
 
 @router.post(
@@ -101,7 +103,9 @@ async def patch_me(
 
 
 @router.get("/users", response=Page[UserOut], roles={"admin"}, tags=["users"])
-async def list_users(request: web.Request, limit: Limit = 20, cursor: Cursor = None) -> Page[UserOut]:
+async def list_users(
+    request: web.Request, limit: Limit = 20, cursor: Cursor = None
+) -> Page[UserOut]:
     """Every user, newest first (admin)."""
     page = await request.app[USERS_SERVICE].list_users(limit=limit, cursor=cursor)
     return Page[UserOut](

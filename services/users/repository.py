@@ -10,11 +10,9 @@ from datetime import datetime
 
 import asyncpg
 
-from core.db import transaction
+from core.db import Connection, transaction
 
 __all__ = ["RefreshRecord", "User", "UsersRepository"]
-
-_USER_COLUMNS = "id, email, full_name, password_hash, roles, created_at, updated_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +55,12 @@ class UsersRepository:
         self._pool = pool
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def transaction(self) -> AsyncIterator[Connection]:
         """A connection inside a transaction."""
         async with transaction(self._pool) as conn:
             yield conn
 
-    def _db(self, conn: asyncpg.Connection | None) -> asyncpg.Connection | asyncpg.Pool:
+    def _db(self, conn: Connection | None) -> Connection | asyncpg.Pool:
         return conn if conn is not None else self._pool
 
     async def insert_user(
@@ -72,15 +70,15 @@ class UsersRepository:
         full_name: str,
         password_hash: str,
         roles: Sequence[str],
-        conn: asyncpg.Connection | None = None,
+        conn: Connection | None = None,
     ) -> User | None:
         """Insert a user; ``None`` when the email is taken (atomic under concurrency)."""
         row = await self._db(conn).fetchrow(
-            f"""
+            """
             INSERT INTO users (id, email, full_name, password_hash, roles)
             VALUES ($1, $2, $3, $4, $5)
             ON CONFLICT (email) DO NOTHING
-            RETURNING {_USER_COLUMNS}
+            RETURNING id, email, full_name, password_hash, roles, created_at, updated_at
             """,
             uuid.uuid4(),
             email,
@@ -90,16 +88,28 @@ class UsersRepository:
         )
         return _user(row)
 
-    async def get_by_email(self, email: str, conn: asyncpg.Connection | None = None) -> User | None:
+    async def get_by_email(self, email: str, conn: Connection | None = None) -> User | None:
         """The user with this (lower-cased) email."""
         row = await self._db(conn).fetchrow(
-            f"SELECT {_USER_COLUMNS} FROM users WHERE email = $1", email
+            """
+            SELECT id, email, full_name, password_hash, roles, created_at, updated_at
+            FROM users
+            WHERE email = $1
+            """,
+            email,
         )
         return _user(row)
 
-    async def get(self, user_id: uuid.UUID, conn: asyncpg.Connection | None = None) -> User | None:
+    async def get(self, user_id: uuid.UUID, conn: Connection | None = None) -> User | None:
         """The user with this id."""
-        row = await self._db(conn).fetchrow(f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1", user_id)
+        row = await self._db(conn).fetchrow(
+            """
+            SELECT id, email, full_name, password_hash, roles, created_at, updated_at
+            FROM users
+            WHERE id = $1
+            """,
+            user_id,
+        )
         return _user(row)
 
     async def update_profile(
@@ -108,17 +118,17 @@ class UsersRepository:
         *,
         full_name: str | None = None,
         password_hash: str | None = None,
-        conn: asyncpg.Connection | None = None,
+        conn: Connection | None = None,
     ) -> User | None:
         """Change the name and/or password hash; ``None`` if the user is gone."""
         row = await self._db(conn).fetchrow(
-            f"""
+            """
             UPDATE users
                SET full_name = COALESCE($2, full_name),
                    password_hash = COALESCE($3, password_hash),
                    updated_at = now()
              WHERE id = $1
-            RETURNING {_USER_COLUMNS}
+            RETURNING id, email, full_name, password_hash, roles, created_at, updated_at
             """,
             user_id,
             full_name,
@@ -127,9 +137,9 @@ class UsersRepository:
         return _user(row)
 
     async def set_roles(
-        self, user_id: uuid.UUID, roles: Sequence[str], conn: asyncpg.Connection | None = None
+        self, user_id: uuid.UUID, roles: Sequence[str], conn: Connection | None = None
     ) -> tuple[list[str], list[str]] | None:
-        """Replace the roles; return ``(previous, current)`` or ``None`` if there is no such user."""
+        """Replace the roles; return ``(previous, current)``, or ``None`` for no such user."""
         row = await self._db(conn).fetchrow(
             """
             UPDATE users AS u
@@ -149,13 +159,18 @@ class UsersRepository:
         """Users newest first, starting after the keyset ``after``."""
         if after is None:
             rows = await self._pool.fetch(
-                f"SELECT {_USER_COLUMNS} FROM users ORDER BY created_at DESC, id DESC LIMIT $1",
+                """
+                SELECT id, email, full_name, password_hash, roles, created_at, updated_at
+                FROM users
+                ORDER BY created_at DESC, id DESC
+                LIMIT $1
+                """,
                 limit,
             )
         else:
             rows = await self._pool.fetch(
-                f"""
-                SELECT {_USER_COLUMNS} FROM users
+                """
+                SELECT id, email, full_name, password_hash, roles, created_at, updated_at FROM users
                  WHERE (created_at, id) < ($2, $3)
                  ORDER BY created_at DESC, id DESC
                  LIMIT $1
@@ -172,18 +187,21 @@ class UsersRepository:
         family_id: uuid.UUID,
         user_id: uuid.UUID,
         expires_at: datetime,
-        conn: asyncpg.Connection | None = None,
+        conn: Connection | None = None,
     ) -> None:
         """Record an issued refresh token."""
         await self._db(conn).execute(
-            "INSERT INTO refresh_tokens (jti, family_id, user_id, expires_at) VALUES ($1, $2, $3, $4)",
+            """
+            INSERT INTO refresh_tokens (jti, family_id, user_id, expires_at)
+            VALUES ($1, $2, $3, $4)
+            """,
             jti,
             family_id,
             user_id,
             expires_at,
         )
 
-    async def lock_refresh(self, jti: uuid.UUID, conn: asyncpg.Connection) -> RefreshRecord | None:
+    async def lock_refresh(self, jti: uuid.UUID, conn: Connection) -> RefreshRecord | None:
         """The refresh token ``jti``, locked until the transaction ends."""
         row = await conn.fetchrow(
             """
@@ -194,22 +212,30 @@ class UsersRepository:
         )
         return RefreshRecord(**dict(row)) if row is not None else None
 
-    async def mark_refresh_used(self, jti: uuid.UUID, conn: asyncpg.Connection) -> None:
+    async def mark_refresh_used(self, jti: uuid.UUID, conn: Connection) -> None:
         """Mark a refresh token as exchanged."""
         await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE jti = $1", jti)
 
-    async def revoke_family(self, family_id: uuid.UUID, conn: asyncpg.Connection | None = None) -> None:
+    async def revoke_family(self, family_id: uuid.UUID, conn: Connection | None = None) -> None:
         """Revoke every refresh token of a family."""
         await self._db(conn).execute(
-            "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+            """
+            UPDATE refresh_tokens
+            SET revoked_at = now()
+            WHERE family_id = $1 AND revoked_at IS NULL
+            """,
             family_id,
         )
 
     async def revoke_user_families(
-        self, user_id: uuid.UUID, conn: asyncpg.Connection | None = None
+        self, user_id: uuid.UUID, conn: Connection | None = None
     ) -> None:
         """Revoke every refresh token of a user."""
         await self._db(conn).execute(
-            "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            """
+            UPDATE refresh_tokens
+            SET revoked_at = now()
+            WHERE user_id = $1 AND revoked_at IS NULL
+            """,
             user_id,
         )

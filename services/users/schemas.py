@@ -49,7 +49,9 @@ class LoginIn(InputModel):
     """Credentials. Any string is accepted here: a wrong one is a 401, never a hint."""
 
     email: Annotated[str, StringConstraints(min_length=1, max_length=254)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=1024, strip_whitespace=False)]
+    password: Annotated[
+        str, StringConstraints(min_length=1, max_length=1024, strip_whitespace=False)
+    ]
 
 
 class RefreshIn(InputModel):
@@ -63,9 +65,10 @@ class ProfilePatch(InputModel):
 
     full_name: FullName | None = None
     password: Password | None = None
-    current_password: Annotated[
-        str, StringConstraints(min_length=1, max_length=1024, strip_whitespace=False)
-    ] | None = None
+    current_password: (
+        Annotated[str, StringConstraints(min_length=1, max_length=1024, strip_whitespace=False)]
+        | None
+    ) = None
 
 
 class RolesIn(InputModel):
@@ -96,5 +99,5 @@ class TokenPair(OutputModel):
 
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (a scheme name, not a secret)
     expires_in: int

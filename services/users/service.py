@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import ClassVar
 
 from core.auth import PasswordHasher, Principal, RevocationStore, TokenCodec
-from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.db import Connection
+from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.pagination import InvalidCursor, decode_cursor, encode_cursor
 from services.users.repository import User, UsersRepository
 
@@ -188,8 +188,10 @@ class UsersService:
         if cursor is not None:
             created_at, user_id = decode_cursor(cursor, 2)
             try:
+                if not isinstance(created_at, str) or not isinstance(user_id, str):
+                    raise TypeError("cursor values are strings")
                 after = (datetime.fromisoformat(created_at).astimezone(UTC), uuid.UUID(user_id))
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise InvalidCursor() from exc
         users = await self.repository.list_users(limit=limit + 1, after=after)
         next_cursor = None
@@ -210,7 +212,9 @@ class UsersService:
             await self.revocations.revoke_user_tokens(str(user_id))
         return current
 
-    async def ensure_admin(self, *, email: str, password: str, full_name: str = "Administrator") -> User:
+    async def ensure_admin(
+        self, *, email: str, password: str, full_name: str = "Administrator"
+    ) -> User:
         """Create an admin, or grant ``admin`` to the existing account with this email."""
         email = email.strip().lower()
         existing = await self.repository.get_by_email(email)
@@ -230,9 +234,15 @@ class UsersService:
             return await self.get(existing.id)
         return existing
 
-    async def _issue(self, user: User, *, family: uuid.UUID, conn: Connection | None = None) -> Tokens:
-        access = self.codec.issue("access", user_id=str(user.id), roles=user.roles, family=str(family))
-        refresh = self.codec.issue("refresh", user_id=str(user.id), roles=user.roles, family=str(family))
+    async def _issue(
+        self, user: User, *, family: uuid.UUID, conn: Connection | None = None
+    ) -> Tokens:
+        access = self.codec.issue(
+            "access", user_id=str(user.id), roles=user.roles, family=str(family)
+        )
+        refresh = self.codec.issue(
+            "refresh", user_id=str(user.id), roles=user.roles, family=str(family)
+        )
         await self.repository.insert_refresh(
             jti=uuid.UUID(refresh.jti),
             family_id=family,

@@ -10,9 +10,11 @@ __all__ = ["Settings"]
 
 
 class Settings(BaseServiceSettings):
-    """``USERS_DATABASE_URL``, ``USERS_PORT``, ``BCRYPT_ROUNDS``, ``ADMIN_EMAIL``/``ADMIN_PASSWORD``."""
+    """``USERS_DATABASE_URL``, ``USERS_PORT``, ``BCRYPT_ROUNDS``, ``ADMIN_EMAIL``/``_PASSWORD``."""
 
-    port: int = Field(default=8001, ge=0, le=65535, validation_alias=AliasChoices("USERS_PORT", "port"))
+    port: int = Field(
+        default=8001, ge=0, le=65535, validation_alias=AliasChoices("USERS_PORT", "port")
+    )
     database_url: str = Field(
         default=database_url("aioshop_users"),
         validation_alias=AliasChoices("USERS_DATABASE_URL", "database_url"),
