@@ -40,6 +40,7 @@ Cursor = Annotated[
     response=UserOut,
     tags=["auth"],
     responses={409: "The email is already registered"},
+    idempotent=True,
 )
 async def register(request: web.Request, body: Annotated[RegisterIn, Body()]) -> UserOut:
     """Register a new account (role ``customer``)."""
