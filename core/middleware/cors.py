@@ -24,11 +24,11 @@ def cors_middleware(*, origins: Collection[str], max_age: int = 600) -> Middlewa
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get(hdrs.ORIGIN)
         if origin is None or not (any_origin or origin in allowed):
-            response = await handler(request)
+            passed = await handler(request)
             if allowed and not any_origin:
                 # The answer differs by Origin: a cache must not serve it to another origin.
-                response.headers.add(hdrs.VARY, "Origin")
-            return response
+                passed.headers.add(hdrs.VARY, "Origin")
+            return passed
         preflight = (
             request.method == hdrs.METH_OPTIONS
             and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers
