@@ -18,15 +18,27 @@ from core.errors import (
     ValidationFailed,
 )
 from core.handlers import Body, Header, Path, Query, Router
-from core.keys import AUTHENTICATOR, DB_POOL, HEALTH, METRICS, PRINCIPAL, REDIS, SETTINGS
+from core.keys import (
+    AUTHENTICATOR,
+    BUS,
+    DB_POOL,
+    HEALTH,
+    METRICS,
+    OUTBOX,
+    PRINCIPAL,
+    REDIS,
+    SETTINGS,
+)
 from core.redis import redis_ctx
 from core.settings import BaseServiceSettings
 
 __all__ = [
     "AUTHENTICATOR",
+    "BUS",
     "DB_POOL",
     "HEALTH",
     "METRICS",
+    "OUTBOX",
     "PRINCIPAL",
     "REDIS",
     "SETTINGS",

@@ -16,9 +16,10 @@ from aiohttp import web
 from core.auth.authenticator import Authenticator
 from core.auth.revocation import RevocationStore
 from core.auth.tokens import TokenCodec
+from core.bus.asyncapi import build_asyncapi
 from core.handlers import RouteDef, Router
 from core.health import HealthChecks
-from core.keys import AUTHENTICATOR, HEALTH, METRICS, REDIS, ROUTES, SERVICE_NAME, SETTINGS
+from core.keys import AUTHENTICATOR, BUS, HEALTH, METRICS, REDIS, ROUTES, SERVICE_NAME, SETTINGS
 from core.metrics import Metrics, metrics_handler
 from core.middleware import (
     access_log_middleware,
@@ -135,6 +136,21 @@ def _add_operational_routes(
             spec_cache["spec"] = orjson.dumps(document)
         return web.Response(body=spec_cache["spec"], content_type="application/json")
 
+    async def asyncapi(request: web.Request) -> web.Response:
+        if "asyncapi" not in spec_cache:
+            bus = request.app.get(BUS)
+            if bus is None:
+                document: dict[str, Any] = {
+                    "asyncapi": "3.0.0",
+                    "info": {"title": f"{title} events", "version": version},
+                    "channels": {},
+                    "operations": {},
+                }
+            else:
+                document = build_asyncapi(bus, title=f"{title} events", version=version)
+            spec_cache["asyncapi"] = orjson.dumps(document)
+        return web.Response(body=spec_cache["asyncapi"], content_type="application/json")
+
     async def docs(request: web.Request) -> web.Response:
         return docs_page(title)
 
@@ -151,6 +167,7 @@ def _add_operational_routes(
     app.router.add_get("/readyz", readyz, name="readyz")
     app.router.add_get("/metrics", metrics, name="metrics")
     app.router.add_get("/openapi.json", openapi, name="openapi")
+    app.router.add_get("/asyncapi.json", asyncapi, name="asyncapi")
     app.router.add_get("/docs", docs, name="docs")
     app.router.add_get("/docs/init.js", docs_init, name="docs_init")
     app.router.add_get("/docs/static/{name}", docs_static, name="docs_static")

@@ -6,9 +6,17 @@ import re
 import uuid
 from contextvars import ContextVar
 
-__all__ = ["correlation_id", "get_correlation_id", "new_correlation_id", "valid_correlation_id"]
+__all__ = [
+    "causation_id",
+    "correlation_id",
+    "get_correlation_id",
+    "new_correlation_id",
+    "valid_correlation_id",
+]
 
 correlation_id: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+# The id of the bus message being handled: events published while handling it are caused by it.
+causation_id: ContextVar[str | None] = ContextVar("causation_id", default=None)
 
 # Client-supplied ids are echoed into logs and headers, so they are restricted to a safe alphabet
 # and length: no header injection, no log forging.

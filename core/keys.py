@@ -13,15 +13,21 @@ from core.auth.tokens import Principal
 from core.settings import BaseServiceSettings
 
 if TYPE_CHECKING:
+    from core.bus.bus import Bus
+    from core.bus.outbox import Outbox
+    from core.cache.cache import Cache
     from core.handlers import RouteDef
     from core.health import HealthChecks
     from core.metrics import Metrics
 
 __all__ = [
     "AUTHENTICATOR",
+    "BUS",
+    "CACHE",
     "DB_POOL",
     "HEALTH",
     "METRICS",
+    "OUTBOX",
     "PRINCIPAL",
     "REDIS",
     "ROUTES",
@@ -37,5 +43,8 @@ REDIS = web.AppKey("redis", Redis)
 HEALTH: web.AppKey[HealthChecks] = web.AppKey("health")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 ROUTES: web.AppKey[list[RouteDef]] = web.AppKey("routes")
+BUS: web.AppKey[Bus] = web.AppKey("bus")
+OUTBOX: web.AppKey[Outbox] = web.AppKey("outbox")
+CACHE: web.AppKey[Cache] = web.AppKey("cache")
 
 PRINCIPAL = web.RequestKey("principal", Principal)

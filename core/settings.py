@@ -43,8 +43,20 @@ class BaseServiceSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_namespace: str = Field(default="aioshop", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    bus_transport: Literal["amqp", "memory"] = "amqp"
+    bus_publish_timeout: float = Field(default=5.0, gt=0, le=60)
     memcached_url: str = "memcached://127.0.0.1:11211"
     mongodb_url: str | None = None
+    cache_tiers: tuple[Literal["memory", "redis", "memcached"], ...] = (
+        "memory",
+        "redis",
+        "memcached",
+    )
+    cache_l1_max_entries: int = Field(default=10_000, ge=1)
+    cache_l1_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    cache_l1_ttl: float = Field(default=1.0, gt=0, le=3600)
+    cache_remote_timeout: float = Field(default=0.1, gt=0, le=5)
+    cache_breaker_cooldown: float = Field(default=5.0, gt=0, le=300)
 
     jwt_private_key: SecretStr | None = SecretStr(DEV_PRIVATE_KEY)
     jwt_public_key: str = DEV_PUBLIC_KEY

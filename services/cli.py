@@ -94,6 +94,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 
 async def _create_admin(email: str, password: str, full_name: str) -> Any:
     from core.auth import PasswordHasher, RevocationStore
+    from core.bus import Outbox
     from core.db import create_pool
     from core.redis import create_redis
     from services.users import Settings
@@ -113,11 +114,43 @@ async def _create_admin(email: str, password: str, full_name: str) -> Any:
             revocations=RevocationStore(
                 redis, namespace=settings.redis_namespace, access_ttl=settings.access_token_ttl
             ),
+            # Events are recorded now and relayed by the running users service.
+            outbox=Outbox("users"),
         )
         return await service.ensure_admin(email=email, password=password, full_name=full_name)
     finally:
         await pool.close()
         await redis.aclose()
+
+
+def cmd_bus(args: argparse.Namespace) -> int:
+    """Inspect or replay a queue's parked messages."""
+    return asyncio.run(_bus(args))
+
+
+async def _bus(args: argparse.Namespace) -> int:
+    from core.bus import make_transport
+    from core.settings import BaseServiceSettings
+
+    transport = make_transport(BaseServiceSettings())
+    await transport.start()
+    try:
+        if args.bus_command == "parked":
+            parked = await transport.parked(args.queue, limit=args.limit)
+            for message in parked:
+                print(
+                    f"{message.message_id}  {message.routing_key}  attempts={message.attempts}"
+                    f"  reason={message.reason}"
+                )
+                if args.verbose:
+                    print(f"    {message.body.decode('utf-8', 'replace')}")
+            print(f"{len(parked)} parked message(s) on {args.queue}", file=sys.stderr)
+        else:
+            moved = await transport.replay(args.queue, limit=args.limit)
+            print(f"replayed {moved} message(s) to {args.queue}")
+        return 0
+    finally:
+        await transport.stop()
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -243,6 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--no-migrate", action="store_true")
     up.set_defaults(func=cmd_up)
+
+    bus = sub.add_parser("bus", help="inspect and replay parked bus messages")
+    bus_sub = bus.add_subparsers(dest="bus_command", required=True)
+    parked = bus_sub.add_parser("parked", help="list a queue's parked messages")
+    parked.add_argument("queue")
+    parked.add_argument("--limit", type=int, default=100)
+    parked.add_argument("-v", "--verbose", action="store_true", help="print bodies too")
+    replay = bus_sub.add_parser("replay", help="send a queue's parked messages back to it")
+    replay.add_argument("queue")
+    replay.add_argument("--limit", type=int, default=None)
+    bus.set_defaults(func=cmd_bus)
 
     keygen = sub.add_parser("keygen", help="print a new JWT key pair")
     keygen.set_defaults(func=cmd_keygen)

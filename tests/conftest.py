@@ -41,9 +41,14 @@ def users_dsn(throwaway_database: Callable[[str, Any], str]) -> str:
 
 @pytest.fixture
 def users_settings(users_dsn: str, redis_namespace: str) -> UsersSettings:
-    """Settings of a users service on the throw-away database (fast bcrypt for tests)."""
+    """Settings of a users service on the throw-away database: fast bcrypt, in-memory bus
+    (tests of the RabbitMQ path set ``bus_transport="amqp"``)."""
     return UsersSettings(
-        env="test", database_url=users_dsn, redis_namespace=redis_namespace, bcrypt_rounds=4
+        env="test",
+        database_url=users_dsn,
+        redis_namespace=redis_namespace,
+        bcrypt_rounds=4,
+        bus_transport="memory",
     )
 
 

@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from core import DB_POOL, REDIS, create_app, postgres_ctx, redis_ctx, token_codec
+from core import DB_POOL, OUTBOX, REDIS, create_app, postgres_ctx, redis_ctx, token_codec
 from core.app import CleanupCtx, auth_ctx
 from core.auth import PasswordHasher, RevocationStore
+from core.bus import Bus, Transport, bus_ctx, outbox_ctx
 from services.users.api import USERS_SERVICE, router
+from services.users.events import UserRegistered, UserRolesChanged
 from services.users.repository import UsersRepository
 from services.users.service import UsersService
 from services.users.settings import Settings
@@ -29,6 +31,7 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
             revocations=RevocationStore(
                 app[REDIS], namespace=settings.redis_namespace, access_ttl=settings.access_token_ttl
             ),
+            outbox=app[OUTBOX],
         )
         app[USERS_SERVICE] = service
         if settings.admin_email and settings.admin_password:
@@ -41,8 +44,14 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
     return ctx
 
 
-def create_users_app(settings: Settings | None = None) -> web.Application:
-    """The users service application."""
+def _declare_events(app: web.Application, bus: Bus) -> None:
+    bus.declare_publishes(UserRegistered, UserRolesChanged)
+
+
+def create_users_app(
+    settings: Settings | None = None, *, transport: Transport | None = None
+) -> web.Application:
+    """The users service application (``transport``: share a bus transport, e.g. in memory)."""
     settings = settings or Settings()
     return create_app(
         "users",
@@ -56,6 +65,8 @@ def create_users_app(settings: Settings | None = None) -> web.Application:
                 max_size=settings.db_pool_max_size,
             ),
             auth_ctx(settings),
+            bus_ctx(settings, setup=_declare_events, transport=transport),
+            outbox_ctx(settings.database_url),
             _service_ctx(settings),
         ],
         title="aioshop users",

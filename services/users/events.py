@@ -5,13 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel
+from core.bus import Event
 
 __all__ = ["UserRegistered", "UserRolesChanged"]
 
 
-class UserRegistered(BaseModel):
+class UserRegistered(Event):
     """``user.registered``: a new account exists."""
+
+    event_type = "user.registered"
+    event_version = 1
 
     user_id: UUID
     email: str
@@ -20,8 +23,11 @@ class UserRegistered(BaseModel):
     created_at: datetime
 
 
-class UserRolesChanged(BaseModel):
-    """``user.roles_changed``: an admin replaced a user's roles."""
+class UserRolesChanged(Event):
+    """``user.roles_changed``: a user's roles were replaced."""
+
+    event_type = "user.roles_changed"
+    event_version = 1
 
     user_id: UUID
     roles: list[str]

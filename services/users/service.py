@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import ClassVar
 
 from core.auth import PasswordHasher, Principal, RevocationStore, TokenCodec
+from core.bus import Outbox
 from core.db import Connection
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.pagination import InvalidCursor, decode_cursor, encode_cursor
+from services.users.events import UserRegistered, UserRolesChanged
 from services.users.repository import User, UsersRepository
 
 __all__ = [
@@ -86,20 +89,38 @@ class UsersService:
         hasher: PasswordHasher,
         codec: TokenCodec,
         revocations: RevocationStore,
+        outbox: Outbox,
     ) -> None:
         self.repository = repository
         self.hasher = hasher
         self.codec = codec
         self.revocations = revocations
+        self.outbox = outbox
 
     async def register(self, *, email: str, password: str, full_name: str) -> User:
         """Create an account with the ``customer`` role; ``EmailTaken`` if the email is in use."""
-        password_hash = await self.hasher.hash(password)
-        user = await self.repository.insert_user(
-            email=email, full_name=full_name, password_hash=password_hash, roles=DEFAULT_ROLES
+        user = await self._create(
+            email=email, password=password, full_name=full_name, roles=DEFAULT_ROLES
         )
         if user is None:
             raise EmailTaken("An account with this email already exists")
+        return user
+
+    async def _create(
+        self, *, email: str, password: str, full_name: str, roles: Sequence[str]
+    ) -> User | None:
+        """Insert a user and its ``user.registered`` event atomically; ``None`` if email taken."""
+        password_hash = await self.hasher.hash(password)
+        async with self.repository.transaction() as conn:
+            user = await self.repository.insert_user(
+                email=email,
+                full_name=full_name,
+                password_hash=password_hash,
+                roles=roles,
+                conn=conn,
+            )
+            if user is not None:
+                await self.outbox.publish(conn, _registered(user))
         return user
 
     async def login(self, *, email: str, password: str) -> Tokens:
@@ -204,10 +225,16 @@ class UsersService:
     async def set_roles(self, user_id: uuid.UUID, roles: list[str]) -> list[str]:
         """Replace a user's roles; their current access tokens stop working (they must refresh)."""
         unique = sorted(set(roles))
-        changed = await self.repository.set_roles(user_id, unique)
-        if changed is None:
-            raise UserNotFound("No such user")
-        previous, current = changed
+        async with self.repository.transaction() as conn:
+            changed = await self.repository.set_roles(user_id, unique, conn)
+            if changed is None:
+                raise UserNotFound("No such user")
+            previous, current = changed
+            if sorted(previous) != current:
+                await self.outbox.publish(
+                    conn,
+                    UserRolesChanged(user_id=user_id, roles=current, previous_roles=previous),
+                )
         if sorted(previous) != current:
             await self.revocations.revoke_user_tokens(str(user_id))
         return current
@@ -219,11 +246,8 @@ class UsersService:
         email = email.strip().lower()
         existing = await self.repository.get_by_email(email)
         if existing is None:
-            created = await self.repository.insert_user(
-                email=email,
-                full_name=full_name,
-                password_hash=await self.hasher.hash(password),
-                roles=("admin", "customer"),
+            created = await self._create(
+                email=email, password=password, full_name=full_name, roles=("admin", "customer")
             )
             if created is not None:
                 return created
@@ -255,6 +279,16 @@ class UsersService:
             refresh_token=refresh.token,
             expires_in=self.codec.access_ttl,
         )
+
+
+def _registered(user: User) -> UserRegistered:
+    return UserRegistered(
+        user_id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        roles=user.roles,
+        created_at=user.created_at,
+    )
 
 
 def _as_uuid(value: str | uuid.UUID) -> uuid.UUID:

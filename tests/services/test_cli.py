@@ -13,8 +13,13 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 
+import aiormq
 import asyncpg
 import pytest
+
+from core.bus import Incoming, RetryPolicy
+from core.bus.amqp import AmqpTransport
+from core.testing import wait_for
 
 CLI = [sys.executable, "-m", "services.cli"]
 
@@ -137,3 +142,64 @@ def test_up_starts_every_service_and_stops_on_ctrl_c(cli_env: dict[str, str]) ->
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "AIOSHOP_ENV": "test"},
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_bus_parked_lists_and_replay_redelivers() -> None:
+    queue, key = f"test-cli-{uuid.uuid4().hex[:8]}", f"cli.{uuid.uuid4().hex[:8]}"
+    transport = AmqpTransport("amqp://guest:guest@127.0.0.1:5672/")
+    received: list[Incoming] = []
+    healthy = False
+
+    async def handle(message: Incoming) -> None:
+        received.append(message)
+        if not healthy:
+            raise RuntimeError("not yet")
+
+    await transport.start()
+    try:
+        await transport.consume(queue, [key], handle, retry=RetryPolicy((0.05,)))
+        await transport.publish(key, b'{"n": 1}', message_id="cli-message-1")
+        await wait_for(lambda: transport.parked(queue), within=10)
+
+        code, out, err = await _cli("bus", "parked", queue, "-v")
+        assert code == 0, err
+        assert "cli-message-1" in out
+        assert '{"n": 1}' in out
+        assert "1 parked message(s)" in err
+
+        healthy = True
+        code, out, err = await _cli("bus", "replay", queue)
+        assert code == 0, err
+        assert "replayed 1 message(s)" in out
+
+        async def redelivered() -> bool:
+            return len(received) == 3 and received[-1].attempt == 1
+
+        await wait_for(redelivered, within=10)
+        assert await transport.parked(queue) == []
+    finally:
+        await transport.stop()
+        await _delete_queues(queue)
+
+
+async def _delete_queues(queue: str) -> None:
+    connection = await aiormq.connect("amqp://guest:guest@127.0.0.1:5672/")
+    try:
+        channel = await connection.channel()
+        for name in (queue, f"{queue}.parked", f"{queue}.retry.50"):
+            await channel.queue_delete(name)
+    finally:
+        await connection.close()

@@ -44,11 +44,17 @@ async def test_openapi_documents_every_contract_route_and_is_valid(
     assert "401" in me["responses"]
 
 
-async def test_readyz_reports_postgres_and_redis(users_client: TestClient[Any, Any]) -> None:
+async def test_readyz_reports_postgres_redis_and_the_bus(
+    users_client: TestClient[Any, Any],
+) -> None:
     response = await users_client.get("/readyz")
     assert response.status == 200
     body = await response.json()
-    assert body["checks"] == {"postgres": {"status": "up"}, "redis": {"status": "up"}}
+    assert body["checks"] == {
+        "bus": {"status": "up"},
+        "postgres": {"status": "up"},
+        "redis": {"status": "up"},
+    }
 
 
 async def test_admin_from_settings_is_created_at_start_up(
@@ -73,3 +79,26 @@ async def test_admin_from_settings_is_created_at_start_up(
         assert sorted(roles) == ["admin", "customer"]
     finally:
         await users_db.execute("DELETE FROM users WHERE email = $1", email)
+
+
+async def test_asyncapi_describes_the_published_events(users_client: TestClient[Any, Any]) -> None:
+    response = await users_client.get("/asyncapi.json")
+    assert response.status == 200
+    document = await response.json()
+    assert document["asyncapi"] == "3.0.0"
+    addresses = {c["address"] for c in document["channels"].values()}
+    assert addresses == {"user.registered", "user.roles_changed"}
+    sends = [op for op in document["operations"].values() if op["action"] == "send"]
+    assert len(sends) == 2
+    message = document["components"]["messages"]["UserRegisteredV1"]
+    payload = message["payload"]
+    assert payload["properties"]["type"] == {"const": "user.registered"}
+    assert set(payload["required"]) >= {"type", "source", "data"}
+    data_ref = payload["properties"]["data"]["$ref"].rsplit("/", 1)[-1]
+    assert set(document["components"]["schemas"][data_ref]["properties"]) == {
+        "user_id",
+        "email",
+        "full_name",
+        "roles",
+        "created_at",
+    }

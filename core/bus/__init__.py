@@ -1,0 +1,51 @@
+"""The message bus: events in envelopes over AMQP (aiormq) or in memory, outbox and inbox.
+
+See ``transport.py`` for the delivery contract, ``bus.py`` for publish/subscribe, ``outbox.py``
+and ``inbox.py`` for effectively-once processing across a database and the broker.
+"""
+
+from core.bus.app import bus_ctx, make_transport, outbox_ctx
+from core.bus.asyncapi import build_asyncapi
+from core.bus.bus import Bus, Handler, Message, Subscription
+from core.bus.events import Envelope, Event, event_types
+from core.bus.inbox import Inbox
+from core.bus.matching import topic_matches
+from core.bus.memory import InMemoryTransport
+from core.bus.metrics import BusMetrics
+from core.bus.outbox import Outbox, OutboxRelay
+from core.bus.transport import (
+    Incoming,
+    ParkedMessage,
+    PermanentFailure,
+    PublishError,
+    PublishTimeout,
+    RetryPolicy,
+    Transport,
+)
+
+__all__ = [
+    "Bus",
+    "BusMetrics",
+    "Envelope",
+    "Event",
+    "Handler",
+    "InMemoryTransport",
+    "Inbox",
+    "Incoming",
+    "Message",
+    "Outbox",
+    "OutboxRelay",
+    "ParkedMessage",
+    "PermanentFailure",
+    "PublishError",
+    "PublishTimeout",
+    "RetryPolicy",
+    "Subscription",
+    "Transport",
+    "build_asyncapi",
+    "bus_ctx",
+    "event_types",
+    "make_transport",
+    "outbox_ctx",
+    "topic_matches",
+]

@@ -1,0 +1,190 @@
+"""The in-memory transport: RabbitMQ's topic semantics inside one process.
+
+For the single-process mode and for tests. One copy of a message per bound queue, competing
+consumers on a queue, prefetch, the retry ladder and the parking queue behave as on AMQP; what
+is lost is durability: a stopped process forgets its queues, including messages waiting for a
+retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from core.bus.matching import topic_matches, validate_pattern
+from core.bus.transport import (
+    Incoming,
+    IncomingHandler,
+    ParkedMessage,
+    PermanentFailure,
+    PublishError,
+    RetryPolicy,
+    Transport,
+)
+
+__all__ = ["InMemoryTransport"]
+
+log = logging.getLogger("core.bus.memory")
+
+
+class InMemoryTransport(Transport):
+    """A topic exchange, queues, retries and parking in process memory."""
+
+    def __init__(self, *, drain_timeout: float = 10.0) -> None:
+        self.drain_timeout = drain_timeout
+        self._bindings: dict[str, set[str]] = defaultdict(set)
+        self._queues: dict[str, asyncio.Queue[Incoming]] = {}
+        self._parked: dict[str, list[ParkedMessage]] = defaultdict(list)
+        self._consumers: list[asyncio.Task[None]] = []
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.Task[None]] = set()
+        self._running = False
+
+    @property
+    def connected(self) -> bool:
+        """Whether the transport accepts messages."""
+        return self._running
+
+    async def start(self) -> None:
+        """Start accepting messages."""
+        self._running = True
+
+    async def stop(self) -> None:
+        """Stop consuming and wait for handlers in flight."""
+        self._running = False
+        for task in [*self._timers, *self._consumers]:
+            task.cancel()
+        await asyncio.gather(*self._timers, *self._consumers, return_exceptions=True)
+        self._consumers.clear()
+        if self._inflight:
+            _, stuck = await asyncio.wait(set(self._inflight), timeout=self.drain_timeout)
+            for task in stuck:
+                log.warning("cancelling a handler still running after %.1fs", self.drain_timeout)
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
+
+    def _queue(self, name: str) -> asyncio.Queue[Incoming]:
+        if name not in self._queues:
+            self._queues[name] = asyncio.Queue()
+        return self._queues[name]
+
+    async def publish(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Deliver one copy to every queue with a matching binding."""
+        if not self._running:
+            raise PublishError("the in-memory transport is not running")
+        for queue, patterns in self._bindings.items():
+            if any(topic_matches(pattern, routing_key) for pattern in patterns):
+                self._queue(queue).put_nowait(
+                    Incoming(
+                        body=body,
+                        routing_key=routing_key,
+                        queue=queue,
+                        message_id=message_id,
+                        headers=dict(headers or {}),
+                    )
+                )
+
+    async def consume(
+        self,
+        queue: str,
+        patterns: Sequence[str],
+        handler: IncomingHandler,
+        *,
+        prefetch: int = 32,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        """Bind ``queue`` and start a consumer on it (several consumers compete)."""
+        for pattern in patterns:
+            self._bindings[queue].add(validate_pattern(pattern))
+        self._queue(queue)
+        self._consumers.append(
+            asyncio.create_task(self._consume(queue, handler, prefetch, retry), name=f"bus:{queue}")
+        )
+
+    async def _consume(
+        self, queue: str, handler: IncomingHandler, prefetch: int, retry: RetryPolicy
+    ) -> None:
+        slots = asyncio.Semaphore(prefetch)
+        source = self._queue(queue)
+        while True:
+            await slots.acquire()
+            message = await source.get()
+            task = asyncio.create_task(self._deliver(message, handler, retry))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _deliver(
+        self, message: Incoming, handler: IncomingHandler, retry: RetryPolicy
+    ) -> None:
+        try:
+            await handler(message)
+        except asyncio.CancelledError:
+            raise
+        except PermanentFailure as exc:
+            self._park(message, f"permanent failure: {exc}")
+        except Exception as exc:
+            delay = retry.delay_for(message.attempt)
+            if delay is None:
+                self._park(message, f"failed {message.attempt} times: {exc!r}")
+                return
+            again = Incoming(
+                body=message.body,
+                routing_key=message.routing_key,
+                queue=message.queue,
+                message_id=message.message_id,
+                attempt=message.attempt + 1,
+                headers=message.headers,
+            )
+            timer = asyncio.create_task(self._redeliver(again, delay))
+            self._timers.add(timer)
+            timer.add_done_callback(self._timers.discard)
+
+    async def _redeliver(self, message: Incoming, delay: float) -> None:
+        await asyncio.sleep(delay)  # the retry ladder's delay, by design
+        if self._running:
+            self._queue(message.queue).put_nowait(message)
+
+    def _park(self, message: Incoming, reason: str) -> None:
+        log.warning("parking %s on %s: %s", message.message_id, message.queue, reason)
+        self._parked[message.queue].append(
+            ParkedMessage(
+                body=message.body,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+                attempts=message.attempt,
+                reason=reason,
+                headers=message.headers,
+            )
+        )
+
+    async def parked(self, queue: str, *, limit: int = 100) -> list[ParkedMessage]:
+        """Parked messages of ``queue``, oldest first."""
+        return list(self._parked.get(queue, [])[:limit])
+
+    async def replay(self, queue: str, *, limit: int | None = None) -> int:
+        """Requeue parked messages of ``queue`` with fresh attempts."""
+        parked = self._parked.get(queue, [])
+        count = len(parked) if limit is None else min(limit, len(parked))
+        moved, self._parked[queue] = parked[:count], parked[count:]
+        for message in moved:
+            self._queue(queue).put_nowait(
+                Incoming(
+                    body=message.body,
+                    routing_key=message.routing_key,
+                    queue=queue,
+                    message_id=message.message_id,
+                    headers=message.headers,
+                )
+            )
+        return count
