@@ -34,6 +34,7 @@ test: lint typecheck pytest
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m perf.bench_users_me
+	$(BIN)/python -m perf.bench_bus
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
