@@ -216,13 +216,31 @@ class UsersRepository:
         """Mark a refresh token as exchanged."""
         await conn.execute("UPDATE refresh_tokens SET used_at = now() WHERE jti = $1", jti)
 
+    async def insert_family(
+        self, family_id: uuid.UUID, user_id: uuid.UUID, conn: Connection | None = None
+    ) -> None:
+        """Record a new session (refresh family)."""
+        await self._db(conn).execute(
+            "INSERT INTO refresh_families (id, user_id) VALUES ($1, $2)", family_id, user_id
+        )
+
+    async def lock_family(self, family_id: uuid.UUID, conn: Connection) -> bool | None:
+        """Lock a family until the transaction ends; return whether it is revoked (None: unknown).
+
+        Rotation and revocation both take this lock, so a revocation cannot miss a token that a
+        concurrent rotation is issuing.
+        """
+        row = await conn.fetchrow(
+            "SELECT revoked_at FROM refresh_families WHERE id = $1 FOR UPDATE", family_id
+        )
+        return None if row is None else row["revoked_at"] is not None
+
     async def revoke_family(self, family_id: uuid.UUID, conn: Connection | None = None) -> None:
-        """Revoke every refresh token of a family."""
+        """Revoke a session: none of its refresh tokens works any more."""
         await self._db(conn).execute(
             """
-            UPDATE refresh_tokens
-            SET revoked_at = now()
-            WHERE family_id = $1 AND revoked_at IS NULL
+            UPDATE refresh_families SET revoked_at = now()
+             WHERE id = $1 AND revoked_at IS NULL
             """,
             family_id,
         )
@@ -230,12 +248,18 @@ class UsersRepository:
     async def revoke_user_families(
         self, user_id: uuid.UUID, conn: Connection | None = None
     ) -> None:
-        """Revoke every refresh token of a user."""
+        """Revoke every session of a user."""
         await self._db(conn).execute(
             """
-            UPDATE refresh_tokens
-            SET revoked_at = now()
-            WHERE user_id = $1 AND revoked_at IS NULL
+            UPDATE refresh_families SET revoked_at = now()
+             WHERE user_id = $1 AND revoked_at IS NULL
             """,
             user_id,
         )
+
+    async def share_lock_password(self, user_id: uuid.UUID, conn: Connection) -> str | None:
+        """The user's current password hash, locked against changes until the transaction ends."""
+        value: str | None = await conn.fetchval(
+            "SELECT password_hash FROM users WHERE id = $1 FOR SHARE", user_id
+        )
+        return value

@@ -129,7 +129,13 @@ class UsersService:
         valid = await self.hasher.verify(password, user.password_hash if user else None)
         if user is None or not valid:
             raise InvalidCredentials("The email or password is incorrect")
-        return await self._issue(user, family=uuid.uuid4())
+        family = uuid.uuid4()
+        async with self.repository.transaction() as conn:
+            # A password change committed since the check above wins: no session for the old one.
+            if await self.repository.share_lock_password(user.id, conn) != user.password_hash:
+                raise InvalidCredentials("The email or password is incorrect")
+            await self.repository.insert_family(family, user.id, conn)
+            return await self._issue(user, family=family, conn=conn)
 
     async def refresh(self, refresh_token: str) -> Tokens:
         """Rotate a refresh token. Presenting a used or revoked one revokes its whole family."""
@@ -141,10 +147,15 @@ class UsersService:
             raise Unauthorized("The token is invalid") from exc
         reused = False
         async with self.repository.transaction() as conn:
+            revoked = await self.repository.lock_family(family, conn)
+            if revoked is None:
+                raise Unauthorized("The token is invalid")
+            if revoked:
+                raise Unauthorized("The session has been revoked")
             record = await self.repository.lock_refresh(jti, conn)
             if record is None or record.family_id != family:
                 raise Unauthorized("The token is invalid")
-            if record.used_at is not None or record.revoked_at is not None:
+            if record.used_at is not None:
                 reused = True
                 await self.repository.revoke_family(family, conn)
             else:
@@ -161,9 +172,11 @@ class UsersService:
 
     async def logout(self, principal: Principal) -> None:
         """End the caller's session: its access token and refresh family stop working at once."""
+        # The database first: if it fails, the client sees an error and the session is intact,
+        # never half ended with refresh tokens still working.
+        await self.repository.revoke_family(uuid.UUID(principal.family))
         await self.revocations.revoke_family(principal.family)
         await self.revocations.revoke_token(principal.jti)
-        await self.repository.revoke_family(uuid.UUID(principal.family))
 
     async def get(self, user_id: str | uuid.UUID) -> User:
         """The user with this id, or ``UserNotFound``."""

@@ -109,9 +109,15 @@ async def user_by_id(db: asyncpg.Connection, user_id: str) -> dict[str, Any]:
 
 
 async def refresh_rows(db: asyncpg.Connection, user_id: str) -> list[dict[str, Any]]:
-    """Every stored refresh token of a user, in a stable order."""
+    """Every stored refresh token of a user (revoked_at: its family's), in a stable order."""
     rows = await db.fetch(
-        "SELECT * FROM refresh_tokens WHERE user_id = $1 ORDER BY issued_at, jti",
+        """
+        SELECT t.jti, t.family_id, t.user_id, t.issued_at, t.expires_at, t.used_at,
+               f.revoked_at
+          FROM refresh_tokens t JOIN refresh_families f ON f.id = t.family_id
+         WHERE t.user_id = $1
+         ORDER BY t.issued_at, t.jti
+        """,
         uuid.UUID(user_id),
     )
     return [dict(row) for row in rows]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,13 +11,15 @@ import asyncpg
 import pytest
 
 from core.auth import PasswordHasher
-from core.testing import assert_problem
+from core.testing import assert_problem, wait_for
 from services.users import Settings, create_users_app
 from services.users.api import USERS_SERVICE
+from tests.conftest import AccountFactory
 from tests.services.users.conftest import Register
 from tests.services.users.helpers import (
     REGISTER,
     Client,
+    claims,
     login,
     unique_email,
     user_by_email,
@@ -102,3 +105,37 @@ async def test_bcrypt_does_not_block_the_event_loop(
     resp = await login_task
     assert resp.status == 200, await resp.text()
     assert spy.finished.is_set()
+
+
+async def test_a_revocation_racing_a_rotation_cannot_miss_the_new_token(
+    make_account: AccountFactory, users_client: Client, users_db: asyncpg.Connection
+) -> None:
+    """A rotation in flight holds its family's lock; a revocation waits for it, then covers the
+    token the rotation issued (revoking token rows one by one would miss it)."""
+    service = users_client.app[USERS_SERVICE]
+    account = await make_account()
+    family = uuid.UUID(claims(account.refresh_token)["fam"])
+    user = await service.get(account.id)
+
+    async with service.repository.transaction() as rotation:
+        assert await service.repository.lock_family(family, rotation) is False
+        issued = await service._issue(user, family=family, conn=rotation)
+        revocation = asyncio.create_task(service.repository.revoke_family(family))
+
+        async def revocation_waits_for_the_lock() -> bool:
+            waiting: int = await users_db.fetchval(
+                """
+                SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE refresh_families%'
+                """
+            )
+            return waiting == 1
+
+        await wait_for(revocation_waits_for_the_lock, within=5)
+        assert not revocation.done()
+    await revocation
+
+    response = await users_client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": issued.refresh_token}
+    )
+    await assert_problem(response, 401)
