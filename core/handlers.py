@@ -29,13 +29,21 @@ from typing import Any, Literal, get_args, get_origin
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+    field_validator,
+)
 
 from core.auth.tokens import Principal
 from core.errors import BadRequest, UnsupportedMediaType, ValidationFailed
 from core.idempotency import IDEMPOTENCY_HEADER, IdempotencyStore, fingerprint
 from core.keys import AUTHENTICATOR, PRINCIPAL, REDIS, ROUTES, SERVICE_NAME, SETTINGS
-from core.schemas import dump_errors
+from core.schemas import dump_errors, reject_nul
 
 __all__ = ["Body", "Header", "Path", "Query", "RouteDef", "Router", "json_response"]
 
@@ -249,7 +257,15 @@ def _split(annotation: Any) -> tuple[Any, _Param | None]:
     return stripped, (markers[0] if markers else None)
 
 
-_PARAM_CONFIG = ConfigDict(populate_by_name=True, extra="ignore")
+class _Params(BaseModel):
+    """Base of the generated path/query/header models."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 def _build(route: RouteDef) -> None:
@@ -298,7 +314,7 @@ def _build(route: RouteDef) -> None:
         )
     for location, location_fields in fields.items():
         model = create_model(
-            f"{route.operation_id}_{location}", __config__=_PARAM_CONFIG, **location_fields
+            f"{route.operation_id}_{location}", __base__=_Params, **location_fields
         )
         route.groups[location] = _ParamGroup(
             model=model, names=names[location], multi=frozenset(multi.get(location, ()))

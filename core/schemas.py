@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "InputModel",
@@ -14,16 +15,37 @@ __all__ = [
     "ValidationErrorItem",
     "ValidationProblem",
     "dump_errors",
+    "reject_nul",
 ]
 
 T = TypeVar("T")
 
 
+def reject_nul(value: Any) -> Any:
+    """Refuse NUL characters anywhere in a value: PostgreSQL cannot store them in text or jsonb."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise PydanticCustomError("string_nul", "NUL characters are not allowed")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            reject_nul(key)
+            reject_nul(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            reject_nul(item)
+    return value
+
+
 class InputModel(BaseModel):
-    """Base of request bodies: unknown fields are an error, strings are stripped, no coercion
-    of strings into numbers or booleans."""
+    """Base of request bodies: unknown fields are an error, strings are stripped and may not
+    contain NUL. Numbers given as numeric strings are accepted (pydantic's lax mode)."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 class OutputModel(BaseModel):

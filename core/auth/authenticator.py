@@ -19,6 +19,8 @@ def bearer_token(authorization: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Use the Bearer authentication scheme")
+    if not token.isascii():
+        raise Unauthorized("The token is invalid")
     return token
 
 

@@ -145,7 +145,7 @@ class TokenCodec:
             )
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("The token has expired") from exc
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError) as exc:  # ValueError: undecodable bytes in the token
             raise Unauthorized("The token is invalid") from exc
         if claims.get("typ") != typ:
             raise Unauthorized("The token is invalid")

@@ -32,7 +32,6 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
-    asyncpg.InterfaceError,
     RedisConnectionError,
     RedisTimeoutError,
     ConnectionError,
@@ -99,6 +98,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             detail = "The request body is too large"
         return problem_response(
             request, status=exc.status, title=exc.reason, detail=detail, headers=headers
+        )
+    except asyncpg.DataError as exc:
+        # Input the database refuses (out-of-range number, invalid text): the client's to fix.
+        log.warning("database refused input on %s %s: %r", request.method, request.path, exc)
+        return problem_response(
+            request,
+            status=400,
+            title="Bad Request",
+            detail="The request contains a value that cannot be stored",
         )
     except DEPENDENCY_ERRORS as exc:
         log.warning("dependency failure on %s %s: %r", request.method, request.path, exc)

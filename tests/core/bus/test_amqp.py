@@ -143,9 +143,13 @@ async def test_consumers_and_publishers_survive_lost_connections(
             raise RuntimeError("a tenth fail once, so retries cross the kills too")
         handled.add(message.message_id)
 
-    async def produce(ids: list[str], pace_after: int) -> int:
+    async def produce(ids: list[str], pace_after: int, hold_at: int, killed: asyncio.Event) -> int:
         failures = 0
         for i, message_id in enumerate(ids):
+            if i == hold_at:
+                # The rest of the stream waits for the kill, so that it always lands mid-way
+                # (rabbitmqctl takes longer than publishing 200 events).
+                await asyncio.wait_for(killed.wait(), 30)
             while True:
                 try:
                     await transport.publish(key, b"{}", message_id=message_id)
@@ -159,10 +163,12 @@ async def test_consumers_and_publishers_survive_lost_connections(
 
     async def run_round(killed_before: set[str]) -> set[str]:
         ids = {uuid.uuid4().hex for _ in range(200)}
-        producer = asyncio.create_task(produce(sorted(ids), pace_after=50))
+        killed = asyncio.Event()
+        producer = asyncio.create_task(produce(sorted(ids), 50, 150, killed))
         await wait_for(holds(lambda: len(handled & ids) >= 50), within=20)
 
         pids = await close_named_connections(name)
+        killed.set()
         assert pids, "no connection of the transport to kill"
         assert not killed_before & set(pids), "the killed connection was not replaced"
         handled_at_kill = len(handled & ids)
