@@ -40,9 +40,10 @@ from pydantic import (
 )
 
 from core.auth.tokens import Principal
-from core.errors import BadRequest, UnsupportedMediaType, ValidationFailed
+from core.errors import BadRequest, ProblemError, UnsupportedMediaType, ValidationFailed
 from core.idempotency import IDEMPOTENCY_HEADER, IdempotencyStore, fingerprint
 from core.keys import AUTHENTICATOR, PRINCIPAL, REDIS, ROUTES, SERVICE_NAME, SETTINGS
+from core.middleware.errors import problem_from
 from core.schemas import dump_errors, reject_nul
 
 __all__ = ["Body", "Header", "Path", "Query", "RouteDef", "Router", "json_response"]
@@ -129,7 +130,8 @@ class RouteDef:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Authenticate, validate, call the handler and shape its result."""
         kwargs: dict[str, Any] = {}
-        caller = "anonymous"
+        # Anonymous callers' keys are scoped by address, so strangers cannot collide.
+        caller = f"anonymous@{request.remote}"
         if self.auth:
             authenticator = request.app[AUTHENTICATOR]
             principal = await authenticator.authenticate(request.headers.get("Authorization"))
@@ -149,8 +151,19 @@ class RouteDef:
             scope=f"{request.app[SERVICE_NAME]}:{self.operation_id}:{caller}",
             key=key,
             fingerprint=fingerprint(request.method, request.path_qs, await request.read()),
-            call=lambda: self._handle(request, kwargs),
+            call=lambda: self._handle_recording_problems(request, kwargs),
         )
+
+    async def _handle_recording_problems(
+        self, request: web.Request, kwargs: dict[str, Any]
+    ) -> web.StreamResponse:
+        """``_handle``, with a 4xx outcome as a response, so an idempotency key replays it too."""
+        try:
+            return await self._handle(request, kwargs)
+        except ProblemError as exc:
+            if exc.status >= 500:
+                raise
+            return problem_from(request, exc)
 
     async def _handle(self, request: web.Request, kwargs: dict[str, Any]) -> web.StreamResponse:
 

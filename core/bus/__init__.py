@@ -4,7 +4,7 @@ See ``transport.py`` for the delivery contract, ``bus.py`` for publish/subscribe
 and ``inbox.py`` for effectively-once processing across a database and the broker.
 """
 
-from core.bus.app import bus_ctx, make_transport, outbox_ctx
+from core.bus.app import bus_ctx, bus_workers_ctx, make_transport
 from core.bus.asyncapi import build_asyncapi
 from core.bus.bus import Bus, Handler, Message, Subscription
 from core.bus.events import Envelope, Event, event_types
@@ -44,8 +44,8 @@ __all__ = [
     "Transport",
     "build_asyncapi",
     "bus_ctx",
+    "bus_workers_ctx",
     "event_types",
     "make_transport",
-    "outbox_ctx",
     "topic_matches",
 ]

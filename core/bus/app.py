@@ -14,7 +14,7 @@ from core.bus.transport import Transport
 from core.keys import BUS, DB_POOL, HEALTH, METRICS, OUTBOX, SERVICE_NAME
 from core.settings import BaseServiceSettings
 
-__all__ = ["bus_ctx", "make_transport", "outbox_ctx"]
+__all__ = ["bus_ctx", "bus_workers_ctx", "make_transport"]
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 Setup = Callable[[web.Application, Bus], None]
@@ -35,11 +35,12 @@ def bus_ctx(
     setup: Setup | None = None,
     transport: Transport | None = None,
 ) -> CleanupCtx:
-    """A ``cleanup_ctx`` that starts ``app[BUS]``.
+    """A ``cleanup_ctx`` giving ``app[BUS]`` (connected, publishing) and ``app[OUTBOX]``.
 
-    ``setup(app, bus)`` runs first, to declare publications and subscriptions (it may read other
-    resources from ``app``). Pass ``transport`` to share one (the single-process mode shares an
-    ``InMemoryTransport`` between services).
+    ``setup(app, bus)`` runs first, to declare publications and subscriptions. Nothing is
+    consumed and nothing relayed until ``bus_workers_ctx``, which goes last in the resources, so
+    that handlers never run before the service they call exists, nor after it is torn down.
+    Pass ``transport`` to share one (the single-process mode shares an ``InMemoryTransport``).
     """
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -49,9 +50,10 @@ def bus_ctx(
             metrics=BusMetrics(app[METRICS].registry),
         )
         app[BUS] = bus
+        app[OUTBOX] = Outbox(app[SERVICE_NAME])
         if setup is not None:
             setup(app, bus)
-        await bus.start()
+        await bus.connect()
 
         async def check() -> None:
             if not bus.transport.connected:
@@ -67,17 +69,22 @@ def bus_ctx(
     return ctx
 
 
-def outbox_ctx(dsn: str, *, poll_interval: float = 1.0) -> CleanupCtx:
-    """A ``cleanup_ctx`` giving ``app[OUTBOX]`` and running its relay (after the pool and bus)."""
+def bus_workers_ctx(dsn: str | None, *, poll_interval: float = 1.0) -> CleanupCtx:
+    """A ``cleanup_ctx``, last in the resources: the outbox relay (when ``dsn`` is given) and the
+    consumers run while the app runs, and stop first at shutdown."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         bus = app[BUS]
-        app[OUTBOX] = Outbox(app[SERVICE_NAME])
-        relay = OutboxRelay(app[DB_POOL], bus, dsn=dsn, poll_interval=poll_interval)
-        await relay.start()
+        relay = None
+        if dsn is not None:
+            relay = OutboxRelay(app[DB_POOL], bus, dsn=dsn, poll_interval=poll_interval)
+            await relay.start()
         try:
+            await bus.start_consuming()
             yield
         finally:
-            await relay.stop()
+            if relay is not None:
+                await relay.stop()
+            await bus.stop()
 
     return ctx

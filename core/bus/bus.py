@@ -117,8 +117,16 @@ class Bus:
             spec.retry = retry
 
     async def start(self) -> None:
-        """Connect the transport and start consuming every subscribed queue."""
+        """Connect the transport (publishing works from here) and start consuming."""
+        await self.connect()
+        await self.start_consuming()
+
+    async def connect(self) -> None:
+        """Connect the transport: publishing works from here, nothing is consumed yet."""
         await self.transport.start()
+
+    async def start_consuming(self) -> None:
+        """Start consuming every subscribed queue (after ``connect``; no subscribing after)."""
         for name, spec in self._queues.items():
             patterns = sorted({s.pattern for s in spec.subscriptions})
             await self.transport.consume(

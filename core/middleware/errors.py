@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from core.errors import ProblemError, ServiceUnavailable
 from core.middleware.correlation import CORRELATION_ID
 
-__all__ = ["DEPENDENCY_ERRORS", "error_middleware", "problem_response"]
+__all__ = ["DEPENDENCY_ERRORS", "error_middleware", "problem_from", "problem_response"]
 
 log = logging.getLogger("core.errors")
 
@@ -66,7 +66,8 @@ def problem_response(
     )
 
 
-def _from_problem(request: web.Request, exc: ProblemError) -> web.Response:
+def problem_from(request: web.Request, exc: ProblemError) -> web.Response:
+    """The problem+json response for ``exc``."""
     return problem_response(
         request,
         status=exc.status,
@@ -88,7 +89,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ProblemError as exc:
         level = logging.ERROR if exc.status >= 500 else logging.WARNING
         log.log(level, "%s %s -> %s: %s", request.method, request.path, exc.status, exc.detail)
-        return _from_problem(request, exc)
+        return problem_from(request, exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -110,7 +111,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except DEPENDENCY_ERRORS as exc:
         log.warning("dependency failure on %s %s: %r", request.method, request.path, exc)
-        return _from_problem(
+        return problem_from(
             request,
             ServiceUnavailable(
                 "A dependency of this service is unavailable; retry shortly",

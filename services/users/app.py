@@ -10,7 +10,7 @@ from aiohttp import web
 from core import DB_POOL, OUTBOX, REDIS, create_app, postgres_ctx, redis_ctx, token_codec
 from core.app import CleanupCtx, auth_ctx
 from core.auth import PasswordHasher, RevocationStore
-from core.bus import Bus, Transport, bus_ctx, outbox_ctx
+from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx
 from services.users.api import USERS_SERVICE, router
 from services.users.events import UserRegistered, UserRolesChanged
 from services.users.repository import UsersRepository
@@ -66,8 +66,8 @@ def create_users_app(
             ),
             auth_ctx(settings),
             bus_ctx(settings, setup=_declare_events, transport=transport),
-            outbox_ctx(settings.database_url),
             _service_ctx(settings),
+            bus_workers_ctx(settings.database_url),
         ],
         title="aioshop users",
         description="Accounts, sessions and roles.",

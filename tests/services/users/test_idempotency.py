@@ -70,10 +70,14 @@ async def test_concurrent_requests_with_one_key_create_one_user(
         responses = await asyncio.gather(
             *(users_client.post(REGISTER, json=_body(email), headers=headers) for _ in range(10))
         )
-        statuses = sorted(r.status for r in responses)
-        # One creates; the others either replay it (201) or are told it is in flight (409).
-        assert statuses.count(201) >= 1
-        assert set(statuses) <= {201, 409}
+        created = [await r.json() for r in responses if r.status == 201]
+        in_flight = [await r.json() for r in responses if r.status == 409]
+        # One creates; the others replay it (201, same body) or are told it is still in flight.
+        # None may reach the handler and fail on the taken email: that is what the key prevents.
+        assert created
+        assert len(created) + len(in_flight) == 10
+        assert all(body == created[0] for body in created)
+        assert all("still being processed" in body["detail"] for body in in_flight), in_flight
         assert await _count(users_db, email) == 1
     finally:
         await users_db.execute("DELETE FROM users WHERE email = $1", email)
@@ -88,3 +92,23 @@ async def test_an_invalid_key_is_a_422(
     )
     await assert_problem(response, 422)
     assert await _count(users_db, email) == 0
+
+
+async def test_a_refusal_is_replayed_too(
+    users_client: TestClient[Any, Any], users_db: asyncpg.Connection
+) -> None:
+    email = f"idem-{uuid.uuid4().hex[:10]}@example.com"
+    try:
+        assert (await users_client.post(REGISTER, json=_body(email))).status == 201
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        first = await users_client.post(REGISTER, json=_body(email), headers=headers)
+        first_body = await assert_problem(first, 409)
+        await users_db.execute("DELETE FROM users WHERE email = $1", email)
+        # The email is free now, but the key's outcome is settled: the 409 is replayed.
+        again = await users_client.post(REGISTER, json=_body(email), headers=headers)
+        assert again.status == 409
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert await again.json() == first_body
+        assert await _count(users_db, email) == 0
+    finally:
+        await users_db.execute("DELETE FROM users WHERE email = $1", email)
