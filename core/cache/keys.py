@@ -1,0 +1,171 @@
+"""Cache keys: built from a template or a function of the arguments, namespaced and versioned.
+
+A decorated function's *key* (``"product:42"``) names its result among the namespace's entries;
+its *tags* (``"products"``) name groups of results to invalidate together. Both become *marks*
+(``"k:product:42"``, ``"t:products"``), the unit of invalidation: every mark has a version
+counter in Redis and an index in the in-process tier. ``KeySpace`` lays out the names in Redis and
+memcached::
+
+    <namespace>:cache:v<version>:<key>      the record (version = the decorator's ``version``)
+    <namespace>:cache:lock:v<version>:<key> the short lock of a computation
+    <namespace>:cache:ver:<mark>            the invalidation counter of a key or tag
+    <namespace>:cache:invalidate            the pub/sub channel of invalidations
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import string
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+__all__ = [
+    "CacheKeyError",
+    "KeyBuilder",
+    "KeySpace",
+    "KeySpec",
+    "TagSpec",
+    "key_mark",
+    "tag_mark",
+]
+
+KeySpec = str | Callable[..., str] | None
+TagSpec = Sequence[str] | Callable[..., Iterable[str]]
+
+_MAX_PLAIN_ARGS = 160
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+class CacheKeyError(TypeError):
+    """A key or tag cannot be built from a call's arguments (a programming error)."""
+
+
+def key_mark(key: str) -> str:
+    """The mark of a key."""
+    return "k:" + key
+
+
+def tag_mark(tag: str) -> str:
+    """The mark of a tag."""
+    return "t:" + tag
+
+
+class KeySpace:
+    """The names one cache namespace uses in Redis and memcached."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.prefix = f"{namespace}:cache:"
+        self.channel = f"{namespace}:cache:invalidate"
+
+    def record(self, key: str, version: int) -> str:
+        """Where the record of ``key`` is stored."""
+        return f"{self.prefix}v{version}:{key}"
+
+    def lock(self, key: str, version: int) -> str:
+        """The lock taken while ``key`` is computed."""
+        return f"{self.prefix}lock:v{version}:{key}"
+
+    def version(self, mark: str) -> str:
+        """The invalidation counter of ``mark``."""
+        return f"{self.prefix}ver:{mark}"
+
+
+def _key_default(value: object) -> object:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError(f"{type(value).__name__} cannot be part of a cache key")
+
+
+class KeyBuilder:
+    """Builds the key and tags of one decorated function from the arguments of a call.
+
+    ``key`` is a ``str.format`` template over the parameter names (``"product:{product_id}"``),
+    a callable taking the function's arguments, or ``None``: the function's qualified name and its
+    arguments as JSON (hashed when long). ``self``/``cls`` is left out of a default key. Tags are
+    templates too, or one callable returning them.
+    """
+
+    def __init__(self, func: Callable[..., Any], key: KeySpec, tags: TagSpec) -> None:
+        self._signature = inspect.signature(func)
+        params = list(self._signature.parameters.values())
+        self._variadic = any(p.kind in _VARIADIC for p in params)
+        self._positional = [p.name for p in params if p.kind in _POSITIONAL]
+        self._names = {p.name for p in params}
+        self._defaults = [(p.name, p.default) for p in params if p.default is not p.empty]
+        skip_first = bool(self._positional) and self._positional[0] in ("self", "cls")
+        self._key_names = [p.name for p in params][1 if skip_first else 0 :]
+        self._prefix = f"{func.__module__}.{func.__qualname__}"
+        self._key = key
+        self._tags = tags
+        if isinstance(key, str):
+            self._check_template(key)
+        if not callable(tags):
+            for tag in tags:
+                self._check_template(tag)
+        self.has_tags = callable(tags) or bool(tags)
+
+    def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name, defaults included."""
+        if self._variadic or len(args) > len(self._positional) or not kwargs.keys() <= self._names:
+            bound = self._signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return bound.arguments
+        values = dict(zip(self._positional, args, strict=False))
+        values.update(kwargs)
+        for name, default in self._defaults:
+            values.setdefault(name, default)
+        return values
+
+    def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """The key of a call."""
+        key = self._key
+        if callable(key):
+            return str(key(*args, **kwargs))
+        values = self.arguments(args, kwargs)
+        if key is not None:
+            return self._format(key, values)
+        try:
+            encoded = orjson.dumps(
+                [values[name] for name in self._key_names],
+                default=_key_default,
+                option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+            ).decode()
+        except TypeError as exc:
+            raise CacheKeyError(f"{self._prefix}: {exc}; pass key=...") from exc
+        if len(encoded) > _MAX_PLAIN_ARGS:
+            encoded = hashlib.sha256(encoded.encode()).hexdigest()
+        return f"{self._prefix}:{encoded}"
+
+    def tags(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, ...]:
+        """The tags of a call."""
+        tags = self._tags
+        if callable(tags):
+            return tuple(str(tag) for tag in tags(*args, **kwargs))
+        if not tags:
+            return ()
+        values = self.arguments(args, kwargs)
+        return tuple(self._format(tag, values) for tag in tags)
+
+    def _format(self, template: str, values: dict[str, Any]) -> str:
+        try:
+            return template.format_map(values)
+        except (KeyError, AttributeError, IndexError) as exc:
+            raise CacheKeyError(f"{self._prefix}: cannot format {template!r}: {exc!r}") from exc
+
+    def _check_template(self, template: str) -> None:
+        for _, field, _, _ in string.Formatter().parse(template):
+            if field is None:
+                continue
+            root = field.split(".", 1)[0].split("[", 1)[0]
+            if not root or (root not in self._names and not self._variadic):
+                raise CacheKeyError(
+                    f"{self._prefix}: {template!r} names {root!r}, which is not a parameter"
+                )
