@@ -11,10 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.logging import configure_logging
 from services import registry
+
+if TYPE_CHECKING:
+    from core.bus import Transport
 
 __all__ = ["main"]
 
@@ -135,22 +138,30 @@ async def _bus(args: argparse.Namespace) -> int:
     transport = make_transport(BaseServiceSettings())
     await transport.start()
     try:
-        if args.bus_command == "parked":
-            parked = await transport.parked(args.queue, limit=args.limit)
-            for message in parked:
-                print(
-                    f"{message.message_id}  {message.routing_key}  attempts={message.attempts}"
-                    f"  reason={message.reason}"
-                )
-                if args.verbose:
-                    print(f"    {message.body.decode('utf-8', 'replace')}")
-            print(f"{len(parked)} parked message(s) on {args.queue}", file=sys.stderr)
-        else:
-            moved = await transport.replay(args.queue, limit=args.limit)
-            print(f"replayed {moved} message(s) to {args.queue}")
-        return 0
+        async with asyncio.timeout(args.timeout):
+            return await _bus_command(transport, args)
+    except TimeoutError:
+        print(f"the broker did not answer within {args.timeout:g} s", file=sys.stderr)
+        return 1
     finally:
         await transport.stop()
+
+
+async def _bus_command(transport: Transport, args: argparse.Namespace) -> int:
+    if args.bus_command == "replay":
+        moved = await transport.replay(args.queue, limit=args.limit)
+        print(f"replayed {moved} message(s) to {args.queue}")
+        return 0
+    parked = await transport.parked(args.queue, limit=args.limit)
+    for message in parked:
+        print(
+            f"{message.message_id}  {message.routing_key}  attempts={message.attempts}"
+            f"  reason={message.reason}"
+        )
+        if args.verbose:
+            print(f"    {message.body.decode('utf-8', 'replace')}")
+    print(f"{len(parked)} parked message(s) on {args.queue}", file=sys.stderr)
+    return 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -278,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.set_defaults(func=cmd_up)
 
     bus = sub.add_parser("bus", help="inspect and replay parked bus messages")
+    bus.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
     bus_sub = bus.add_subparsers(dest="bus_command", required=True)
     parked = bus_sub.add_parser("parked", help="list a queue's parked messages")
     parked.add_argument("queue")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from concurrent.futures import Executor
+import os
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import bcrypt
 
@@ -23,10 +24,20 @@ class PasswordHasher:
 
     def __init__(self, rounds: int = 12, executor: Executor | None = None) -> None:
         self.rounds = rounds
-        self._executor = executor
+        # A pool of its own: a login flood must not starve the default executor, which
+        # DNS lookups and to_thread calls share.
+        self._own = executor is None
+        self._executor: Executor = executor or ThreadPoolExecutor(
+            max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="bcrypt"
+        )
         # A real hash to verify against when the user does not exist, so that a login for an
         # unknown email costs the same time as one with a wrong password. Made on first use.
         self._dummy: bytes | None = None
+
+    def close(self) -> None:
+        """Shut down the hashing threads this hasher started."""
+        if self._own:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def hash(self, password: str) -> str:
         """Return the bcrypt hash of ``password``."""

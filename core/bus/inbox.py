@@ -28,6 +28,7 @@ class Inbox:
     def __init__(self, pool: asyncpg.Pool, *, consumer: str) -> None:
         self.pool = pool
         self.consumer = consumer
+        self._names: set[str] = set()
 
     def handler(self, handler: InboxHandler, *, name: str | None = None) -> Handler:
         """A bus handler running ``handler(message, conn)`` once per event id.
@@ -35,7 +36,11 @@ class Inbox:
         ``conn`` is inside the transaction that records the event id: write the handler's
         effects (and outbox events) through it.
         """
-        consumer = f"{self.consumer}:{name or handler.__name__}"
+        consumer = f"{self.consumer}:{name or f'{handler.__module__}.{handler.__qualname__}'}"
+        if consumer in self._names:
+            # Two handlers sharing an id would each see the other's events as already done.
+            raise ValueError(f"an inbox handler named {consumer!r} exists already; pass name=")
+        self._names.add(consumer)
 
         async def once(message: Message) -> None:
             async with transaction(self.pool) as conn:

@@ -157,7 +157,7 @@ class OutboxRelay:
             await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("outbox relay cannot LISTEN (polling instead): %r", exc)
-            self._listener = None
+            await self._close_listener()
 
     def _on_notify(self, *args: Any) -> None:
         self._wake.set()

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core.migrate import drop_database, upgrade
 
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
 def scratch_database_url(database: str) -> str:
@@ -59,9 +62,29 @@ def throwaway_database() -> Iterator[Callable[[str, Path], str]]:
 
 
 @pytest.fixture(scope="session")
-def redis_namespace() -> str:
-    """A Redis key namespace of this test session: tests never see each other's keys."""
-    return f"test-{uuid.uuid4().hex[:8]}"
+def redis_namespace() -> Iterator[str]:
+    """A Redis key namespace of this test session, deleted at its end (``TEST_REDIS_URL``,
+    default ``redis://127.0.0.1:6379/0``): tests never see each other's keys."""
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    yield namespace
+    asyncio.run(_delete_namespace(os.environ.get("TEST_REDIS_URL", DEFAULT_REDIS), namespace))
+
+
+async def _delete_namespace(url: str, namespace: str) -> None:
+    client = Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    except (RedisError, OSError):
+        pass  # nothing to clean on a server that is gone
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -24,9 +24,10 @@ log = logging.getLogger("services.users")
 
 def _service_ctx(settings: Settings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        hasher = PasswordHasher(rounds=settings.bcrypt_rounds)
         service = UsersService(
             UsersRepository(app[DB_POOL]),
-            hasher=PasswordHasher(rounds=settings.bcrypt_rounds),
+            hasher=hasher,
             codec=token_codec(settings, signing=True),
             revocations=RevocationStore(
                 app[REDIS], namespace=settings.redis_namespace, access_ttl=settings.access_token_ttl
@@ -39,7 +40,10 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
                 email=settings.admin_email, password=settings.admin_password.get_secret_value()
             )
             log.info("admin account ensured for %s", settings.admin_email)
-        yield
+        try:
+            yield
+        finally:
+            hasher.close()
 
     return ctx
 
