@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m perf.bench_users_me
 	$(BIN)/python -m perf.bench_bus
+	$(BIN)/python -m perf.bench_cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
