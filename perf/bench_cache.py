@@ -81,7 +81,7 @@ async def measure(scenario: Scenario, *, count: int, rounds: int) -> None:
 
 async def build(namespace: str, closers: list[Callable[[], Awaitable[object]]]) -> list[Scenario]:
     """The decorated functions of every scenario and library."""
-    import aiocache  # type: ignore[import-untyped]
+    import aiocache
     import cashews
 
     from core.cache import Cache, cached

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import aiormq
+import asyncpg
 import pytest
 
+from core.bus import schema as bus_schema
 from core.bus.amqp import delay_queue_name, parking_queue_name
+from core.db import create_pool
+from core.migrate import create_database, drop_database
+from core.testing.plugin import scratch_database_url
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 UNREACHABLE_AMQP_URL = "amqp://guest:guest@127.0.0.1:1/"  # nothing listens on port 1
@@ -165,3 +170,34 @@ async def broker_proxy() -> AsyncIterator[BrokerProxy]:
     yield proxy
     if proxy._server is not None:
         await proxy.cut()
+
+
+@pytest.fixture(scope="session")
+def bus_dsn() -> Iterator[str]:
+    """A throw-away database with the bus tables and a ``things`` table for handler effects."""
+    dsn = scratch_database_url(f"test_bus_{uuid.uuid4().hex[:8]}")
+
+    async def create() -> None:
+        await create_database(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            for statement in bus_schema.UPGRADE:
+                await conn.execute(statement)
+            await conn.execute("CREATE TABLE things (name text PRIMARY KEY)")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield dsn
+    asyncio.run(drop_database(dsn))
+
+
+@pytest.fixture
+async def pool(bus_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A pool on ``bus_dsn`` with its tables emptied."""
+    pool = await create_pool(bus_dsn, min_size=1, max_size=5)
+    await pool.execute("TRUNCATE outbox, inbox, things")
+    yield pool
+    await pool.close()
+
+

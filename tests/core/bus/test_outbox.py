@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
@@ -21,12 +20,9 @@ from core.bus import (
     PublishError,
     RetryPolicy,
 )
-from core.bus import schema as bus_schema
 from core.context import correlation_id
-from core.db import Connection, create_pool, transaction
-from core.migrate import create_database, drop_database
+from core.db import Connection, transaction
 from core.testing import wait_for
-from core.testing.plugin import scratch_database_url
 
 
 class ThingCreated(Event):
@@ -35,33 +31,6 @@ class ThingCreated(Event):
     event_type = "thing.created"
 
     name: str
-
-
-@pytest.fixture(scope="module")
-def bus_dsn() -> Iterator[str]:
-    dsn = scratch_database_url(f"test_bus_{uuid.uuid4().hex[:8]}")
-
-    async def create() -> None:
-        await create_database(dsn)
-        conn = await asyncpg.connect(dsn)
-        try:
-            for statement in bus_schema.UPGRADE:
-                await conn.execute(statement)
-            await conn.execute("CREATE TABLE things (name text PRIMARY KEY)")
-        finally:
-            await conn.close()
-
-    asyncio.run(create())
-    yield dsn
-    asyncio.run(drop_database(dsn))
-
-
-@pytest.fixture
-async def pool(bus_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(bus_dsn, min_size=1, max_size=5)
-    await pool.execute("TRUNCATE outbox, inbox, things")
-    yield pool
-    await pool.close()
 
 
 class FlakyTransport(InMemoryTransport):

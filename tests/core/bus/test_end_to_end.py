@@ -1,0 +1,88 @@
+"""Outbox → relay → RabbitMQ → inbox, with the broker connections killed along the way.
+
+The whole chain the services use: every committed event takes effect exactly once, whatever
+the connections do (at-least-once delivery made effectively-once by the inbox).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+import asyncpg
+
+from core.bus import Bus, Event, Inbox, Message, Outbox, OutboxRelay, RetryPolicy
+from core.bus.amqp import AmqpTransport
+from core.db import Connection, transaction
+from core.testing import wait_for
+from tests.core.bus.conftest import AMQP_URL, close_named_connections, unique
+
+N = 300
+
+
+class ItemMade(Event):
+    """An event of this test."""
+
+    event_type = "e2e.item_made"
+
+    name: str
+
+
+async def test_every_committed_event_takes_effect_once_across_connection_kills(
+    pool: asyncpg.Pool, bus_dsn: str, amqp_cleanup: list[tuple[str, Iterable[float]]]
+) -> None:
+    name = unique("e2e-conn")
+    queue = unique("e2e")
+    amqp_cleanup.append((queue, (0.1,)))
+    producer = Bus(
+        AmqpTransport(f"{AMQP_URL}?name={name}", reconnect_delays=(0.05, 0.1, 0.2)),
+        source="e2e-producer",
+    )
+    consumer = Bus(
+        AmqpTransport(f"{AMQP_URL}?name={name}", reconnect_delays=(0.05, 0.1, 0.2)),
+        source="e2e-consumer",
+    )
+    deliveries = 0
+
+    async def make(message: Message, conn: Connection) -> None:
+        assert isinstance(message.event, ItemMade)
+        await conn.execute("INSERT INTO things (name) VALUES ($1)", message.event.name)
+
+    once = Inbox(pool, consumer="e2e").handler(make)
+
+    async def counting(message: Message) -> None:
+        nonlocal deliveries
+        deliveries += 1
+        await once(message)
+
+    consumer.subscribe(ItemMade.event_type, counting, queue=queue, retry=RetryPolicy((0.1,)))
+    await consumer.start()
+    await producer.start()
+    relay = OutboxRelay(pool, producer, dsn=bus_dsn, poll_interval=0.2)
+    await relay.start()
+    outbox = Outbox(producer.source)
+    names = [f"item-{i}-{uuid.uuid4().hex[:6]}" for i in range(N)]
+    try:
+        for chunk in range(0, N, 10):
+            async with transaction(pool) as conn:
+                for item in names[chunk : chunk + 10]:
+                    await outbox.publish(conn, ItemMade(name=item))
+            if chunk in (100, 200):
+                # Both the relay's and the consumer's connections go, mid-stream.
+                assert await close_named_connections(name)
+
+        async def all_made() -> bool:
+            made: int = await pool.fetchval("SELECT count(*) FROM things")
+            return made == N
+
+        await wait_for(all_made, within=60)
+        rows = await pool.fetch("SELECT name FROM things")
+        assert sorted(r["name"] for r in rows) == sorted(names)  # each once, none lost
+        assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+        assert deliveries >= N
+        assert producer.transport.connected
+        assert consumer.transport.connected
+    finally:
+        await relay.stop()
+        await producer.stop()
+        await consumer.stop()
