@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python -m perf.bench_users_me
 	$(BIN)/python -m perf.bench_bus
 	$(BIN)/python -m perf.bench_cache
+	$(BIN)/python -m perf.bench_products
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -192,7 +192,9 @@ def report(results: list[Result], args: argparse.Namespace) -> bool:
     """Print the table, the ratio and the notes; return whether the run had no errors."""
     print(f"\n{'target':<32}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for r in results:
-        print(f"{r.target:<32}{r.rps:>10.0f}{r.percentile(50):>9.2f}{r.percentile(99):>9.2f}{r.errors:>8}")
+        print(
+            f"{r.target:<32}{r.rps:>10.0f}{r.percentile(50):>9.2f}{r.percentile(99):>9.2f}{r.errors:>8}"
+        )
     bare, users = results
     ratio = users.rps / bare.rps if bare.rps else float("nan")
     print(f"\nratio users/me ÷ bare (req/s): {ratio:.3f}   baseline: {BASELINE}")

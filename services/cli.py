@@ -1,4 +1,4 @@
-"""The ``aioshop`` command line: serve, migrate, create-admin, up, keygen."""
+"""The ``aioshop`` command line: serve, migrate, create-admin, up, keygen, bus, seed."""
 
 from __future__ import annotations
 
@@ -124,6 +124,38 @@ async def _create_admin(email: str, password: str, full_name: str) -> Any:
     finally:
         await pool.close()
         await redis.aclose()
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Fill the products database with a realistic catalog (``services.products.seed``)."""
+    if args.products < 0 or args.categories < 1 or args.batch_size < 1:
+        print("--products >= 0, --categories >= 1 and --batch-size >= 1", file=sys.stderr)
+        return 2
+    _migrate(["products"])
+    return asyncio.run(_seed(args))
+
+
+async def _seed(args: argparse.Namespace) -> int:
+    from services.products import Settings
+    from services.products.seed import ProgressBar, invalidate_cache, seed
+
+    settings = Settings()
+    report = await seed(
+        settings.database_url,
+        products=args.products,
+        categories=args.categories,
+        batch_size=args.batch_size,
+        random_seed=args.seed,
+        progress=ProgressBar("seeding products"),
+    )
+    if not await invalidate_cache(settings):
+        print("Redis unreachable: running instances show cached listings until they expire")
+    rate = report.products / report.seconds if report.seconds else 0.0
+    print(
+        f"seeded {report.products} products (SKUs {report.sku_prefix}-*) in "
+        f"{report.categories} categories in {report.seconds:.1f} s ({rate:,.0f} products/s)"
+    )
+    return 0
 
 
 def cmd_bus(args: argparse.Namespace) -> int:
@@ -299,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("queue")
     replay.add_argument("--limit", type=int, default=None)
     bus.set_defaults(func=cmd_bus)
+
+    seed = sub.add_parser("seed", help="fill the products database with a realistic catalog")
+    seed.add_argument("--products", type=int, required=True, metavar="N")
+    seed.add_argument("--categories", type=int, default=40, metavar="M")
+    seed.add_argument("--batch-size", type=int, default=5000, metavar="B")
+    seed.add_argument("--seed", type=int, default=None, help="random seed of the content")
+    seed.set_defaults(func=cmd_seed)
 
     keygen = sub.add_parser("keygen", help="print a new JWT key pair")
     keygen.set_defaults(func=cmd_keygen)

@@ -36,7 +36,11 @@ class ServiceEntry:
 
 
 SERVICES: dict[str, ServiceEntry] = {
-    entry.name: entry for entry in (ServiceEntry("users", "services.users"),)
+    entry.name: entry
+    for entry in (
+        ServiceEntry("users", "services.users"),
+        ServiceEntry("products", "services.products"),
+    )
 }
 
 

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from blockbuster import BlockBuster, blockbuster_ctx
 
 import migrations
+from services.products import Settings as ProductsSettings
 from services.users import Settings as UsersSettings
 from services.users import create_users_app
 
@@ -126,3 +127,33 @@ async def make_account(
     yield factory
     if made:
         await users_db.execute("DELETE FROM users WHERE id = ANY($1::uuid[])", made)
+
+
+# The products service --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def products_dsn(throwaway_database: Callable[[str, Any], str]) -> str:
+    """A migrated products database for this test session."""
+    return throwaway_database("products", migrations.location("products"))
+
+
+@pytest.fixture
+def products_settings(products_dsn: str, redis_namespace: str) -> ProductsSettings:
+    """Settings of a products service on the throw-away database, with the cache on all three
+    tiers in a Redis namespace of this test's own (inside the session's, deleted with it) and
+    the in-memory bus (tests of the RabbitMQ path set ``bus_transport="amqp"``)."""
+    return ProductsSettings(
+        env="test",
+        database_url=products_dsn,
+        redis_namespace=f"{redis_namespace}:{uuid.uuid4().hex[:8]}",
+        bus_transport="memory",
+    )
+
+
+@pytest.fixture
+async def products_db(products_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the products database, to check what a request changed."""
+    conn = await asyncpg.connect(products_dsn)
+    yield conn
+    await conn.close()

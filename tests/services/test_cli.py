@@ -22,6 +22,7 @@ from core.bus.amqp import AmqpTransport
 from core.testing import wait_for
 
 CLI = [sys.executable, "-m", "services.cli"]
+RETRY_MS = (50, 1000, 5000, 30000)  # this file's retry policy, and the default one
 
 
 def _free_port() -> int:
@@ -32,10 +33,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def cli_env(users_dsn: str, redis_namespace: str) -> dict[str, str]:
+def cli_env(users_dsn: str, products_dsn: str, redis_namespace: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         USERS_DATABASE_URL=users_dsn,
+        PRODUCTS_DATABASE_URL=products_dsn,
         REDIS_NAMESPACE=redis_namespace,
         AIOSHOP_ENV="test",
         BCRYPT_ROUNDS="4",
@@ -114,8 +116,14 @@ def _get(url: str) -> int:
 
 
 def test_up_starts_every_service_and_stops_on_ctrl_c(cli_env: dict[str, str]) -> None:
-    port = _free_port()
-    env = {**cli_env, "USERS_PORT": str(port)}
+    port, products_port = _free_port(), _free_port()
+    products_queue = f"test-up-products-{uuid.uuid4().hex[:8]}"
+    env = {
+        **cli_env,
+        "USERS_PORT": str(port),
+        "PRODUCTS_PORT": str(products_port),
+        "PRODUCTS_BUS_QUEUE": products_queue,
+    }
     proc = subprocess.Popen(  # noqa: S603
         [*CLI, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
@@ -132,16 +140,20 @@ def test_up_starts_every_service_and_stops_on_ctrl_c(cli_env: dict[str, str]) ->
                 break
         output = "".join(lines)
         assert f"http://127.0.0.1:{port}" in output, output
+        assert f"http://127.0.0.1:{products_port}" in output, output
         assert _get(f"http://127.0.0.1:{port}/readyz") == 200
+        assert _get(f"http://127.0.0.1:{products_port}/readyz") == 200
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert _get(f"http://127.0.0.1:{port}/healthz") == 0  # the child is gone too
+        assert _get(f"http://127.0.0.1:{products_port}/healthz") == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        asyncio.run(_delete_queues(products_queue))
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
@@ -199,7 +211,7 @@ async def _delete_queues(queue: str) -> None:
     connection = await aiormq.connect("amqp://guest:guest@127.0.0.1:5672/")
     try:
         channel = await connection.channel()
-        for name in (queue, f"{queue}.parked", f"{queue}.retry.50"):
+        for name in (queue, f"{queue}.parked", *(f"{queue}.retry.{ms}" for ms in RETRY_MS)):
             await channel.queue_delete(name)
     finally:
         await connection.close()

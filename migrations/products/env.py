@@ -1,0 +1,5 @@
+"""Alembic environment of the products database."""
+
+from migrations._env import run
+
+run("products")

@@ -1,0 +1,239 @@
+"""HTTP handlers of the products service: parse, authorize, call the service, shape the response."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import Field, StringConstraints
+
+from core import Body, Path, Query, Router
+from core.schemas import Page
+from services.products.schemas import (
+    MAX_PRICE_CENTS,
+    CategoryIn,
+    CategoryOut,
+    CategoryPatch,
+    InventoryIn,
+    InventoryOut,
+    ProductIn,
+    ProductOut,
+    ProductPatch,
+    ProductSort,
+)
+from services.products.service import ProductsService
+
+__all__ = ["PRODUCTS_SERVICE", "router"]
+
+PRODUCTS_SERVICE = web.AppKey("products_service", ProductsService)
+
+router = Router(prefix="/api/v1")
+
+Limit = Annotated[int, Query(description="Page size"), Field(ge=1, le=100)]
+Cursor = Annotated[
+    str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)
+]
+ProductId = Annotated[UUID, Path()]
+CategoryId = Annotated[UUID, Path()]
+
+
+# categories ------------------------------------------------------------------------------------
+
+
+@router.get("/categories", response=Page[CategoryOut], tags=["catalog"])
+async def list_categories(
+    request: web.Request, limit: Limit = 20, cursor: Cursor = None
+) -> Page[CategoryOut]:
+    """The categories, by slug; ``parent_id`` links them into a tree."""
+    page = await request.app[PRODUCTS_SERVICE].list_categories(limit=limit, cursor=cursor)
+    return Page[CategoryOut](
+        items=[CategoryOut.model_validate(c) for c in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.post(
+    "/categories",
+    status=201,
+    response=CategoryOut,
+    roles={"admin"},
+    tags=["catalog"],
+    responses={409: "The slug is taken"},
+    idempotent=True,
+)
+async def create_category(request: web.Request, body: Annotated[CategoryIn, Body()]) -> CategoryOut:
+    """Add a category (admin)."""
+    category = await request.app[PRODUCTS_SERVICE].create_category(
+        name=body.name, slug=body.slug, parent_id=body.parent_id
+    )
+    return CategoryOut.model_validate(category)
+
+
+@router.get(
+    "/categories/{category_id}",
+    response=CategoryOut,
+    tags=["catalog"],
+    responses={404: "No such category"},
+)
+async def get_category(request: web.Request, category_id: CategoryId) -> CategoryOut:
+    """One category."""
+    return CategoryOut.model_validate(await request.app[PRODUCTS_SERVICE].get_category(category_id))
+
+
+@router.patch(
+    "/categories/{category_id}",
+    response=CategoryOut,
+    roles={"admin"},
+    tags=["catalog"],
+    responses={404: "No such category", 409: "The slug is taken, or the move makes a cycle"},
+)
+async def patch_category(
+    request: web.Request, category_id: CategoryId, body: Annotated[CategoryPatch, Body()]
+) -> CategoryOut:
+    """Rename a category or move it in the tree (admin)."""
+    category = await request.app[PRODUCTS_SERVICE].update_category(
+        category_id, body.model_dump(exclude_unset=True)
+    )
+    return CategoryOut.model_validate(category)
+
+
+@router.delete(
+    "/categories/{category_id}",
+    status=204,
+    roles={"admin"},
+    tags=["catalog"],
+    responses={404: "No such category", 409: "It still has sub-categories or products"},
+)
+async def delete_category(request: web.Request, category_id: CategoryId) -> None:
+    """Delete an empty category (admin)."""
+    await request.app[PRODUCTS_SERVICE].delete_category(category_id)
+
+
+# products --------------------------------------------------------------------------------------
+
+
+@router.get("/products", response=Page[ProductOut], tags=["catalog"])
+async def list_products(
+    request: web.Request,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    category: Annotated[
+        UUID | None, Query(description="A category; its sub-categories are included")
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(description="Full-text search in names and descriptions (web search syntax)"),
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    ] = None,
+    min_price: Annotated[
+        int | None, Query(description="Lowest price_cents"), Field(ge=0, le=MAX_PRICE_CENTS)
+    ] = None,
+    max_price: Annotated[
+        int | None, Query(description="Highest price_cents"), Field(ge=0, le=MAX_PRICE_CENTS)
+    ] = None,
+    in_stock: Annotated[
+        bool | None, Query(description="true: only available products; false: only sold out")
+    ] = None,
+    sort: Annotated[
+        ProductSort | None,
+        Query(description="Order; by default relevance with q, else newest first"),
+    ] = None,
+) -> Page[ProductOut]:
+    """Products, keyset-paginated, filtered and sorted."""
+    page = await request.app[PRODUCTS_SERVICE].list_products(
+        limit=limit,
+        cursor=cursor,
+        sort=sort.value if sort is not None else None,
+        category_id=category,
+        q=q,
+        min_price=min_price,
+        max_price=max_price,
+        in_stock=in_stock,
+    )
+    return Page[ProductOut](
+        items=[ProductOut.model_validate(p) for p in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get(
+    "/products/{product_id}",
+    response=ProductOut,
+    tags=["catalog"],
+    responses={404: "No such product"},
+)
+async def get_product(request: web.Request, product_id: ProductId) -> ProductOut:
+    """One product, with its available ``stock``."""
+    return ProductOut.model_validate(await request.app[PRODUCTS_SERVICE].get(product_id))
+
+
+@router.post(
+    "/products",
+    status=201,
+    response=ProductOut,
+    roles={"admin"},
+    tags=["catalog"],
+    responses={409: "The SKU is taken"},
+    idempotent=True,
+)
+async def create_product(request: web.Request, body: Annotated[ProductIn, Body()]) -> ProductOut:
+    """Add a product (admin); ``stock`` sets its initial units on hand."""
+    product = await request.app[PRODUCTS_SERVICE].create(**body.model_dump())
+    return ProductOut.model_validate(product)
+
+
+@router.patch(
+    "/products/{product_id}",
+    response=ProductOut,
+    roles={"admin"},
+    tags=["catalog"],
+    responses={404: "No such product", 409: "The SKU is taken"},
+)
+async def patch_product(
+    request: web.Request, product_id: ProductId, body: Annotated[ProductPatch, Body()]
+) -> ProductOut:
+    """Change some fields of a product (admin)."""
+    product = await request.app[PRODUCTS_SERVICE].update(
+        product_id, body.model_dump(exclude_unset=True)
+    )
+    return ProductOut.model_validate(product)
+
+
+@router.delete(
+    "/products/{product_id}",
+    status=204,
+    roles={"admin"},
+    tags=["catalog"],
+    responses={404: "No such product", 409: "Orders hold reserved stock of it"},
+)
+async def delete_product(request: web.Request, product_id: ProductId) -> None:
+    """Delete a product and its inventory (admin)."""
+    await request.app[PRODUCTS_SERVICE].delete(product_id)
+
+
+# inventory -------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/products/{product_id}/inventory",
+    response=InventoryOut,
+    tags=["inventory"],
+    responses={404: "No such product"},
+)
+async def get_inventory(request: web.Request, product_id: ProductId) -> InventoryOut:
+    """A product's stock: on hand, reserved by orders, available."""
+    return InventoryOut.model_validate(await request.app[PRODUCTS_SERVICE].inventory(product_id))
+
+
+@router.put(
+    "/products/{product_id}/inventory",
+    response=InventoryOut,
+    roles={"admin"},
+    tags=["inventory"],
+    responses={404: "No such product", 409: "on_hand would be below what is reserved"},
+)
+async def put_inventory(
+    request: web.Request, product_id: ProductId, body: Annotated[InventoryIn, Body()]
+) -> InventoryOut:
+    """Set the units on hand (admin)."""
+    inventory = await request.app[PRODUCTS_SERVICE].set_on_hand(product_id, body.on_hand)
+    return InventoryOut.model_validate(inventory)

@@ -1,0 +1,72 @@
+"""Wiring of the products service: settings -> resources -> routes -> bus subscriptions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from core import DB_POOL, OUTBOX, create_app, postgres_ctx, redis_ctx
+from core.app import CleanupCtx, auth_ctx
+from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx
+from core.cache import cache_ctx
+from core.keys import CACHE
+from services.products.api import PRODUCTS_SERVICE, router
+from services.products.consumers import subscribe
+from services.products.events import PUBLISHED_EVENTS
+from services.products.repository import ProductsRepository
+from services.products.service import ProductsService
+from services.products.settings import Settings
+
+__all__ = ["create_products_app"]
+
+
+def _service_ctx(settings: Settings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[PRODUCTS_SERVICE] = ProductsService(
+            ProductsRepository(app[DB_POOL]),
+            outbox=app[OUTBOX],
+            cache=app[CACHE] if settings.cache_enabled else None,
+        )
+        yield
+
+    return ctx
+
+
+def create_products_app(
+    settings: Settings | None = None, *, transport: Transport | None = None
+) -> web.Application:
+    """The products service application (``transport``: share a bus transport, e.g. in memory).
+
+    Without ``settings.cache_enabled`` every read goes to PostgreSQL (no cache is created).
+    """
+    settings = settings or Settings()
+
+    def declare(app: web.Application, bus: Bus) -> None:
+        bus.declare_publishes(*PUBLISHED_EVENTS)
+        subscribe(app, bus, queue=settings.bus_queue)
+
+    resources: list[CleanupCtx] = [
+        redis_ctx(settings.redis_url),
+        postgres_ctx(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+        ),
+        auth_ctx(settings),
+    ]
+    if settings.cache_enabled:
+        resources.append(cache_ctx(settings))
+    resources += [
+        bus_ctx(settings, setup=declare, transport=transport),
+        _service_ctx(settings),
+        bus_workers_ctx(settings.database_url),
+    ]
+    return create_app(
+        "products",
+        settings,
+        routers=[router],
+        resources=resources,
+        title="aioshop products",
+        description="Catalog, inventory and stock reservations.",
+    )

@@ -1,0 +1,35 @@
+"""Settings of the products service."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from core.settings import BaseServiceSettings, database_url
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseServiceSettings):
+    """``PRODUCTS_DATABASE_URL``, ``PRODUCTS_PORT``, ``PRODUCTS_CACHE_ENABLED``,
+    ``PRODUCTS_BUS_QUEUE``.
+
+    ``cache_enabled=False`` serves every read from PostgreSQL (the benchmark's uncached figure);
+    ``bus_queue`` names the durable queue the service consumes ``order.*`` from (instances of one
+    deployment share it; a test gives itself its own).
+    """
+
+    port: int = Field(
+        default=8002, ge=0, le=65535, validation_alias=AliasChoices("PRODUCTS_PORT", "port")
+    )
+    database_url: str = Field(
+        default=database_url("aioshop_products"),
+        validation_alias=AliasChoices("PRODUCTS_DATABASE_URL", "database_url"),
+    )
+    cache_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("PRODUCTS_CACHE_ENABLED", "cache_enabled")
+    )
+    bus_queue: str = Field(
+        default="products",
+        pattern=r"^[A-Za-z0-9_.:-]{1,200}$",
+        validation_alias=AliasChoices("PRODUCTS_BUS_QUEUE", "bus_queue"),
+    )
