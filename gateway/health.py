@@ -1,0 +1,82 @@
+"""Active health checks: every instance's ``/readyz`` polled on an interval, concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+import aiohttp
+
+from gateway.balancer import Instance, Pool
+
+__all__ = ["HealthChecker"]
+
+log = logging.getLogger("gateway.health")
+
+
+class HealthChecker:
+    """Polls each instance of ``pools``; a 200 within ``timeout`` is a pass, anything else fails.
+
+    ``start`` runs one round before returning, so the gateway knows which instances are down
+    before it takes traffic; ``stop`` cancels the loop.
+    """
+
+    def __init__(
+        self,
+        pools: Iterable[Pool],
+        session: aiohttp.ClientSession,
+        *,
+        path: str,
+        interval: float,
+        timeout: float,
+    ) -> None:
+        self.pools = list(pools)
+        self.session = session
+        self.path = path
+        self.interval = interval
+        self.timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Check every instance once, then keep checking in the background."""
+        await self.check_all()
+        self._task = asyncio.create_task(self._run(), name="gateway-health-checks")
+
+    async def stop(self) -> None:
+        """Stop checking."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def check_all(self) -> None:
+        """One round over every instance of every pool."""
+        instances = [instance for pool in self.pools for instance in pool.instances]
+        results = await asyncio.gather(*(self._check(instance) for instance in instances))
+        for instance, ok in zip(instances, results, strict=True):
+            was = instance.healthy
+            instance.health_result(ok)
+            if instance.healthy != was:
+                log.warning("instance %s is %s", instance.id, "up" if instance.healthy else "down")
+
+    async def _check(self, instance: Instance) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self.session.get(instance.url + self.path) as response:
+                    await response.read()
+                    return response.status == 200
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return False
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check_all()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a broken round must not end the checks for good
+                log.exception("health check round failed")

@@ -1,0 +1,92 @@
+"""The gateway's metrics, beside core's per-route request metrics in the same registry.
+
+Instances are labelled ``<upstream>-<index>`` (their order in ``UPSTREAM_<NAME>``), never by
+host: ``/metrics`` must not reveal internal addresses.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from core.metrics import LATENCY_BUCKETS
+
+__all__ = ["GatewayMetrics"]
+
+
+class GatewayMetrics:
+    """Counters and gauges of proxying, balancing, rate limiting and edge authentication."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.upstream_requests = Counter(
+            "gateway_upstream_requests",
+            "Attempts sent to an upstream instance, by outcome (status code or failure kind)",
+            ["route", "upstream", "instance", "outcome"],
+            registry=registry,
+        )
+        self.upstream_latency = Histogram(
+            "gateway_upstream_response_seconds",
+            "Time from sending an attempt to the upstream's response headers",
+            ["route", "upstream"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "gateway_retries",
+            "Attempts retried on another instance, by reason",
+            ["upstream", "reason"],
+            registry=registry,
+        )
+        self.retry_budget_exhausted = Counter(
+            "gateway_retry_budget_exhausted",
+            "Retries refused because the upstream's retry budget was spent",
+            ["upstream"],
+            registry=registry,
+        )
+        self.no_instance = Counter(
+            "gateway_no_healthy_instance",
+            "Requests answered 503 because no instance of the upstream was available",
+            ["upstream"],
+            registry=registry,
+        )
+        self.breaker_state = Gauge(
+            "gateway_breaker_state",
+            "Circuit breaker state per instance: 0 closed, 1 half-open, 2 open",
+            ["upstream", "instance"],
+            registry=registry,
+        )
+        self.breaker_transitions = Counter(
+            "gateway_breaker_transitions",
+            "Circuit breaker state changes per instance, by the state entered",
+            ["upstream", "instance", "state"],
+            registry=registry,
+        )
+        self.instance_healthy = Gauge(
+            "gateway_instance_healthy",
+            "1 while the instance passes its active health checks",
+            ["upstream", "instance"],
+            registry=registry,
+        )
+        self.outstanding = Gauge(
+            "gateway_instance_outstanding",
+            "Requests in flight to the instance",
+            ["upstream", "instance"],
+            registry=registry,
+        )
+        self.ratelimit = Counter(
+            "gateway_ratelimit_decisions",
+            "Rate-limit decisions by policy and result (allowed, limited)",
+            ["policy", "result"],
+            registry=registry,
+        )
+        self.ratelimit_failopen = Counter(
+            "gateway_ratelimit_failopen",
+            "Requests let through unchecked because Redis could not be asked",
+            ["reason"],
+            registry=registry,
+        )
+        self.auth_rejections = Counter(
+            "gateway_auth_rejections",
+            "Requests refused at the edge with 401, by reason",
+            ["reason"],
+            registry=registry,
+        )
