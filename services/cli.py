@@ -6,10 +6,7 @@ import argparse
 import asyncio
 import getpass
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -218,80 +215,19 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Migrate, start every service as its own process, print the URLs, stop all on Ctrl-C."""
-    names = list(registry.SERVICES)
-    if not args.no_migrate:
-        _migrate(names)
-    ports = {name: registry.get(name).settings().port for name in names}
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    stopping = False
+    """Migrate, start every service (with replicas), the dashboard and the gateway as their own
+    processes, print the URLs, stop all on Ctrl-C."""
+    from services.up import Supervisor, parse_replicas, plan
 
-    def _stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     try:
-        for name in names:
-            cmd = [sys.executable, "-m", "services.cli", "serve", name, "--host", args.host]
-            cmd += ["--port", str(ports[name])]
-            # start_new_session: Ctrl-C reaches only this parent, which stops children in order.
-            children[name] = subprocess.Popen(cmd, start_new_session=True)  # noqa: S603
-        if not _wait_ready(ports, args.host, children, timeout=30):
-            print("a service did not become ready; stopping", file=sys.stderr)
-            return 1
-        print("\naioshop is up:")
-        for name in names:
-            base = f"http://{args.host}:{ports[name]}"
-            print(f"  {name:<10} {base}   docs {base}/docs")
-        print("Ctrl-C stops everything.\n", flush=True)
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"{name} exited with {child.returncode}; stopping", file=sys.stderr)
-                    return 1
-            time.sleep(0.2)
-        return 0
-    finally:
-        _terminate(children)
-
-
-def _wait_ready(
-    ports: dict[str, int], host: str, children: dict[str, subprocess.Popen[bytes]], timeout: float
-) -> bool:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    pending = set(ports)
-    while pending and time.monotonic() < deadline:
-        for name in list(pending):
-            if children[name].poll() is not None:
-                return False
-            url = f"http://{host}:{ports[name]}/readyz"
-            try:
-                with urllib.request.urlopen(url, timeout=1) as resp:
-                    if resp.status == 200:
-                        pending.discard(name)
-            except (urllib.error.URLError, OSError):
-                pass
-        time.sleep(0.2)
-    return not pending
-
-
-def _terminate(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for name, child in children.items():
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            print(f"{name} did not stop in time; killing it", file=sys.stderr)
-            child.kill()
-            child.wait()
+        replicas = parse_replicas(args.replicas)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not args.no_migrate:
+        _migrate(list(registry.SERVICES))
+    processes = plan(args.host, replicas, gateway=not args.no_gateway)
+    return Supervisor(processes, args.host).run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -315,9 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("--full-name", default="Administrator")
     admin.set_defaults(func=cmd_create_admin)
 
-    up = sub.add_parser("up", help="migrate and run every service until Ctrl-C")
+    up = sub.add_parser(
+        "up", help="migrate and run every service, the dashboard and the gateway until Ctrl-C"
+    )
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--no-migrate", action="store_true")
+    up.add_argument("--no-gateway", action="store_true", help="only the services")
+    up.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="SERVICE=N",
+        help="run N instances of SERVICE behind the gateway (e.g. products=2); repeatable",
+    )
     up.set_defaults(func=cmd_up)
 
     bus = sub.add_parser("bus", help="inspect and replay parked bus messages")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,15 +12,20 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import aiormq
 import asyncpg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+import migrations
 from core.bus import Incoming, RetryPolicy
 from core.bus.amqp import AmqpTransport
 from core.testing import wait_for
+from services import registry
+from services.up import parse_replicas, plan
 
 CLI = [sys.executable, "-m", "services.cli"]
 RETRY_MS = (50, 1000, 5000, 30000)  # this file's retry policy, and the default one
@@ -32,12 +38,20 @@ def _free_port() -> int:
         return port
 
 
+@pytest.fixture(scope="session")
+def service_dsns(throwaway_database: Callable[[str, Path], str]) -> dict[str, str]:
+    """Every registered service's throw-away database (migrated once, before any test runs
+    under the blocking-call guard)."""
+    return {name: throwaway_database(name, migrations.location(name)) for name in registry.SERVICES}
+
+
 @pytest.fixture
-def cli_env(users_dsn: str, products_dsn: str, redis_namespace: str) -> dict[str, str]:
+def cli_env(service_dsns: dict[str, str], redis_namespace: str) -> dict[str, str]:
+    """The environment of a CLI process: every registered service on its throw-away database."""
     env = dict(os.environ)
+    for name, dsn in service_dsns.items():
+        env[f"{name.upper()}_DATABASE_URL"] = dsn
     env.update(
-        USERS_DATABASE_URL=users_dsn,
-        PRODUCTS_DATABASE_URL=products_dsn,
         REDIS_NAMESPACE=redis_namespace,
         AIOSHOP_ENV="test",
         BCRYPT_ROUNDS="4",
@@ -115,45 +129,107 @@ def _get(url: str) -> int:
         return 0
 
 
-def test_up_starts_every_service_and_stops_on_ctrl_c(cli_env: dict[str, str]) -> None:
-    port, products_port = _free_port(), _free_port()
-    products_queue = f"test-up-products-{uuid.uuid4().hex[:8]}"
+def test_up_runs_every_service_replicas_and_the_gateway_and_stops_on_ctrl_c(
+    cli_env: dict[str, str],
+) -> None:
+    ports = {name: _free_port() for name in registry.SERVICES}
+    gateway, dashboard = _free_port(), _free_port()
+    queues = {name: f"test-up-{name}-{uuid.uuid4().hex[:8]}" for name in registry.SERVICES}
     env = {
         **cli_env,
-        "USERS_PORT": str(port),
-        "PRODUCTS_PORT": str(products_port),
-        "PRODUCTS_BUS_QUEUE": products_queue,
+        **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        **{f"{name.upper()}_BUS_QUEUE": queue for name, queue in queues.items()},
+        "GATEWAY_PORT": str(gateway),
+        "WEB_PORT": str(dashboard),
     }
     proc = subprocess.Popen(  # noqa: S603
-        [*CLI, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [*CLI, "up", "--replicas", "products=2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
-        assert proc.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C stops everything" in line:
-                break
-        output = "".join(lines)
-        assert f"http://127.0.0.1:{port}" in output, output
-        assert f"http://127.0.0.1:{products_port}" in output, output
-        assert _get(f"http://127.0.0.1:{port}/readyz") == 200
-        assert _get(f"http://127.0.0.1:{products_port}/readyz") == 200
+        output = _read_until(proc, "Ctrl-C stops everything", within=90)
+        assert f"gateway    http://127.0.0.1:{gateway}" in output, output
+        urls = re.findall(r"^  products-[01] +(http://\S+)", output, re.MULTILINE)
+        assert len(urls) == 2, output
+        assert f"http://127.0.0.1:{ports['products']}" in urls
+        for name, port in ports.items():
+            assert _get(f"http://127.0.0.1:{port}/readyz") == 200, name
+        for url in urls:
+            assert _get(f"{url}/readyz") == 200
+        assert _get(f"http://127.0.0.1:{gateway}/readyz") == 200
+        # The gateway spreads reads over both product instances (two random picks each).
+        for _ in range(40):
+            assert _get(f"http://127.0.0.1:{gateway}/api/v1/products?limit=1") == 200
+        served = _served_by_instance(f"http://127.0.0.1:{gateway}/metrics", "products")
+        assert set(served) == {"products-0", "products-1"}, served
+        assert all(count > 0 for count in served.values()), served
+
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
-        assert _get(f"http://127.0.0.1:{port}/healthz") == 0  # the child is gone too
-        assert _get(f"http://127.0.0.1:{products_port}/healthz") == 0
+        for port in [*ports.values(), gateway]:
+            assert _get(f"http://127.0.0.1:{port}/healthz") == 0  # every child is gone too
+        for url in urls:
+            assert _get(f"{url}/healthz") == 0
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-        asyncio.run(_delete_queues(products_queue))
+        asyncio.run(_delete_queues(*queues.values()))
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, within: float) -> str:
+    """What ``proc`` printed up to the line with ``marker`` (or up to its exit)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if marker in line:
+            break
+    return "".join(lines)
+
+
+def _served_by_instance(metrics_url: str, upstream: str) -> dict[str, float]:
+    with urllib.request.urlopen(metrics_url, timeout=2) as resp:  # noqa: S310
+        text = resp.read().decode()
+    served: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "gateway_upstream_requests_total"
+                and sample.labels.get("upstream") == upstream
+            ):
+                instance = sample.labels["instance"]
+                served[instance] = served.get(instance, 0.0) + sample.value
+    return served
+
+
+def test_up_refuses_unknown_services_and_bad_replica_counts(cli_env: dict[str, str]) -> None:
+    for spec in ("nope=2", "products=0", "products=17", "products"):
+        result = _run(["up", "--no-migrate", "--replicas", spec], cli_env)
+        assert result.returncode == 2, spec
+        assert "replica" in result.stderr, result.stderr
+
+
+def test_the_plan_puts_every_instance_behind_the_gateway() -> None:
+    processes = plan("0.0.0.0", parse_replicas(["products=3", "users=2"]))  # noqa: S104
+    names = [p.name for p in processes]
+    assert names.count("gateway") == 1
+    assert {"products-0", "products-1", "products-2", "users-0", "users-1"} <= set(names)
+    gateway = next(p for p in processes if p.name == "gateway")
+    assert gateway.front
+    instances = gateway.env["UPSTREAM_PRODUCTS"].split(",")
+    assert len(set(instances)) == 3
+    assert all(url.startswith("http://127.0.0.1:") for url in instances)
+    assert not any(p.front for p in processes if p.role in registry.SERVICES)
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
@@ -207,11 +283,12 @@ async def test_bus_parked_lists_and_replay_redelivers() -> None:
         await _delete_queues(queue)
 
 
-async def _delete_queues(queue: str) -> None:
+async def _delete_queues(*queues: str) -> None:
     connection = await aiormq.connect("amqp://guest:guest@127.0.0.1:5672/")
     try:
         channel = await connection.channel()
-        for name in (queue, f"{queue}.parked", *(f"{queue}.retry.{ms}" for ms in RETRY_MS)):
-            await channel.queue_delete(name)
+        for queue in queues:
+            for name in (queue, f"{queue}.parked", *(f"{queue}.retry.{ms}" for ms in RETRY_MS)):
+                await channel.queue_delete(name)
     finally:
         await connection.close()
