@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python -m perf.bench_bus
 	$(BIN)/python -m perf.bench_cache
 	$(BIN)/python -m perf.bench_products
+	$(BIN)/python -m perf.bench_gateway
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
