@@ -8,6 +8,7 @@ at every instance, and stops everything in reverse order on SIGINT/SIGTERM or wh
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import signal
@@ -93,9 +94,8 @@ def plan(
             instances.setdefault(name, []).append(process.url(host))
     upstreams = {f"UPSTREAM_{name.upper()}": ",".join(urls) for name, urls in instances.items()}
     if dashboard and _dashboard_available():
-        from web.settings import Settings as WebSettings
-
-        port = WebSettings().port
+        # Imported by name: the dashboard is an optional part of an installation.
+        port = int(importlib.import_module("web.settings").Settings().port)
         cmd = [python, "-m", "web", "--host", host, "--port", str(port)]
         web = Process("dashboard", "web", cmd, port, front=True)
         processes.append(web)
