@@ -8,6 +8,7 @@ import getpass
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.logging import configure_logging
@@ -224,6 +225,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
+    from services.embedded import run_embedded, servers_available
+
+    embedded = args.embedded
+    if not embedded and not servers_available():
+        print(
+            "no PostgreSQL, Redis or RabbitMQ is configured or answering on its standard port: "
+            "running embedded (one process, in-memory bus, embedded PostgreSQL and Redis)",
+            file=sys.stderr,
+        )
+        embedded = True
+    if embedded:
+        if replicas:
+            print(
+                "--replicas needs real servers; the embedded mode runs one of each", file=sys.stderr
+            )
+            return 2
+        return run_embedded(args.host, Path(args.data_dir))
     if not args.no_migrate:
         _migrate(list(registry.SERVICES))
     processes = plan(args.host, replicas, gateway=not args.no_gateway)
@@ -257,6 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--no-migrate", action="store_true")
     up.add_argument("--no-gateway", action="store_true", help="only the services")
+    up.add_argument(
+        "--embedded",
+        action="store_true",
+        help="everything in one process on embedded PostgreSQL and Redis (the default when "
+        "no server is configured or running)",
+    )
+    up.add_argument(
+        "--data-dir",
+        default=".aioshop",
+        help="where the embedded mode keeps its data (default ./.aioshop)",
+    )
     up.add_argument(
         "--replicas",
         action="append",

@@ -27,9 +27,9 @@ class ServiceEntry:
         settings_cls: type[BaseServiceSettings] = importlib.import_module(self.module).Settings
         return settings_cls(**overrides)
 
-    def app_factory(self) -> Callable[[Any], web.Application]:
-        """The service's ``create_<name>_app``."""
-        factory: Callable[[Any], web.Application] = getattr(
+    def app_factory(self) -> Callable[..., web.Application]:
+        """The service's ``create_<name>_app(settings, *, transport=None)``."""
+        factory: Callable[..., web.Application] = getattr(
             importlib.import_module(self.module), f"create_{self.name}_app"
         )
         return factory

