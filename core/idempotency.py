@@ -1,9 +1,10 @@
 """``Idempotency-Key`` for writes that create things (API.md "Conventions").
 
-The same key with the same request returns the first response (status and body) and runs nothing
-again; the same key with a different request is a 422; a second request while the first is still
-running is a 409. Keys are scoped to the route and the caller, kept in Redis for a day. When Redis
-is unreachable the request is refused with 503 rather than risk creating something twice.
+The same key with the same request returns the first response (status, body and headers such as
+``Location``) and runs nothing again; the same key with a different request is a 422; a second
+request while the first is still running is a 409. Keys are scoped to the route and the caller,
+kept in Redis for a day. When Redis is unreachable the request is refused with 503 rather than
+risk creating something twice.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ log = logging.getLogger("core.idempotency")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _MAX_KEY = 255
+# Headers of the first response that are not replayed: they describe that response's
+# transmission (or its request), not the outcome a client asked about.
+_NOT_REPLAYED = frozenset(
+    {"content-length", "content-type", "date", "server", "set-cookie", "x-correlation-id"}
+)
 
 
 class IdempotencyStore:
@@ -80,6 +86,11 @@ class IdempotencyStore:
             "fingerprint": fingerprint,
             "status": response.status,
             "content_type": response.content_type,
+            "headers": [
+                [name, value]
+                for name, value in response.headers.items()
+                if name.lower() not in _NOT_REPLAYED
+            ],
             "body": (response.body or b"").decode("utf-8")
             if isinstance(response.body, bytes)
             else "",
@@ -118,6 +129,8 @@ class IdempotencyStore:
             status=int(record["status"]),
             content_type=str(record["content_type"]),
         )
+        for name, value in record.get("headers", []):  # e.g. Location
+            response.headers.add(str(name), str(value))
         response.headers[REPLAYED_HEADER] = "true"
         return response
 
