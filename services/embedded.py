@@ -125,8 +125,13 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
     transport = InMemoryTransport()
     common = _overrides(servers)
     apps: list[tuple[str, web.Application, int]] = []
+    ports = {name: entry.settings().port for name, entry in registry.SERVICES.items()}
+    peers = {f"{name}_url": f"http://{_client(host)}:{port}" for name, port in ports.items()}
     for name, entry in registry.SERVICES.items():
         settings = entry.settings(**common, database_url=servers.database_url(name), host=host)
+        # Services that call another directly (orders reads prices from products) find it here.
+        known = type(settings).model_fields
+        settings = settings.model_copy(update={k: v for k, v in peers.items() if k in known})
         apps.append((name, entry.app_factory()(settings, transport=transport), settings.port))
     upstreams: dict[str, Any] = {
         f"upstream_{name}": f"http://{_client(host)}:{port}" for name, _, port in apps

@@ -84,14 +84,22 @@ def plan(
     python = sys.executable
     processes: list[Process] = []
     instances: dict[str, list[str]] = {}
+    ports: dict[str, list[int]] = {}
     for name, entry in registry.SERVICES.items():
         base = entry.settings().port
-        for i in range(replicas.get(name, 1)):
-            port = base if i == 0 else _free_port(host)
+        ports[name] = [base if i == 0 else _free_port(host) for i in range(replicas.get(name, 1))]
+        instances[name] = [f"http://{_client_host(host)}:{port}" for port in ports[name]]
+    # Services that call another directly (orders reads prices from products) find it here.
+    peers = {
+        variable: urls[0]
+        for variable, urls in ((f"{n.upper()}_URL", u) for n, u in instances.items())
+        if variable not in os.environ  # a URL set on purpose stays
+    }
+    for name, service_ports in ports.items():
+        for i, port in enumerate(service_ports):
             cmd = [python, "-m", "services.cli", "serve", name, "--host", host, "--port", str(port)]
-            process = Process(f"{name}-{i}" if replicas.get(name, 1) > 1 else name, name, cmd, port)
-            processes.append(process)
-            instances.setdefault(name, []).append(process.url(host))
+            label = f"{name}-{i}" if len(service_ports) > 1 else name
+            processes.append(Process(label, name, cmd, port, env=dict(peers)))
     upstreams = {f"UPSTREAM_{name.upper()}": ",".join(urls) for name, urls in instances.items()}
     if dashboard and _dashboard_available():
         # Imported by name: the dashboard is an optional part of an installation.

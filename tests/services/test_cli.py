@@ -230,6 +230,10 @@ def test_the_plan_puts_every_instance_behind_the_gateway() -> None:
     assert len(set(instances)) == 3
     assert all(url.startswith("http://127.0.0.1:") for url in instances)
     assert not any(p.front for p in processes if p.role in registry.SERVICES)
+    # Services calling products directly are pointed at its first instance.
+    for process in processes:
+        if process.role in registry.SERVICES:
+            assert process.env["PRODUCTS_URL"] == instances[0], process
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
