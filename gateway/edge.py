@@ -60,6 +60,16 @@ def edge_middleware(
                 decision, revocation = await _together(hit, auth.ensure_active(principal))
             else:
                 decision = await hit
+            if decision is None:  # failed open: nothing was counted, the full quota stands
+                decision = RateDecision(
+                    policy=policy.name,
+                    allowed=True,
+                    limit=policy.limit,
+                    period=policy.period,
+                    remaining=policy.limit,
+                    reset=0,
+                    retry_after=0,
+                )
         elif principal is not None:
             revocation = await _catch(auth.ensure_active(principal))
         if decision is not None:

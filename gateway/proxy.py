@@ -70,11 +70,24 @@ class _StreamedBody:
         self.limit = limit
         self.started = False
         self.too_large = False
+        self.client_failed = False  # the client's side broke off: not the upstream's fault
+
+    @property
+    def client_fault(self) -> bool:
+        """Whether a failed attempt came from the client's body (too large, or cut off)."""
+        return self.too_large or self.client_failed
 
     async def chunks(self) -> AsyncIterator[bytes]:
         self.started = True
         size = 0
-        while chunk := await self.content.readany():
+        while True:
+            try:
+                chunk = await self.content.readany()
+            except BaseException:
+                self.client_failed = True
+                raise
+            if not chunk:
+                return
             size += len(chunk)
             if size > self.limit:
                 self.too_large = True
@@ -116,6 +129,9 @@ class Proxy:
         """Send ``request`` to an instance of the route's upstream and relay the answer."""
         if has_dot_segments(request.path):
             raise BadRequest("The path must not contain '.' or '..' segments")
+        target = request.rel_url.raw_path_qs  # origin-form even for an absolute-form request
+        if not target.startswith("/"):
+            raise BadRequest("The request target must be a path")
         pool = self.pools[route.upstream]
         settings = self.settings
         body: bytes | _StreamedBody | None = None
@@ -152,12 +168,16 @@ class Proxy:
         while True:
             tried.append(instance)
             try:
-                upstream = await self._attempt(request, route, instance, headers, body, deadline)
+                upstream = await self._attempt(
+                    request, route, instance, target, headers, body, deadline
+                )
             except _Failure as exc:
                 if isinstance(body, _StreamedBody) and body.too_large:
                     raise PayloadTooLarge(
                         f"The request body exceeds {settings.max_body_bytes} bytes"
                     ) from None
+                if isinstance(body, _StreamedBody) and body.client_failed:
+                    raise BadRequest("The request body was cut off") from None
                 replayable = not (isinstance(body, _StreamedBody) and body.started)
                 retryable = replayable and (not exc.sent or (idempotent and exc.kind == "broken"))
                 if not retryable or len(tried) > settings.retry_attempts:
@@ -176,13 +196,14 @@ class Proxy:
                 self.metrics.retries.labels(pool.name, exc.kind).inc()
                 instance = following
                 continue
-            return await self._relay(request, instance, upstream)
+            return await self._relay(request, instance, upstream, deadline)
 
     async def _attempt(
         self,
         request: web.Request,
         route: Route,
         instance: Instance,
+        target: str,
         headers: Mapping[str, str],
         body: bytes | _StreamedBody | None,
         deadline: float,
@@ -190,10 +211,10 @@ class Proxy:
         loop = asyncio.get_running_loop()
         start = loop.time()
         upstream_name = instance.upstream
-        url = URL(instance.url + request.raw_path, encoded=True)
-        data = body.chunks() if isinstance(body, _StreamedBody) else body
         failure: _Failure
         try:
+            url = URL(instance.url + target, encoded=True)
+            data = body.chunks() if isinstance(body, _StreamedBody) else body
             async with asyncio.timeout_at(min(deadline, start + self.settings.upstream_timeout)):
                 upstream = await self.session.request(
                     request.method, url, headers=headers, data=data, allow_redirects=False
@@ -213,6 +234,9 @@ class Proxy:
             detail = f"The {upstream_name} service failed to answer properly"
             failure = _Failure("broken", BadGateway(detail), sent=True)
             cause = exc
+        except BaseException:  # not the upstream's failure: free its slot, judge nothing
+            instance.end(None)
+            raise
         else:
             self.metrics.upstream_requests.labels(
                 route.prefix, upstream_name, instance.id, str(upstream.status)
@@ -221,7 +245,11 @@ class Proxy:
                 loop.time() - start
             )
             return upstream
-        instance.end(False)
+        if isinstance(body, _StreamedBody) and body.client_fault:
+            instance.end(None)  # the client's body failed, not the instance
+            failure.kind = "client"
+        else:
+            instance.end(False)
         self.metrics.upstream_requests.labels(
             route.prefix, upstream_name, instance.id, failure.kind
         ).inc()
@@ -229,22 +257,35 @@ class Proxy:
         raise failure from cause
 
     async def _relay(
-        self, request: web.Request, instance: Instance, upstream: aiohttp.ClientResponse
+        self,
+        request: web.Request,
+        instance: Instance,
+        upstream: aiohttp.ClientResponse,
+        deadline: float,
     ) -> web.StreamResponse:
         ok = upstream.status not in _FAILURE_STATUSES
         headers = response_headers(upstream.headers)
         length = upstream.content_length
-        read_timeout = self.settings.upstream_read_timeout
         bodiless = request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES
         if bodiless or (length is not None and length <= self.settings.buffer_bytes):
+            # Nothing is sent to the client yet: the request's deadline still holds (504).
+            loop = asyncio.get_running_loop()
+            read_deadline = min(deadline, loop.time() + self.settings.upstream_read_timeout)
             try:
-                async with asyncio.timeout(read_timeout):
+                async with asyncio.timeout_at(read_deadline):
                     data = await upstream.read()
             except asyncio.CancelledError:
                 instance.end(None)
                 upstream.close()
                 raise
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            except TimeoutError as exc:
+                instance.end(False)
+                upstream.close()
+                log.warning("%s stalled in the middle of its response: %r", instance.id, exc)
+                raise GatewayTimeout(
+                    f"The {instance.upstream} service did not finish its answer in time"
+                ) from exc
+            except (aiohttp.ClientError, OSError) as exc:
                 instance.end(False)
                 upstream.close()
                 log.warning("reading from %s failed: %r", instance.id, exc)

@@ -8,6 +8,7 @@ It answers any path; the last segments choose a behaviour:
   ``.../drop-on/<name>``: drops only on the instance called ``<name>``, answers elsewhere;
 - ``.../bytes/<n>``: ``n`` bytes (``?chunked=1``: without a Content-Length);
 - ``.../break-body``: headers and part of a body, then the connection is cut;
+- ``.../stall-body``: headers (``Content-Length: 100``) and 10 bytes, then nothing, ever;
 - ``.../status/<code>``: that status, as problem+json;
 - ``.../ws``: a WebSocket echoing frames (subprotocol ``dash.v1``);
 - anything else: a JSON echo of the instance name, method, raw path, headers and body digest.
@@ -132,6 +133,12 @@ async def anything(request: web.Request) -> web.StreamResponse:
         assert request.transport is not None
         request.transport.abort()
         return response
+    if last == "stall-body":
+        response = web.StreamResponse()
+        response.content_length = 100
+        await response.prepare(request)
+        await response.write(b"x" * 10)
+        await asyncio.Event().wait()
     if len(parts) > 1 and parts[-2] == "status":
         code = int(last)
         return web.json_response(

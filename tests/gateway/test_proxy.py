@@ -214,3 +214,58 @@ async def test_concurrent_requests_all_arrive(gateway: Client) -> None:
     responses = await asyncio.gather(*(gateway.get(f"/api/v1/products/{i}") for i in range(50)))
     paths = sorted([(await r.json())["path"] for r in responses])
     assert paths == sorted(f"/api/v1/products/{i}" for i in range(50))
+
+
+async def test_an_upstream_stalling_mid_body_is_504_within_the_request_timeout(
+    fake: FakeUpstream, make_gateway: GatewayFactory
+) -> None:
+    gateway = await make_gateway(
+        upstream_products=fake.url, upstream_timeout=1, request_timeout=1.5
+    )
+    start = time.monotonic()
+    body = await assert_problem(await gateway.get("/api/v1/products/stall-body"), 504)
+    assert time.monotonic() - start < 2.5
+    assert "products" in body["detail"]
+
+
+async def _outstanding(gateway: Client) -> str:
+    metrics = await (await gateway.get("/metrics")).text()
+    lines = [
+        line for line in metrics.splitlines() if line.startswith("gateway_instance_outstanding")
+    ]
+    return "\n".join(lines)
+
+
+async def test_an_absolute_form_target_is_proxied_as_its_path_and_frees_its_slot(
+    gateway: Client, fake: FakeUpstream
+) -> None:
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(
+            b"GET http://shop.example/api/v1/products/7?x=1 HTTP/1.1\r\n"
+            b"Host: shop.example\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        await reader.read()
+        writer.close()
+        await writer.wait_closed()
+        assert status_line.split()[1] == b"200", status_line
+    assert [seen["path"] for seen in await fake.seen()] == ["/api/v1/products/7?x=1"] * 3
+    outstanding = await _outstanding(gateway)
+    assert 'instance="products-0",upstream="products"} 0.0' in outstanding, outstanding
+
+
+async def test_oversized_uploads_are_the_clients_fault_not_the_instances(
+    fake: FakeUpstream, make_gateway: GatewayFactory
+) -> None:
+    gateway = await make_gateway(
+        upstream_products=fake.url, max_body_bytes=256 * 1024, public_routes=[PUBLIC], eject_after=2
+    )
+    for _ in range(4):  # twice the failures that would eject an instance
+        await assert_problem(
+            await gateway.post("/api/v1/products/upload", data=_chunks(300 * 1024)), 413
+        )
+    assert (await gateway.get("/api/v1/products/1")).status == 200  # the breaker stayed closed
+    outstanding = await _outstanding(gateway)
+    assert 'instance="products-0",upstream="products"} 0.0' in outstanding, outstanding

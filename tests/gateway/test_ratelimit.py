@@ -106,7 +106,10 @@ async def test_redis_down_fails_open_and_is_counted(
     for _ in range(5):
         response = await gateway.get("/api/v1/products/1")
         assert response.status == 200
-        assert "RateLimit-Limit" not in response.headers  # nothing known, nothing claimed
+        # API.md: the headers are on every response; failing open counts nothing.
+        assert response.headers["RateLimit-Limit"] == "1"
+        assert response.headers["RateLimit-Remaining"] == "1"
+        assert response.headers["RateLimit-Reset"] == "0"
     assert await metric(gateway, "gateway_ratelimit_failopen_total", reason="unreachable") == 5
     ready = await gateway.get("/readyz")
     assert ready.status == 503
