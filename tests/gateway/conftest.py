@@ -47,8 +47,8 @@ async def _answers(url: str) -> bool:
 
 
 @dataclass
-class UsersProcess:
-    """The users service, running as its own process."""
+class ServiceProcess:
+    """A service (``aioshop serve NAME``), running as its own process."""
 
     url: str
     log: Path
@@ -59,11 +59,20 @@ class UsersProcess:
         return self.log.read_text(encoding="utf-8").splitlines()
 
 
+UsersProcess = ServiceProcess
+
+
 @pytest.fixture(scope="session")
 def gateway_users_dsn(throwaway_database: Callable[[str, Path], str]) -> str:
     """A users database of the gateway tests' own: the users process below runs an outbox
     relay for the whole session, which must not take the rows of the users service's tests."""
     return throwaway_database("gateway_users", migrations.location("users"))
+
+
+@pytest.fixture(scope="session")
+def gateway_products_dsn(throwaway_database: Callable[[str, Path], str]) -> str:
+    """A products database of the gateway tests' own (for the same reason)."""
+    return throwaway_database("gateway_products", migrations.location("products"))
 
 
 @pytest.fixture
@@ -74,24 +83,21 @@ async def gateway_users_db(gateway_users_dsn: str) -> AsyncIterator[asyncpg.Conn
     await conn.close()
 
 
-@pytest.fixture(scope="session")
-def users_upstream(
-    gateway_users_dsn: str, redis_namespace: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[UsersProcess]:
-    """``aioshop serve users`` on a free port, on a throw-away database of its own."""
+def _serve(
+    name: str, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
     port = free_port()
-    log = tmp_path_factory.mktemp("users") / "users.log"
+    log = tmp_path_factory.mktemp(name) / f"{name}.log"
     env = {
         **os.environ,
-        "USERS_DATABASE_URL": gateway_users_dsn,
-        "REDIS_NAMESPACE": redis_namespace,
         "AIOSHOP_ENV": "test",
         "BCRYPT_ROUNDS": "4",
         "BUS_TRANSPORT": "memory",
         "LOG_LEVEL": "INFO",
         "LOG_FORMAT": "json",
+        **env,
     }
-    cmd = [sys.executable, "-m", "services.cli", "serve", "users", "--port", str(port)]
+    cmd = [sys.executable, "-m", "services.cli", "serve", name, "--port", str(port)]
     with log.open("wb") as sink:
         process = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=sink, stderr=sink)  # noqa: S603
     url = f"http://127.0.0.1:{port}"
@@ -102,7 +108,7 @@ def users_upstream(
 
     try:
         asyncio.run(wait_for(ready, within=30, interval=0.1))
-        yield UsersProcess(url, log, process)
+        yield ServiceProcess(url, log, process)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -110,6 +116,27 @@ def users_upstream(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="session")
+def users_upstream(
+    gateway_users_dsn: str, redis_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """``aioshop serve users`` on a free port, on a throw-away database of its own."""
+    env = {"USERS_DATABASE_URL": gateway_users_dsn, "REDIS_NAMESPACE": redis_namespace}
+    yield from _serve("users", env, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def products_upstream(
+    gateway_products_dsn: str, redis_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServiceProcess]:
+    """``aioshop serve products`` on a free port, on a throw-away database of its own."""
+    env = {
+        "PRODUCTS_DATABASE_URL": gateway_products_dsn,
+        "REDIS_NAMESPACE": f"{redis_namespace}.gw-products",
+    }
+    yield from _serve("products", env, tmp_path_factory)
 
 
 @dataclass
