@@ -199,5 +199,3 @@ async def pool(bus_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.execute("TRUNCATE outbox, inbox, things")
     yield pool
     await pool.close()
-
-

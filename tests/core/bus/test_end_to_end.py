@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
+import aiormq
 import asyncpg
 
 from core.bus import Bus, Event, Inbox, Message, Outbox, OutboxRelay, RetryPolicy
@@ -33,13 +34,20 @@ async def test_every_committed_event_takes_effect_once_across_connection_kills(
 ) -> None:
     name = unique("e2e-conn")
     queue = unique("e2e")
+    # An exchange of this test's own: another test session on the same broker publishes the
+    # same event type, and its events must not reach this test's queue.
+    exchange = unique("e2e-exchange")
     amqp_cleanup.append((queue, (0.1,)))
     producer = Bus(
-        AmqpTransport(f"{AMQP_URL}?name={name}", reconnect_delays=(0.05, 0.1, 0.2)),
+        AmqpTransport(
+            f"{AMQP_URL}?name={name}", exchange=exchange, reconnect_delays=(0.05, 0.1, 0.2)
+        ),
         source="e2e-producer",
     )
     consumer = Bus(
-        AmqpTransport(f"{AMQP_URL}?name={name}", reconnect_delays=(0.05, 0.1, 0.2)),
+        AmqpTransport(
+            f"{AMQP_URL}?name={name}", exchange=exchange, reconnect_delays=(0.05, 0.1, 0.2)
+        ),
         source="e2e-consumer",
     )
     deliveries = 0
@@ -79,9 +87,7 @@ async def test_every_committed_event_takes_effect_once_across_connection_kills(
             await wait_for(all_made, within=60)
         except AssertionError:
             made = await pool.fetchval("SELECT count(*) FROM things")
-            pending = await pool.fetchval(
-                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-            )
+            pending = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             queues = await rabbitmqctl(
                 "list_queues", "-q", "name", "messages_ready", "messages_unacknowledged"
             )
@@ -109,3 +115,8 @@ async def test_every_committed_event_takes_effect_once_across_connection_kills(
         await relay.stop()
         await producer.stop()
         await consumer.stop()
+        connection = await aiormq.connect(AMQP_URL)
+        try:
+            await (await connection.channel()).exchange_delete(exchange)
+        finally:
+            await connection.close()
