@@ -32,6 +32,7 @@ from core.middleware import (
 )
 from core.openapi import DOCS_INIT_JS, SWAGGER_ASSETS, build_openapi, docs_page
 from core.settings import BaseServiceSettings
+from core.snapshot import SNAPSHOT, Snapshotter
 
 __all__ = ["CleanupCtx", "auth_ctx", "create_app", "token_codec"]
 
@@ -98,6 +99,7 @@ def create_app(
     app[SERVICE_NAME] = name
     app[SETTINGS] = settings
     app[METRICS] = Metrics(name)
+    app[SNAPSHOT] = Snapshotter(app, name, app[METRICS])
     app[HEALTH] = HealthChecks()
     app[ROUTES] = []
     app.on_response_prepare.append(security_headers)

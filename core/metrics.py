@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import (
@@ -15,9 +19,78 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "metrics_handler"]
+__all__ = ["LATENCY_BUCKETS", "Metrics", "RequestWindow", "WindowStats", "metrics_handler"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """What ``RequestWindow.take`` returns: the requests of one interval."""
+
+    seconds: float
+    count: int
+    client_errors: int
+    server_errors: int
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class RequestWindow:
+    """Requests since the last ``take``: counts by status class and a sample of latencies.
+
+    Percentiles come from the recorded durations themselves (at most ``max_samples`` per
+    interval, a uniform reservoir beyond that), not from histogram buckets.
+    """
+
+    def __init__(self, *, max_samples: int = 20_000) -> None:
+        self.max_samples = max_samples
+        self._durations: list[float] = []
+        self._count = 0
+        self._client_errors = 0
+        self._server_errors = 0
+        self._since = time.monotonic()
+
+    def observe(self, status: int, seconds: float) -> None:
+        """Record one request."""
+        self._count += 1
+        if status >= 500:
+            self._server_errors += 1
+        elif status >= 400:
+            self._client_errors += 1
+        if len(self._durations) < self.max_samples:
+            self._durations.append(seconds)
+        else:
+            slot = random.randrange(self._count)  # noqa: S311 - sampling, not security
+            if slot < self.max_samples:
+                self._durations[slot] = seconds
+
+    def take(self) -> WindowStats:
+        """The interval since the previous ``take`` (or creation); starts a new one."""
+        now = time.monotonic()
+        durations = sorted(self._durations)
+        stats = WindowStats(
+            seconds=max(now - self._since, 1e-9),
+            count=self._count,
+            client_errors=self._client_errors,
+            server_errors=self._server_errors,
+            p50=_percentile(durations, 0.50),
+            p95=_percentile(durations, 0.95),
+            p99=_percentile(durations, 0.99),
+        )
+        self._durations = []
+        self._count = self._client_errors = self._server_errors = 0
+        self._since = now
+        return stats
+
+
+def _percentile(ordered: list[float], q: float) -> float | None:
+    """The nearest-rank percentile of sorted ``ordered`` (None when empty)."""
+    if not ordered:
+        return None
+    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
+    return ordered[rank]
 
 
 class Metrics:
@@ -43,12 +116,17 @@ class Metrics:
         self.in_flight = Gauge(
             "http_requests_in_flight", "HTTP requests being served", registry=self.registry
         )
+        self.window = RequestWindow()
+        # Long-lived responses (event streams) would distort the latency percentiles.
+        self.window_excluded_routes: set[str] = set()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and its latency."""
         code = str(status)
         self.requests.labels(method, route, code).inc()
         self.latency.labels(method, route, code).observe(seconds)
+        if route not in self.window_excluded_routes:
+            self.window.observe(status, seconds)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

@@ -13,6 +13,7 @@ from core.bus.outbox import Outbox, OutboxRelay
 from core.bus.transport import Transport
 from core.keys import BUS, DB_POOL, HEALTH, METRICS, OUTBOX, SERVICE_NAME
 from core.settings import BaseServiceSettings
+from core.snapshot import SNAPSHOT, MetricsSnapshot, snapshot_interval
 
 __all__ = ["bus_ctx", "bus_workers_ctx", "make_transport"]
 
@@ -37,6 +38,9 @@ def bus_ctx(
 ) -> CleanupCtx:
     """A ``cleanup_ctx`` giving ``app[BUS]`` (connected, publishing) and ``app[OUTBOX]``.
 
+    While the bus is up, the app's ``metrics.snapshot`` is published every
+    ``snapshot_interval(app)`` seconds (``core.snapshot``).
+
     ``setup(app, bus)`` runs first, to declare publications and subscriptions. Nothing is
     consumed and nothing relayed until ``bus_workers_ctx``, which goes last in the resources, so
     that handlers never run before the service they call exists, nor after it is torn down.
@@ -51,9 +55,13 @@ def bus_ctx(
         )
         app[BUS] = bus
         app[OUTBOX] = Outbox(app[SERVICE_NAME])
+        bus.declare_publishes(MetricsSnapshot)
         if setup is not None:
             setup(app, bus)
         await bus.connect()
+        snapshots = app.get(SNAPSHOT)  # None in an app not made by ``create_app``
+        if snapshots is not None:
+            snapshots.start(bus, interval=snapshot_interval(app))
 
         async def check() -> None:
             if not bus.transport.connected:
@@ -63,6 +71,8 @@ def bus_ctx(
         try:
             yield
         finally:
+            if snapshots is not None:
+                await snapshots.stop()
             app[HEALTH].remove("bus")
             await bus.stop()
 
@@ -77,6 +87,8 @@ def bus_workers_ctx(dsn: str | None, *, poll_interval: float = 1.0) -> CleanupCt
         bus = app[BUS]
         relay = None
         if dsn is not None:
+            if SNAPSHOT in app:
+                app[SNAPSHOT].has_outbox = True
             relay = OutboxRelay(app[DB_POOL], bus, dsn=dsn, poll_interval=poll_interval)
             await relay.start()
         try:

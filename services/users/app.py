@@ -11,6 +11,7 @@ from core import DB_POOL, OUTBOX, REDIS, create_app, postgres_ctx, redis_ctx, to
 from core.app import CleanupCtx, auth_ctx
 from core.auth import PasswordHasher, RevocationStore
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx
+from core.snapshot import add_figures
 from services.users.api import USERS_SERVICE, router
 from services.users.events import UserRegistered, UserRolesChanged
 from services.users.repository import UsersRepository
@@ -35,6 +36,12 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
             outbox=app[OUTBOX],
         )
         app[USERS_SERVICE] = service
+        repository = UsersRepository(app[DB_POOL])
+
+        async def figures(app: web.Application) -> dict[str, int]:
+            return {"registrations": await repository.count_users()}
+
+        add_figures(app, figures, every=2.0)
         if settings.admin_email and settings.admin_password:
             await service.ensure_admin(
                 email=settings.admin_email, password=settings.admin_password.get_secret_value()

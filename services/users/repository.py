@@ -63,6 +63,11 @@ class UsersRepository:
     def _db(self, conn: Connection | None) -> Connection | asyncpg.Pool:
         return conn if conn is not None else self._pool
 
+    async def count_users(self) -> int:
+        """How many accounts exist (the dashboard's registrations figure)."""
+        count: int = await self._pool.fetchval("SELECT count(*) FROM users")
+        return count
+
     async def insert_user(
         self,
         *,

@@ -87,9 +87,10 @@ async def test_asyncapi_describes_the_published_events(users_client: TestClient[
     document = await response.json()
     assert document["asyncapi"] == "3.0.0"
     addresses = {c["address"] for c in document["channels"].values()}
-    assert addresses == {"user.registered", "user.roles_changed"}
+    # metrics.snapshot: every instance publishes its own (core.snapshot)
+    assert addresses == {"user.registered", "user.roles_changed", "metrics.snapshot"}
     sends = [op for op in document["operations"].values() if op["action"] == "send"]
-    assert len(sends) == 2
+    assert len(sends) == 3
     message = document["components"]["messages"]["UserRegisteredV1"]
     payload = message["payload"]
     assert payload["properties"]["type"] == {"const": "user.registered"}

@@ -1,0 +1,172 @@
+"""The dashboard's state: instances from snapshots, health from silence, sagas from events."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.web.conftest import envelope, snapshot_data
+from web.state import POINT_FIELDS, DashboardState, StateLimits
+
+
+def test_a_snapshot_makes_an_instance_with_its_figures_and_a_chart_point() -> None:
+    state = DashboardState()
+    assert state.apply(envelope("metrics.snapshot", snapshot_data()), now=100.0)
+    view = state.view(now=100.5)
+    (service,) = view["services"]
+    (instance,) = service["instances"]
+    assert instance["key"] == "users/host:1:abc"
+    assert instance["health"] == "up"
+    assert (instance["rps"], instance["p50_ms"], instance["p95_ms"], instance["p99_ms"]) == (
+        50.0,
+        3.0,
+        9.0,
+        20.0,
+    )
+    assert instance["error_ratio"] == 0.1
+    assert instance["cache"]["memory"]["ratio"] == 0.9
+    assert instance["bus"]["outbox_pending"] == 2
+    assert view["totals"]["rps"] == 50.0
+    assert view["totals"]["errors_per_s"] == 5.0
+    history = state.history()
+    point = dict(zip(POINT_FIELDS, history["users/host:1:abc"]["points"][0], strict=True))
+    assert point["rps"] == 50.0
+    assert point["rss_mb"] == 50.0
+    assert point["errors_per_s"] == 5.0
+    assert point["bus_per_s"] is None  # needs two snapshots
+
+
+def test_history_since_a_cursor_has_only_the_new_points() -> None:
+    state = DashboardState()
+    state.apply(envelope("metrics.snapshot", snapshot_data()), now=1.0)
+    cursor = state.cursor()
+    assert state.history(since=cursor) == {}
+    bus = {**snapshot_data()["bus"], "published": 30, "consumed": 15}
+    state.apply(envelope("metrics.snapshot", snapshot_data(bus=bus)), now=2.0)
+    state.apply(envelope("metrics.snapshot", snapshot_data(service="products")), now=2.0)
+    delta = state.history(since=cursor)
+    assert len(delta["users/host:1:abc"]["points"]) == 1
+    assert delta["users/host:1:abc"]["points"][0][POINT_FIELDS.index("bus_per_s")] == 30.0
+    assert len(delta["products/host:1:abc"]["points"]) == 1  # a new instance: all its points
+
+
+def test_health_goes_from_up_to_degraded_to_down_with_silence() -> None:
+    state = DashboardState(StateLimits(stale_after=3, down_after=10, retention=60))
+    state.apply(envelope("metrics.snapshot", snapshot_data()), now=0.0)
+
+    def health(now: float) -> str:
+        return str(state.view(now=now)["services"][0]["instances"][0]["health"])
+
+    assert health(1.0) == "up"
+    assert health(5.0) == "degraded"
+    assert health(11.0) == "down"
+    assert state.view(now=11.0)["totals"]["instances"] == {"up": 0, "degraded": 0, "down": 1}
+    state.apply(envelope("metrics.snapshot", snapshot_data()), now=12.0)
+    assert health(12.5) == "up"
+    state.prune(now=100.0)
+    assert state.view(now=100.0)["services"] == []
+
+
+def test_failing_or_disconnected_instances_are_degraded() -> None:
+    state = DashboardState(StateLimits(error_ratio=0.05))
+    failing = {"server": 10, "client": 0, "server_rate": 10.0, "client_rate": 0.0, "ratio": 0.2}
+    state.apply(envelope("metrics.snapshot", snapshot_data(errors=failing)), now=0.0)
+    cut_off = {**snapshot_data()["bus"], "connected": False}
+    state.apply(envelope("metrics.snapshot", snapshot_data(instance="b", bus=cut_off)), now=0.0)
+    state.apply(envelope("metrics.snapshot", snapshot_data(instance="c")), now=0.0)
+    instances = state.view(now=0.1)["services"][0]["instances"]
+    healths = {i["instance"]: (i["health"], i["health_reasons"]) for i in instances}
+    assert healths == {
+        "host:1:abc": ("degraded", ["20% of responses are 5xx"]),
+        "b": ("degraded", ["bus disconnected"]),
+        "c": ("up", []),
+    }
+
+
+def _saga_events(order_id: str, correlation: str) -> list[tuple[str, dict[str, object]]]:
+    return [
+        ("order.placed", {"order_id": order_id, "total_cents": 2500, "currency": "EUR"}),
+        ("inventory.reserved", {"order_id": order_id, "items": []}),
+        ("payment.declined", {"order_id": order_id, "reason": "payment_declined"}),
+        ("inventory.released", {"order_id": order_id, "items": []}),
+        ("order.rejected", {"order_id": order_id, "reason": "payment_declined"}),
+    ]
+
+
+def test_a_saga_collects_its_steps_and_compensations_once_each() -> None:
+    state = DashboardState()
+    order_id, correlation = str(uuid.uuid4()), "corr-1"
+    envelopes = [
+        envelope(kind, data, correlation_id=correlation)
+        for kind, data in _saga_events(order_id, correlation)
+    ]
+    for item in envelopes:
+        assert state.apply(item, now=1.0)
+    assert not state.apply(envelopes[1], now=1.0)  # redelivered: ignored
+    (saga,) = state.view()["sagas"]
+    assert saga["order_id"] == order_id
+    assert saga["correlation_id"] == correlation
+    assert saga["status"] == "rejected"
+    assert saga["reason"] == "payment_declined"
+    assert [(s["label"], s["kind"]) for s in saga["steps"]] == [
+        ("placed", "ok"),
+        ("reserved", "ok"),
+        ("payment declined", "fail"),
+        ("released", "compensate"),
+        ("rejected", "fail"),
+    ]
+    business = state.view()["business"]
+    assert business["orders_by_status"] == {"rejected": 1}
+    assert business["revenue_cents"] == {}
+
+
+def test_events_without_an_order_id_join_their_saga_by_correlation_id() -> None:
+    state = DashboardState()
+    order_id = str(uuid.uuid4())
+    state.apply(
+        envelope("order.placed", {"order_id": order_id, "total_cents": 999}, correlation_id="c")
+    )
+    state.apply(envelope("payment.authorized", {"amount_cents": 999}, correlation_id="c"))
+    state.apply(envelope("order.confirmed", {"order_id": order_id}, correlation_id="c"))
+    (saga,) = state.view()["sagas"]
+    assert [s["label"] for s in saga["steps"]] == ["placed", "authorized", "confirmed"]
+    assert state.view()["business"]["revenue_cents"] == {"USD": 999}
+    assert state.view()["business"]["orders_by_status"] == {"confirmed": 1}
+
+
+def test_only_the_last_orders_are_kept() -> None:
+    state = DashboardState(StateLimits(orders=3))
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    for order_id in ids:
+        state.apply(envelope("order.placed", {"order_id": order_id}))
+    assert [s["order_id"] for s in state.view()["sagas"]] == ids[:1:-1]
+    assert sum(state.view()["business"]["orders_by_status"].values()) == 5
+
+
+def test_business_figures_of_services_win_over_counted_events() -> None:
+    state = DashboardState()
+    state.apply(envelope("user.registered", {"email": "a@example.com"}))
+    state.apply(envelope("order.placed", {"order_id": str(uuid.uuid4()), "total_cents": 5}))
+    business = state.view()["business"]
+    assert (business["registrations"], business["registrations_total"]) == (1, None)
+    assert business["orders_source"] == "events"
+    figures = {
+        "registrations": 42,
+        "orders_by_status": {"confirmed": 7, "pending": 1},
+        "revenue_cents": {"USD": 12_345},
+    }
+    state.apply(envelope("metrics.snapshot", snapshot_data(service="orders", business=figures)))
+    business = state.view()["business"]
+    assert business["registrations_total"] == 42
+    assert business["orders_by_status"] == {"confirmed": 7, "pending": 1}
+    assert business["revenue_cents"] == {"USD": 12_345}
+    assert business["orders_source"] == "figures"
+    assert business["services"]["orders"] == figures
+
+
+def test_recent_events_keep_values_as_given_for_the_page_to_escape() -> None:
+    state = DashboardState(StateLimits(events=2))
+    for n in range(3):
+        state.apply(envelope("user.registered", {"email": f"{n}@x.io", "full_name": "<b>x</b>"}))
+    events = state.view()["events"]
+    assert len(events) == 2
+    assert events[0]["summary"] == "email=2@x.io full_name=<b>x</b>"

@@ -1,0 +1,372 @@
+// aioshop live dashboard: follows /dashboard/stream (Server-Sent Events) and redraws the page.
+// Every value is inserted as text (textContent, SVG attributes): never as HTML.
+"use strict";
+
+(function () {
+  const SVG = "http://www.w3.org/2000/svg";
+  const FIELDS = ["t", "rps", "p50_ms", "p95_ms", "p99_ms", "errors_per_s", "in_flight",
+    "cpu_percent", "rss_mb", "bus_per_s"];
+  const KEEP_SECONDS = 600; // history kept in the page (the server keeps its retention)
+  let chosenSpan = 0; // seconds of the time axis; 0: fit the data, up to five minutes
+  const PALETTE = ["#58a6ff", "#3fb950", "#d29922", "#f778ba", "#a371f7", "#39c5cf",
+    "#ff7b72", "#e3b341", "#7ee787", "#79c0ff"];
+
+  const series = new Map(); // "service/instance" -> {service, instance, points: [[t, ...]]}
+  let view = null;
+  let lastEventAt = 0;
+
+  // -- small helpers -------------------------------------------------------------------------
+
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value !== null && value !== undefined) node.setAttribute(name, String(value));
+    }
+    for (const child of [].concat(children === undefined ? [] : children)) {
+      if (child === null || child === undefined) continue;
+      node.append(typeof child === "string" || typeof child === "number" ? String(child) : child);
+    }
+    return node;
+  }
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+    if (text !== undefined) node.textContent = String(text);
+    return node;
+  }
+
+  function num(value, digits) {
+    if (value === null || value === undefined) return "–";
+    return Number(value).toLocaleString("en-US", {
+      minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+  const pct = (value, digits) =>
+    value === null || value === undefined ? "–" : (value * 100).toFixed(digits === undefined ? 1 : digits) + "%";
+  const mb = (bytes) => bytes === null || bytes === undefined ? "–" : num(bytes / 1048576, 1) + " MB";
+  const money = (cents, currency) =>
+    cents === null || cents === undefined ? "–" : num(cents / 100, 2) + " " + (currency || "USD");
+  const short = (value, length) => value === null || value === undefined ? "" : String(value).slice(0, length || 8);
+  function figure(value) {
+    if (value !== null && typeof value === "object") {
+      return Object.entries(value).map(([k, v]) => k + "=" + v).join(", ");
+    }
+    return String(value);
+  }
+
+  function replace(id, children) {
+    const node = document.getElementById(id);
+    if (node) node.replaceChildren(...children);
+  }
+
+  function colorOf(key) {
+    const keys = Array.from(series.keys()).sort();
+    const index = Math.max(0, keys.indexOf(key));
+    return PALETTE[index % PALETTE.length];
+  }
+
+  function instances() {
+    const list = [];
+    for (const service of (view && view.services) || []) list.push(...service.instances);
+    return list;
+  }
+
+  // -- rendering -----------------------------------------------------------------------------
+
+  function renderCards() {
+    const totals = view.totals;
+    const business = view.business;
+    document.getElementById("total-rps").textContent = num(totals.rps, 1);
+    document.getElementById("total-errors").textContent = num(totals.errors_per_s, 2);
+    document.getElementById("total-error-ratio").textContent = pct(totals.error_ratio) + " of requests";
+    replace("total-instances", ["up", "degraded", "down"].map(
+      (h) => el("span", { class: "h-" + h }, totals.instances[h] + " " + h)));
+    document.getElementById("total-registrations").textContent = String(business.registrations);
+    document.getElementById("registrations-total").textContent =
+      business.registrations_total === null || business.registrations_total === undefined
+        ? "since the dashboard started" : business.registrations_total + " accounts in all";
+    document.getElementById("orders-source").textContent = "(" + business.orders_source + ")";
+    const statuses = Object.entries(business.orders_by_status);
+    replace("orders-by-status", statuses.length
+      ? statuses.map(([s, n]) => el("span", { class: "status status-" + s }, s + " " + n))
+      : [el("span", { class: "muted" }, "none yet")]);
+    const revenue = Object.entries(business.revenue_cents);
+    replace("revenue", revenue.length
+      ? revenue.map(([c, cents]) => el("span", {}, money(cents, c)))
+      : [el("span", { class: "muted" }, "–")]);
+    document.getElementById("generated").textContent = view.generated_at;
+  }
+
+  function renderInstances() {
+    const rows = instances().map((i) => el("tr", { "data-key": i.key }, [
+      el("td", {}, i.service),
+      el("td", { class: "mono", title: i.instance }, i.instance),
+      el("td", {}, el("span", { class: "badge h-" + i.health, title: (i.health_reasons || []).join("; ") },
+        i.health)),
+      el("td", { class: "mono", title: i.last_seen }, num(i.silent_for, 1) + " s ago"),
+      el("td", { class: "n" }, num(i.rps, 1)),
+      el("td", { class: "n" }, num(i.p50_ms, 1)),
+      el("td", { class: "n" }, num(i.p95_ms, 1)),
+      el("td", { class: "n" }, num(i.p99_ms, 1)),
+      el("td", { class: "n" }, pct(i.error_ratio)),
+      el("td", { class: "n" }, num(i.in_flight, 0)),
+      el("td", { class: "n" }, num(i.cpu_percent, 1) + "%"),
+      el("td", { class: "n" }, mb(i.rss_bytes)),
+    ]));
+    if (!rows.length) {
+      rows.push(el("tr", { class: "empty" }, el("td", { colspan: 12 },
+        "No snapshot received yet: services publish one every second.")));
+    }
+    document.querySelector("#instances tbody").replaceChildren(...rows);
+
+    const internals = instances().map((i) => {
+      const cache = Object.entries(i.cache || {});
+      const cells = [
+        el("td", {}, i.service),
+        el("td", { class: "mono" }, i.instance),
+        el("td", {}, cache.length
+          ? cache.map(([tier, c]) => el("span", { class: "chip" }, tier + " " + pct(c.ratio, 0)))
+          : el("span", { class: "muted" }, "no cache")),
+      ];
+      if (i.bus) {
+        const outbox = i.bus.outbox_pending === null || i.bus.outbox_pending === undefined
+          ? "–" : i.bus.outbox_pending + " · " + num(i.bus.outbox_lag_seconds, 1) + " s";
+        cells.push(
+          el("td", { class: "n" }, String(i.bus.published)),
+          el("td", { class: "n" }, String(i.bus.consumed)),
+          el("td", { class: "n" }, String(i.bus.retried)),
+          el("td", { class: "n" }, String(i.bus.parked)),
+          el("td", { class: "n" }, outbox));
+      } else {
+        cells.push(el("td", { class: "n", colspan: 5 }, "no bus"));
+      }
+      cells.push(el("td", {}, Object.entries(i.business || {}).map(
+        ([name, value]) => el("span", { class: "chip" }, name + ": " + figure(value)))));
+      return el("tr", { "data-key": i.key }, cells);
+    });
+    document.querySelector("#internals tbody").replaceChildren(...internals);
+  }
+
+  function renderSagas() {
+    const rows = view.sagas.map((s) => el("tr", {}, [
+      el("td", { class: "mono", title: s.order_id }, short(s.order_id)),
+      el("td", { class: "mono", title: s.correlation_id || "" }, short(s.correlation_id, 12)),
+      el("td", {}, [el("span", { class: "status status-" + s.status }, s.status),
+        s.reason ? el("span", { class: "muted" }, " " + s.reason) : null]),
+      el("td", { class: "n" }, money(s.total_cents, s.currency)),
+      el("td", { class: "steps" }, s.steps.map((step) => el("span", {
+        class: "step step-" + step.kind,
+        title: step.type + " from " + step.source + " at " + step.at,
+      }, step.label))),
+    ]));
+    if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { colspan: 5 }, "No order yet.")));
+    document.querySelector("#sagas tbody").replaceChildren(...rows);
+  }
+
+  function renderEvents() {
+    const items = view.events.map((e) => el("li", {}, [
+      el("span", { class: "mono muted" }, String(e.at).slice(11, 19)), " ",
+      el("span", { class: "etype" }, e.type), " ",
+      el("span", { class: "muted" }, e.source), " ",
+      el("span", { class: "summary" }, e.summary),
+    ]));
+    if (!items.length) items.push(el("li", { class: "empty" }, "No event yet."));
+    replace("events", items);
+  }
+
+  function renderLegend() {
+    const known = new Map(instances().map((i) => [i.key, i]));
+    const keys = Array.from(series.keys()).filter((k) => known.has(k)).sort();
+    replace("legend", keys.map((key) => {
+      const i = known.get(key);
+      return el("span", {}, [
+        el("span", { class: "swatch", "data-color": colorOf(key) }),
+        i.service + " ", el("span", { class: "mono muted" }, i.instance),
+        el("span", { class: "h-" + i.health }, " ● " + i.health),
+      ]);
+    }));
+    // Colours through the CSSOM: allowed by the CSP, unlike style attributes.
+    for (const swatch of document.querySelectorAll("#legend .swatch")) {
+      swatch.style.background = swatch.dataset.color;
+    }
+  }
+
+  // The y scale: four grid steps of a round size.
+  function niceTop(value) {
+    if (!(value > 0)) return 1;
+    const step = value / 4;
+    const magnitude = Math.pow(10, Math.floor(Math.log10(step)));
+    for (const factor of [1, 2, 2.5, 5, 10]) {
+      if (step <= factor * magnitude) return 4 * factor * magnitude;
+    }
+    return 40 * magnitude;
+  }
+
+  function label(value) {
+    if (value === 0) return "0";
+    if (value >= 1000) return num(value, 0);
+    return String(Number(value.toPrecision(3)));
+  }
+
+  // The x span: what the data covers, rounded up to a span with round ticks (20 s to 5 min).
+  const SPANS = [[20, 5], [30, 10], [60, 15], [120, 30], [180, 60], [300, 60]];
+
+  function span(now, known) {
+    if (chosenSpan) return [chosenSpan, chosenSpan <= 60 ? 15 : chosenSpan <= 300 ? 60 : 120];
+    let oldest = now;
+    for (const [key, s] of series) {
+      if (known.has(key) && s.points.length) oldest = Math.min(oldest, s.points[0][0]);
+    }
+    const age = now - oldest;
+    for (const entry of SPANS) {
+      if (age <= entry[0]) return entry;
+    }
+    return SPANS[SPANS.length - 1];
+  }
+
+  function tickLabel(seconds) {
+    if (seconds === 0) return "now";
+    return seconds % 60 === 0 ? "-" + seconds / 60 + "m" : "-" + seconds + "s";
+  }
+
+  function drawChart(node, metric, now) {
+    const column = FIELDS.indexOf(metric);
+    const width = Math.max(200, node.clientWidth || 400);
+    const height = Math.max(100, node.clientHeight || 150);
+    const left = 44, right = 10, top = 8, bottom = 18;
+    node.setAttribute("viewBox", "0 0 " + width + " " + height);
+    node.setAttribute("preserveAspectRatio", "none");
+    const known = new Set(instances().map((i) => i.key));
+    const [window_, every] = span(now, known);
+    const start = now - window_;
+    let max = 0;
+    let any = false;
+    for (const [key, s] of series) {
+      if (!known.has(key)) continue;
+      for (const p of s.points) {
+        if (p[0] >= start && p[column] !== null && p[column] !== undefined) {
+          any = true;
+          max = Math.max(max, p[column]);
+        }
+      }
+    }
+    const yTop = niceTop(max);
+    const x = (t) => left + (t - start) / window_ * (width - left - right);
+    const y = (v) => top + (1 - v / yTop) * (height - top - bottom);
+    const children = [];
+    for (let g = 0; g <= 4; g++) {
+      const value = yTop * g / 4;
+      children.push(svg("line", { class: "grid-line", x1: left, x2: width - right, y1: y(value), y2: y(value) }));
+      children.push(svg("text", { class: "axis-label", x: left - 4, y: y(value) + 3, "text-anchor": "end" },
+        label(value)));
+    }
+    for (let ago = window_; ago >= 0; ago -= every) {
+      children.push(svg("text", { class: "axis-label", x: x(now - ago), y: height - 4,
+        "text-anchor": ago === window_ ? "start" : ago === 0 ? "end" : "middle" }, tickLabel(ago)));
+    }
+    if (!any) {
+      children.push(svg("text", { class: "chart-empty", x: width / 2, y: height / 2 }, "waiting for data…"));
+    }
+    for (const key of Array.from(series.keys()).sort()) {
+      if (!known.has(key)) continue;
+      const color = colorOf(key);
+      let d = "";
+      let pen = false;
+      for (const p of series.get(key).points) {
+        if (p[0] < start || p[column] === null || p[column] === undefined) {
+          pen = false;
+          continue;
+        }
+        d += (pen ? "L" : "M") + x(p[0]).toFixed(1) + "," + y(p[column]).toFixed(1);
+        pen = true;
+      }
+      if (d) children.push(svg("path", { class: "series", d: d, stroke: color }));
+    }
+    node.replaceChildren(...children);
+  }
+
+  function renderCharts() {
+    const now = Date.now() / 1000;
+    for (const node of document.querySelectorAll("svg.chart-svg")) {
+      drawChart(node, node.dataset.metric, now);
+    }
+  }
+
+  function render() {
+    if (!view) return;
+    renderCards();
+    renderInstances();
+    renderSagas();
+    renderEvents();
+    renderLegend();
+    renderCharts();
+  }
+
+  // -- data ----------------------------------------------------------------------------------
+
+  function merge(history, reset) {
+    if (reset) series.clear();
+    for (const [key, entry] of Object.entries(history || {})) {
+      let s = series.get(key);
+      if (!s) {
+        s = { service: entry.service, instance: entry.instance, points: [] };
+        series.set(key, s);
+      }
+      s.points.push(...entry.points);
+      const horizon = Date.now() / 1000 - KEEP_SECONDS - 5;
+      while (s.points.length && s.points[0][0] < horizon) s.points.shift();
+    }
+    const known = new Set(instances().map((i) => i.key));
+    for (const key of Array.from(series.keys())) {
+      if (!known.has(key)) series.delete(key);
+    }
+  }
+
+  function setConnection(kind, text) {
+    const node = document.getElementById("conn");
+    node.className = "conn conn-" + kind;
+    node.textContent = text;
+  }
+
+  function setupSpans() {
+    for (const button of document.querySelectorAll("#spans button")) {
+      button.addEventListener("click", () => {
+        chosenSpan = Number(button.dataset.span);
+        for (const other of document.querySelectorAll("#spans button")) {
+          other.classList.toggle("active", other === button);
+        }
+        renderCharts();
+      });
+    }
+  }
+
+  function connect() {
+    const source = new EventSource(document.body.dataset.stream);
+    source.addEventListener("open", () => setConnection("live", "live"));
+    source.addEventListener("error", () => setConnection("lost", "reconnecting…"));
+    source.addEventListener("state", (event) => {
+      const data = JSON.parse(event.data);
+      view = data.view;
+      merge(data.history, true);
+      lastEventAt = Date.now();
+      setConnection("live", "live");
+      render();
+    });
+    source.addEventListener("tick", (event) => {
+      const data = JSON.parse(event.data);
+      view = data.view;
+      merge(data.history, false);
+      lastEventAt = Date.now();
+      render();
+    });
+    window.setInterval(() => {
+      if (lastEventAt && Date.now() - lastEventAt > 5000) setConnection("wait", "stalled");
+    }, 1000);
+    window.addEventListener("resize", renderCharts);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    setupSpans();
+    connect();
+  });
+})();
