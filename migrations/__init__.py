@@ -14,7 +14,7 @@ from core import migrate
 __all__ = ["MIGRATIONS_DIR", "SERVICES", "location", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
-SERVICES = ("users", "products")
+SERVICES = ("users", "products", "orders")
 
 
 def location(service: str) -> Path:

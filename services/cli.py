@@ -1,4 +1,4 @@
-"""The ``aioshop`` command line: serve, migrate, create-admin, up, keygen, bus, seed."""
+"""The ``aioshop`` command line: serve, migrate, create-admin, up, keygen, bus, seed, orders."""
 
 from __future__ import annotations
 
@@ -316,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     keygen = sub.add_parser("keygen", help="print a new JWT key pair")
     keygen.set_defaults(func=cmd_keygen)
+
+    from services.orders.commands import add_commands as add_orders_commands
+
+    add_orders_commands(sub)
     return parser
 
 

@@ -40,6 +40,7 @@ SERVICES: dict[str, ServiceEntry] = {
     for entry in (
         ServiceEntry("users", "services.users"),
         ServiceEntry("products", "services.products"),
+        ServiceEntry("orders", "services.orders"),
     )
 }
 

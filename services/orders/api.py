@@ -1,0 +1,101 @@
+"""HTTP handlers of the orders service: parse, authorize, call the service, shape the response."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from aiohttp import web
+from pydantic import Field
+
+from core import Body, Path, Principal, Query, Router
+from core.schemas import Page
+from services.orders.keys import ORDERS_SERVICE
+from services.orders.schemas import OrderEventOut, OrderIn, OrderOut
+
+__all__ = ["router"]
+
+router = Router(prefix="/api/v1", tags=["orders"])
+
+Limit = Annotated[int, Query(description="Page size"), Field(ge=1, le=100)]
+Cursor = Annotated[
+    str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)
+]
+OrderId = Annotated[UUID, Path()]
+
+_HIDDEN = {404: "No such order, or someone else's"}
+
+
+@router.post(
+    "/orders",
+    status=202,
+    response=OrderOut,
+    roles={"customer"},
+    responses={422: "Invalid lines, or unknown products", 503: "The catalog is unavailable"},
+    idempotent=True,
+)
+async def place_order(
+    request: web.Request, principal: Principal, body: Annotated[OrderIn, Body()]
+) -> OrderOut:
+    """Place an order: it is ``pending`` until stock is reserved and the payment authorized.
+
+    Prices come from the catalog. Poll ``GET /orders/{id}`` for the outcome (``confirmed`` or
+    ``rejected`` with a ``reason``).
+    """
+    view = await request.app[ORDERS_SERVICE].place(UUID(principal.user_id), body)
+    return OrderOut.model_validate(view)
+
+
+@router.get("/orders", response=Page[OrderOut], auth=True)
+async def list_orders(
+    request: web.Request,
+    principal: Principal,
+    limit: Limit = 20,
+    cursor: Cursor = None,
+    user_id: Annotated[UUID | None, Query(description="Admins: one user's orders")] = None,
+) -> Page[OrderOut]:
+    """The caller's orders, newest first (an admin sees everyone's, or ``user_id``'s)."""
+    page = await request.app[ORDERS_SERVICE].list(
+        principal, limit=limit, cursor=cursor, user_id=user_id
+    )
+    return Page[OrderOut](
+        items=[OrderOut.model_validate(v) for v in page.items], next_cursor=page.next_cursor
+    )
+
+
+@router.get("/orders/{order_id}", response=OrderOut, auth=True, responses=_HIDDEN)
+async def get_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
+    """One order (its owner or an admin)."""
+    return OrderOut.model_validate(await request.app[ORDERS_SERVICE].get(order_id, principal))
+
+
+@router.get("/orders/{order_id}/events", response=list[OrderEventOut], auth=True, responses=_HIDDEN)
+async def order_events(
+    request: web.Request, principal: Principal, order_id: OrderId
+) -> list[OrderEventOut]:
+    """The order's event history, oldest first (its owner or an admin)."""
+    events = await request.app[ORDERS_SERVICE].history(order_id, principal)
+    return [OrderEventOut.model_validate(e) for e in events]
+
+
+@router.post(
+    "/orders/{order_id}/cancel",
+    status=202,
+    response=OrderOut,
+    auth=True,
+    responses={**_HIDDEN, 409: "The order has shipped or was rejected"},
+)
+async def cancel_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
+    """Cancel an order until it ships: its stock is released and its payment refunded."""
+    return OrderOut.model_validate(await request.app[ORDERS_SERVICE].cancel(order_id, principal))
+
+
+@router.post(
+    "/orders/{order_id}/ship",
+    response=OrderOut,
+    roles={"admin"},
+    responses={**_HIDDEN, 409: "The order is not confirmed"},
+)
+async def ship_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
+    """Ship a confirmed order (admin): its reserved stock leaves the warehouse."""
+    return OrderOut.model_validate(await request.app[ORDERS_SERVICE].ship(order_id, principal))

@@ -1,0 +1,141 @@
+"""Wiring of the orders service: settings -> resources -> routes -> bus subscriptions -> saga."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from core import DB_POOL, METRICS, OUTBOX, create_app, postgres_ctx, redis_ctx
+from core.app import CleanupCtx, auth_ctx
+from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx, make_transport
+from core.cache import cache_ctx
+from core.keys import CACHE
+from core.snapshot import add_figures
+from services.orders.api import router
+from services.orders.catalog import CatalogClient
+from services.orders.consumers import subscribe
+from services.orders.events import PUBLISHED_EVENTS
+from services.orders.keys import ORDERS_SERVICE, SAGA_RUNNER
+from services.orders.metrics import OrderMetrics
+from services.orders.payment import PaymentProvider, SimulatedPaymentProvider
+from services.orders.repository import OrdersRepository
+from services.orders.saga import SagaRunner
+from services.orders.service import OrdersService
+from services.orders.settings import Settings
+
+__all__ = ["create_orders_app", "transport_for"]
+
+CATALOG_SESSION = web.AppKey("orders_catalog_session", aiohttp.ClientSession)
+
+
+def transport_for(settings: Settings) -> Transport:
+    """The bus transport the settings name, on ``settings.bus_exchange`` for AMQP."""
+    if settings.bus_transport == "memory":
+        return make_transport(settings)
+    from core.bus.amqp import AmqpTransport
+
+    return AmqpTransport(
+        settings.amqp_url,
+        exchange=settings.bus_exchange,
+        publish_timeout=settings.bus_publish_timeout,
+    )
+
+
+def _catalog_ctx(settings: Settings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=settings.products_timeout),
+            raise_for_status=False,
+        )
+        app[CATALOG_SESSION] = session
+        try:
+            yield
+        finally:
+            await session.close()
+
+    return ctx
+
+
+def _service_ctx(settings: Settings, provider: PaymentProvider | None) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        service = OrdersService(
+            OrdersRepository(app[DB_POOL]),
+            outbox=app[OUTBOX],
+            catalog=CatalogClient(app[CATALOG_SESSION], settings.products_url),
+            settings=settings,
+            metrics=OrderMetrics(app[METRICS].registry),
+            cache=app[CACHE] if settings.cache_enabled else None,
+        )
+        app[ORDERS_SERVICE] = service
+        repository = OrdersRepository(app[DB_POOL])
+
+        async def figures(app: web.Application) -> dict[str, Any]:
+            return await repository.business_figures()
+
+        add_figures(app, figures, every=2.0)
+        app[SAGA_RUNNER] = SagaRunner(
+            service,
+            provider or SimulatedPaymentProvider(app[DB_POOL]),
+            poll_interval=settings.saga_poll_interval,
+            lease=settings.saga_lease,
+        )
+        yield
+
+    return ctx
+
+
+async def _saga_ctx(app: web.Application) -> AsyncIterator[None]:
+    runner = app[SAGA_RUNNER]
+    await runner.start()
+    try:
+        yield
+    finally:
+        await runner.stop()
+
+
+def create_orders_app(
+    settings: Settings | None = None,
+    *,
+    transport: Transport | None = None,
+    payment: PaymentProvider | None = None,
+) -> web.Application:
+    """The orders service application.
+
+    ``transport``: share a bus transport (e.g. in memory); ``payment``: another provider than
+    the simulated one.
+    """
+    settings = settings or Settings()
+
+    def declare(app: web.Application, bus: Bus) -> None:
+        bus.declare_publishes(*PUBLISHED_EVENTS)
+        subscribe(app, bus, queue=settings.bus_queue)
+
+    resources: list[CleanupCtx] = [
+        redis_ctx(settings.redis_url),
+        postgres_ctx(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+        ),
+        auth_ctx(settings),
+        _catalog_ctx(settings),
+    ]
+    if settings.cache_enabled:
+        resources.append(cache_ctx(settings))
+    resources += [
+        bus_ctx(settings, setup=declare, transport=transport or transport_for(settings)),
+        _service_ctx(settings, payment),
+        bus_workers_ctx(settings.database_url),
+        _saga_ctx,
+    ]
+    return create_app(
+        "orders",
+        settings,
+        routers=[router],
+        resources=resources,
+        title="aioshop orders",
+        description="Orders: an event-sourced aggregate, an orchestrated saga, a read model.",
+    )

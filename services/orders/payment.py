@@ -1,0 +1,119 @@
+"""Payments behind an interface, and the built-in simulated provider.
+
+A provider is idempotent per order: ``authorize`` called twice for one order charges once (and
+answers the first outcome again); ``refund`` called twice refunds once. The saga relies on
+that to retry a step after a crash without charging twice.
+
+The simulated provider keeps its ledger in the ``payments`` table. Its tokens (API.md):
+``tok_visa`` is authorized, ``tok_decline`` is declined, ``tok_timeout`` never answers (the call
+hangs until the caller gives up); any other token is declined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import asyncpg
+
+__all__ = [
+    "DECLINE_TOKEN",
+    "TIMEOUT_TOKEN",
+    "VISA_TOKEN",
+    "PaymentProvider",
+    "PaymentResult",
+    "RefundResult",
+    "SimulatedPaymentProvider",
+]
+
+VISA_TOKEN = "tok_visa"  # noqa: S105 - test tokens of the simulated provider, not secrets
+DECLINE_TOKEN = "tok_decline"  # noqa: S105
+TIMEOUT_TOKEN = "tok_timeout"  # noqa: S105
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    """The provider's answer to an authorization."""
+
+    status: Literal["authorized", "declined"]
+    payment_id: uuid.UUID
+    amount_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    """A refunded payment (``first``: this call refunded it; else an earlier one did)."""
+
+    payment_id: uuid.UUID
+    amount_cents: int
+    first: bool
+
+
+class PaymentProvider(Protocol):
+    """What the saga needs from a payment provider."""
+
+    async def authorize(
+        self, order_id: uuid.UUID, *, token: str, amount_cents: int, currency: str
+    ) -> PaymentResult:
+        """Hold ``amount_cents`` for the order (idempotent per order)."""
+        ...
+
+    async def refund(self, order_id: uuid.UUID) -> RefundResult | None:
+        """Give back the order's authorized payment; ``None`` if nothing was charged."""
+        ...
+
+
+class SimulatedPaymentProvider:
+    """A provider in the service's own database, for development and tests."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def authorize(
+        self, order_id: uuid.UUID, *, token: str, amount_cents: int, currency: str
+    ) -> PaymentResult:
+        """See ``PaymentProvider``; ``tok_timeout`` waits until cancelled."""
+        if token == TIMEOUT_TOKEN:
+            await asyncio.Event().wait()  # never answers: the caller's deadline cancels it
+        status = "authorized" if token == VISA_TOKEN else "declined"
+        row = await self.pool.fetchrow(
+            """
+            INSERT INTO payments (order_id, payment_id, status, amount_cents, currency,
+                                  authorizations)
+            VALUES ($1, $2, $3, $4, $5, 1)
+            ON CONFLICT (order_id) DO UPDATE
+               SET authorizations = payments.authorizations + 1, updated_at = now()
+            RETURNING payment_id, status, amount_cents
+            """,
+            order_id,
+            uuid.uuid4(),
+            status,
+            amount_cents,
+            currency,
+        )
+        assert row is not None
+        # A refunded payment was authorized first; its outcome was "authorized".
+        outcome: Literal["authorized", "declined"] = (
+            "declined" if row["status"] == "declined" else "authorized"
+        )
+        return PaymentResult(outcome, row["payment_id"], row["amount_cents"])
+
+    async def refund(self, order_id: uuid.UUID) -> RefundResult | None:
+        """See ``PaymentProvider``."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT payment_id, status, amount_cents FROM payments WHERE order_id = $1"
+                " FOR UPDATE",
+                order_id,
+            )
+            if row is None or row["status"] == "declined":
+                return None
+            if row["status"] == "refunded":
+                return RefundResult(row["payment_id"], row["amount_cents"], first=False)
+            await conn.execute(
+                "UPDATE payments SET status = 'refunded', updated_at = now() WHERE order_id = $1",
+                order_id,
+            )
+            return RefundResult(row["payment_id"], row["amount_cents"], first=True)

@@ -1,0 +1,279 @@
+"""SQL of the orders service (asyncpg, parameterized only): event streams, sagas, read model."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from core.db import Connection, transaction
+from core.errors import Conflict
+from services.orders.aggregate import NewEvent, StoredEvent
+from services.orders.projection import VIEW_COLUMNS
+
+__all__ = ["ConcurrentAppend", "OrdersRepository", "SagaRow"]
+
+_VIEW = ", ".join(VIEW_COLUMNS)
+
+
+class ConcurrentAppend(Conflict):
+    """Another writer appended to the stream since it was read (optimistic concurrency: 409,
+    or a retry of the bus message)."""
+
+    def __init__(self, order_id: uuid.UUID) -> None:
+        super().__init__("The order changed meanwhile; try again")
+        self.order_id = order_id
+
+
+@dataclass(frozen=True, slots=True)
+class SagaRow:
+    """The orchestrator's persisted state of one order."""
+
+    order_id: uuid.UUID
+    step: str
+    deadline: datetime | None
+    lease_until: datetime | None
+    payment_token: str
+    correlation_id: str | None
+    started_at: datetime
+    now: datetime
+
+
+class OrdersRepository:
+    """Reads and writes the orders database."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def business_figures(self) -> dict[str, Any]:
+        """Orders by status and the revenue of confirmed and shipped orders, per currency (the
+        dashboard's figures, from the read model)."""
+        rows = await self.pool.fetch(
+            "SELECT status, currency, count(*) AS n, sum(total_cents) AS cents"
+            "  FROM order_views GROUP BY status, currency"
+        )
+        by_status: dict[str, int] = {}
+        revenue: dict[str, int] = {}
+        for row in rows:
+            by_status[row["status"]] = by_status.get(row["status"], 0) + int(row["n"])
+            if row["status"] in ("confirmed", "shipped"):
+                revenue[row["currency"]] = revenue.get(row["currency"], 0) + int(row["cents"])
+        return {"orders_by_status": by_status, "revenue_cents": revenue}
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A connection inside a new transaction."""
+        async with transaction(self.pool) as conn:
+            yield conn
+
+    # event streams -----------------------------------------------------------------------------
+
+    async def load_stream(
+        self, order_id: uuid.UUID, conn: Connection | None = None
+    ) -> list[StoredEvent]:
+        """The order's events, oldest first (empty for an unknown order)."""
+        rows = await (conn or self.pool).fetch(
+            """
+            SELECT order_id, seq, type, data, occurred_at FROM order_events
+             WHERE order_id = $1 ORDER BY seq
+            """,
+            order_id,
+        )
+        return [
+            StoredEvent(r["order_id"], r["seq"], r["type"], r["data"], r["occurred_at"])
+            for r in rows
+        ]
+
+    async def append(
+        self, conn: Connection, order_id: uuid.UUID, expected: int, events: list[NewEvent]
+    ) -> list[StoredEvent]:
+        """Append ``events`` after version ``expected``; ``ConcurrentAppend`` if it moved."""
+        if not events:
+            return []
+        try:
+            rows = await conn.fetch(
+                """
+                INSERT INTO order_events (order_id, seq, type, data)
+                SELECT $1, $2 + n, t, d
+                  FROM unnest($3::text[], $4::jsonb[]) WITH ORDINALITY AS e(t, d, n)
+                RETURNING order_id, seq, type, data, occurred_at
+                """,
+                order_id,
+                expected,
+                [e.type for e in events],
+                [e.data for e in events],
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrentAppend(order_id) from exc
+        stored = [
+            StoredEvent(r["order_id"], r["seq"], r["type"], r["data"], r["occurred_at"])
+            for r in rows
+        ]
+        return sorted(stored, key=lambda e: e.seq)
+
+    # sagas -------------------------------------------------------------------------------------
+
+    async def create_saga(
+        self,
+        conn: Connection,
+        order_id: uuid.UUID,
+        *,
+        token: str,
+        deadline_in: float,
+        correlation_id: str | None,
+    ) -> None:
+        """Start an order's saga at the reservation step."""
+        await conn.execute(
+            """
+            INSERT INTO order_sagas (order_id, step, deadline, payment_token, correlation_id)
+            VALUES ($1, 'reserving', now() + make_interval(secs => $2), $3, $4)
+            """,
+            order_id,
+            deadline_in,
+            token,
+            correlation_id,
+        )
+
+    async def lock_saga(self, conn: Connection, order_id: uuid.UUID) -> SagaRow | None:
+        """The saga of an order, locked until the transaction ends (serializes its writers)."""
+        row = await conn.fetchrow(
+            """
+            SELECT order_id, step, deadline, lease_until, payment_token, correlation_id, started_at,
+                   clock_timestamp() AS now
+              FROM order_sagas WHERE order_id = $1 FOR UPDATE
+            """,
+            order_id,
+        )
+        return SagaRow(**dict(row)) if row is not None else None
+
+    async def set_step(
+        self,
+        conn: Connection,
+        order_id: uuid.UUID,
+        step: str,
+        *,
+        deadline_in: float | None = None,
+        keep_lease: bool = False,
+    ) -> None:
+        """Move the saga to ``step`` (with a new deadline, or none), releasing its lease unless
+        ``keep_lease`` (its holder is still running a call whose outcome matters)."""
+        await conn.execute(
+            """
+            UPDATE order_sagas
+               SET step = $2,
+                   deadline = CASE WHEN $3::float8 IS NULL THEN NULL
+                                   ELSE now() + make_interval(secs => $3::float8) END,
+                   lease_until = CASE WHEN $4 THEN lease_until END,
+                   updated_at = now()
+             WHERE order_id = $1
+            """,
+            order_id,
+            step,
+            deadline_in,
+            keep_lease,
+        )
+
+    async def expired(self, step: str, limit: int) -> list[uuid.UUID]:
+        """Orders whose saga waits at ``step`` past its deadline."""
+        rows = await self.pool.fetch(
+            """
+            SELECT order_id FROM order_sagas
+             WHERE step = $1 AND deadline < clock_timestamp()
+             ORDER BY deadline LIMIT $2
+            """,
+            step,
+            limit,
+        )
+        return [r["order_id"] for r in rows]
+
+    async def claim(
+        self, step: str, limit: int, *, lease: float, skip: list[uuid.UUID]
+    ) -> list[SagaRow]:
+        """Lease up to ``limit`` sagas at ``step`` that nobody holds (or whose holder died),
+        for ``lease`` seconds, leaving out those in ``skip`` (the caller's own)."""
+        rows = await self.pool.fetch(
+            """
+            WITH due AS (
+                SELECT order_id FROM order_sagas
+                 WHERE step = $1 AND (lease_until IS NULL OR lease_until < clock_timestamp())
+                   AND order_id <> ALL($4::uuid[])
+                 ORDER BY deadline NULLS FIRST LIMIT $2
+                 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE order_sagas s
+               SET lease_until = clock_timestamp() + make_interval(secs => $3),
+                   updated_at = now()
+              FROM due WHERE s.order_id = due.order_id
+            RETURNING s.order_id, s.step, s.deadline, s.lease_until, s.payment_token,
+                      s.correlation_id, s.started_at, clock_timestamp() AS now
+            """,
+            step,
+            limit,
+            lease,
+            skip,
+        )
+        return [SagaRow(**dict(r)) for r in rows]
+
+    async def renew(self, order_ids: list[uuid.UUID], *, lease: float) -> None:
+        """Extend the leases of sagas whose step this instance is running (a heartbeat)."""
+        if order_ids:
+            await self.pool.execute(
+                """
+                UPDATE order_sagas SET lease_until = clock_timestamp() + make_interval(secs => $2)
+                 WHERE order_id = ANY($1::uuid[]) AND lease_until IS NOT NULL
+                """,
+                order_ids,
+                lease,
+            )
+
+    async def release(self, order_id: uuid.UUID) -> None:
+        """Give up the lease of a saga whose step this instance no longer runs."""
+        await self.pool.execute(
+            "UPDATE order_sagas SET lease_until = NULL WHERE order_id = $1 AND step <> 'done'",
+            order_id,
+        )
+
+    async def in_flight(self) -> int:
+        """How many sagas are not done."""
+        count: int = await self.pool.fetchval(
+            "SELECT count(*) FROM order_sagas WHERE step <> 'done'"
+        )
+        return count
+
+    # read model --------------------------------------------------------------------------------
+
+    async def get_view(self, order_id: uuid.UUID) -> dict[str, Any] | None:
+        """An order's view row."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_VIEW} FROM order_views WHERE id = $1",  # noqa: S608
+            order_id,
+        )
+        return dict(row) if row is not None else None
+
+    async def list_views(
+        self,
+        *,
+        user_id: uuid.UUID | None,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+    ) -> list[dict[str, Any]]:
+        """Views newest first, of one user or all, after a keyset position."""
+        rows = await self.pool.fetch(
+            f"""
+            SELECT {_VIEW} FROM order_views
+             WHERE ($1::uuid IS NULL OR user_id = $1)
+               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+             ORDER BY created_at DESC, id DESC
+             LIMIT $4
+            """,  # noqa: S608
+            user_id,
+            after[0] if after else None,
+            after[1] if after else None,
+            limit,
+        )
+        return [dict(r) for r in rows]

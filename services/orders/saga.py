@@ -1,0 +1,374 @@
+"""The order saga's orchestrator: a persisted state machine driven by events and deadlines.
+
+Steps (``order_sagas.step``), each written in the transaction that appends the order's events:
+
+``reserving``
+    ``order.placed`` went out; waiting for the products service. ``inventory.reserved`` moves
+    on to ``authorizing``; ``inventory.reservation_failed`` rejects the order (``out_of_stock``
+    or ``unknown_product``: nothing was reserved); no answer by the deadline rejects it
+    (``reservation_timeout``) and publishes ``order.cancelled``, which releases whatever the
+    products service reserves later (it keeps a tombstone for an order it has not seen yet).
+``authorizing``
+    Stock is held; a worker leases the saga (renewing the lease while the call runs) and asks
+    the payment provider. Authorized: ``confirmed``. Declined: ``rejected``/``payment_declined``
+    and the stock released. No answer by the deadline: ``rejected``/``payment_timeout``, the
+    stock released, and the payment voided (``refunding``), since its outcome is unknown.
+``refunding``
+    A payment may have been taken and must be given back (a timed-out authorization, a user's
+    cancellation, an authorization that arrived after the order was cancelled). A worker
+    leases the saga and refunds (idempotent per order), then ``done``.
+``done``
+    Nothing left to do.
+
+A restarted service resumes every saga from its row: ``reserving`` sagas wait for answers that
+sit in the durable queue or for their deadline; leases of the dead instance expire (they last
+``saga_lease`` seconds unless renewed) and the steps run again, before or after their deadline.
+The provider's idempotency per order keeps a retried authorization from charging twice, and
+each transition re-checks the step under the row lock, so a late or duplicated answer changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+from core.bus import Event
+from core.context import correlation_id
+from services.orders.aggregate import NewEvent, Order
+from services.orders.events import (
+    InventoryReservationFailed,
+    InventoryReserved,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderRejected,
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentRefunded,
+)
+from services.orders.payment import PaymentProvider, PaymentResult, RefundResult
+from services.orders.repository import SagaRow
+from services.orders.service import Change, Decision, OrdersService
+
+__all__ = [
+    "SagaRunner",
+    "on_payment",
+    "on_payment_timeout",
+    "on_refund",
+    "on_released",
+    "on_reservation_failed",
+    "on_reservation_timeout",
+    "on_reserved",
+]
+
+log = logging.getLogger("services.orders.saga")
+
+
+def _due(saga: SagaRow) -> bool:
+    return saga.deadline is not None and saga.now >= saga.deadline
+
+
+def _reject(order: Order, reason: str, *, release: bool) -> tuple[NewEvent, list[Event]]:
+    assert order.user_id is not None
+    publish: list[Event] = [OrderRejected(order_id=order.id, user_id=order.user_id, reason=reason)]
+    if release:
+        publish.append(OrderCancelled(order_id=order.id, reason=reason))
+    return NewEvent("order.rejected", {"reason": reason}), publish
+
+
+# decisions (pure: state in, change out) --------------------------------------------------------
+
+
+def on_reserved(event: InventoryReserved, payment_timeout: float) -> Decision:
+    """``inventory.reserved``: hold on, authorize the payment next."""
+
+    def decide(order: Order, saga: SagaRow) -> Change | None:
+        if saga.step != "reserving" or order.status != "pending":
+            log.info("order %s: late inventory.reserved at step %s", order.id, saga.step)
+            return None  # the order.cancelled already sent releases it
+        items = [item.model_dump(mode="json") for item in event.items]
+        return Change(
+            events=[NewEvent("stock.reserved", {"items": items})],
+            step="authorizing",
+            deadline_in=payment_timeout,
+        )
+
+    return decide
+
+
+def on_reservation_failed(event: InventoryReservationFailed) -> Decision:
+    """``inventory.reservation_failed``: nothing was reserved; reject."""
+
+    def decide(order: Order, saga: SagaRow) -> Change | None:
+        if saga.step != "reserving" or order.status != "pending":
+            return None
+        rejected, publish = _reject(order, event.reason, release=False)
+        failed = NewEvent(
+            "stock.reservation_failed",
+            {"reason": event.reason, "product_ids": [str(p) for p in event.product_ids]},
+        )
+        return Change([failed, rejected], publish, step="done", outcome="rejected")
+
+    return decide
+
+
+def on_released(items: list[dict[str, object]]) -> Decision:
+    """``inventory.released``: record it in the order's history."""
+
+    def decide(order: Order, saga: SagaRow) -> Change | None:
+        if not order.exists or not items or order.stock in ("released", "committed"):
+            return None
+        return Change([NewEvent("stock.released", {"items": items})])
+
+    return decide
+
+
+def on_reservation_timeout(order: Order, saga: SagaRow) -> Change | None:
+    """No answer from the products service in time: reject, release whatever comes later."""
+    if saga.step != "reserving" or order.status != "pending" or not _due(saga):
+        return None
+    rejected, publish = _reject(order, "reservation_timeout", release=True)
+    return Change([rejected], publish, step="done", outcome="rejected")
+
+
+def on_payment(result: PaymentResult) -> Decision:
+    """The provider answered."""
+
+    def decide(order: Order, saga: SagaRow) -> Change | None:
+        assert order.user_id is not None
+        if result.status == "declined":
+            if saga.step != "authorizing" or order.status != "pending":
+                return None
+            rejected, publish = _reject(order, "payment_declined", release=True)
+            declined = PaymentDeclined(
+                order_id=order.id, amount_cents=result.amount_cents, currency=order.currency
+            )
+            return Change(
+                [NewEvent("payment.declined", {"amount_cents": result.amount_cents}), rejected],
+                [declined, *publish],
+                step="done",
+                outcome="rejected",
+            )
+        authorized = NewEvent(
+            "payment.authorized",
+            {"payment_id": str(result.payment_id), "amount_cents": result.amount_cents},
+        )
+        authorized_event = PaymentAuthorized(
+            order_id=order.id,
+            payment_id=result.payment_id,
+            amount_cents=result.amount_cents,
+            currency=order.currency,
+        )
+        if saga.step == "authorizing" and order.status == "pending":
+            return Change(
+                [authorized, NewEvent("order.confirmed")],
+                [
+                    authorized_event,
+                    OrderConfirmed(
+                        order_id=order.id,
+                        user_id=order.user_id,
+                        total_cents=order.total_cents,
+                        currency=order.currency,
+                    ),
+                ],
+                step="done",
+                outcome="confirmed",
+            )
+        if order.payment in ("authorized", "refunded"):
+            return None  # a duplicate answer
+        # The order was cancelled or timed out meanwhile: the money goes back.
+        return Change([authorized], [authorized_event], step="refunding")
+
+    return decide
+
+
+def on_payment_timeout(*, force: bool) -> Decision:
+    """The provider did not answer by the deadline: reject, release, void the payment."""
+
+    def decide(order: Order, saga: SagaRow) -> Change | None:
+        if saga.step != "authorizing" or order.status != "pending":
+            return None
+        if not force and not _due(saga):
+            return None
+        rejected, publish = _reject(order, "payment_timeout", release=True)
+        return Change(
+            [NewEvent("payment.timed_out"), rejected],
+            publish,
+            step="refunding",
+            outcome="rejected",
+        )
+
+    return decide
+
+
+def on_refund(result: RefundResult | None) -> Decision:
+    """The refund step ran: record the refund (if any money was taken), end the saga."""
+
+    def decide(order: Order, saga: SagaRow) -> Change | None:
+        if saga.step != "refunding":
+            return None
+        if result is None or order.payment == "refunded":
+            return Change([], step="done")
+        return Change(
+            [
+                NewEvent(
+                    "payment.refunded",
+                    {"payment_id": str(result.payment_id), "amount_cents": result.amount_cents},
+                )
+            ],
+            [
+                PaymentRefunded(
+                    order_id=order.id,
+                    payment_id=result.payment_id,
+                    amount_cents=result.amount_cents,
+                    currency=order.currency,
+                )
+            ],
+            step="done",
+            outcome="refunded",
+        )
+
+    return decide
+
+
+# the runner ------------------------------------------------------------------------------------
+
+
+class SagaRunner:
+    """Runs the due steps of sagas: expired reservations, payments, refunds.
+
+    Polls every ``poll_interval`` seconds and whenever ``wake`` is called (a saga reached a
+    step that has work to do). Several instances share the work through leases of ``lease``
+    seconds, renewed at every poll while the step runs (so ``poll_interval`` < ``lease``).
+    """
+
+    def __init__(
+        self,
+        service: OrdersService,
+        provider: PaymentProvider,
+        *,
+        poll_interval: float,
+        lease: float,
+        batch_size: int = 100,
+    ) -> None:
+        self.service = service
+        self.provider = provider
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.batch_size = batch_size
+        self._running: set[uuid.UUID] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._steps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Start running in the background."""
+        self._task = asyncio.create_task(self._run(), name="order-saga-runner")
+
+    async def stop(self) -> None:
+        """Stop the loop and the steps in flight (their leases expire; another run resumes)."""
+        tasks = [t for t in (self._task, *self._steps) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def wake(self) -> None:
+        """Look for due work now rather than at the next poll."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Start every due step once; return how many were started."""
+        started = 0
+        repository = self.service.repository
+        await repository.renew(list(self._running), lease=self.lease)
+        for order_id in await repository.expired("reserving", self.batch_size):
+            await self.service.transition(order_id, on_reservation_timeout)
+            started += 1
+        for step, run in (("authorizing", self._authorize), ("refunding", self._refund)):
+            claimed = await repository.claim(
+                step, self.batch_size, lease=self.lease, skip=list(self._running)
+            )
+            for saga in claimed:
+                self._spawn(saga.order_id, run(saga))
+                started += 1
+        return started
+
+    def _spawn(self, order_id: uuid.UUID, coro: Coroutine[Any, Any, None]) -> None:
+        self._running.add(order_id)
+        task = asyncio.create_task(coro)
+        self._steps.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self._steps.discard(task)
+            self._running.discard(order_id)
+
+        task.add_done_callback(done)
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("saga round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _authorize(self, saga: SagaRow) -> None:
+        token = correlation_id.set(saga.correlation_id)
+        try:
+            await self._authorize_step(saga)
+            # A cancellation during the call left the refund waiting for this lease.
+            await self.service.repository.release(saga.order_id)
+            self.wake()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("order %s: payment step failed (retried after its lease)", saga.order_id)
+        finally:
+            correlation_id.reset(token)
+
+    async def _authorize_step(self, saga: SagaRow) -> None:
+        order_id = saga.order_id
+        if _due(saga):
+            await self.service.transition(order_id, on_payment_timeout(force=False))
+            return
+        order = Order.replay(order_id, await self.service.repository.load_stream(order_id))
+        assert saga.deadline is not None
+        remaining = (saga.deadline - saga.now).total_seconds()
+        try:
+            async with asyncio.timeout(remaining):
+                result = await self.provider.authorize(
+                    order_id,
+                    token=saga.payment_token,
+                    amount_cents=order.total_cents,
+                    currency=order.currency,
+                )
+        except TimeoutError:
+            log.warning("order %s: no answer from the payment provider in time", order_id)
+            await self.service.transition(order_id, on_payment_timeout(force=True))
+            self.wake()  # the refund step is due
+            return
+        transition = await self.service.transition(order_id, on_payment(result))
+        if transition is not None and transition.change and transition.change.step == "refunding":
+            self.wake()
+
+    async def _refund(self, saga: SagaRow) -> None:
+        token = correlation_id.set(saga.correlation_id)
+        try:
+            result = await self.provider.refund(saga.order_id)
+            await self.service.transition(saga.order_id, on_refund(result))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("order %s: refund failed (retried when its lease ends)", saga.order_id)
+        finally:
+            correlation_id.reset(token)

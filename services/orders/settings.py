@@ -1,0 +1,81 @@
+"""Settings of the orders service."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+
+from core.bus.transport import Transport
+from core.settings import BaseServiceSettings, database_url
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseServiceSettings):
+    """``ORDERS_DATABASE_URL``, ``ORDERS_PORT``, ``PRODUCTS_URL``, ``ORDERS_BUS_QUEUE``,
+    ``ORDERS_BUS_EXCHANGE``, ``ORDERS_RESERVATION_TIMEOUT``, ``ORDERS_PAYMENT_TIMEOUT``,
+    ``ORDERS_SAGA_POLL_INTERVAL``, ``ORDERS_SAGA_LEASE``, ``ORDERS_CACHE_ENABLED``.
+
+    The saga's deadlines are seconds: a stock reservation not answered within
+    ``reservation_timeout``, or a payment not answered within ``payment_timeout``, fails the
+    order and compensates. ``saga_poll_interval`` is how often the orchestrator looks for steps
+    that are due (deadlines passed, sagas left behind by a stopped instance); an instance holds
+    a step it runs by a lease of ``saga_lease`` seconds, renewed at every poll, after which a
+    dead instance's step is resumed elsewhere (keep it above the poll interval). ``bus_queue``
+    names the durable queue the service consumes ``inventory.*`` from; ``bus_exchange`` the
+    topic exchange (a test gives itself its own).
+    """
+
+    port: int = Field(
+        default=8003, ge=0, le=65535, validation_alias=AliasChoices("ORDERS_PORT", "port")
+    )
+    database_url: str = Field(
+        default=database_url("aioshop_orders"),
+        validation_alias=AliasChoices("ORDERS_DATABASE_URL", "database_url"),
+    )
+    products_url: str = Field(
+        default="http://127.0.0.1:8002",
+        validation_alias=AliasChoices("PRODUCTS_URL", "products_url"),
+    )
+    products_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        validation_alias=AliasChoices("ORDERS_PRODUCTS_TIMEOUT", "products_timeout"),
+    )
+    bus_queue: str = Field(
+        default="orders",
+        pattern=r"^[A-Za-z0-9_.:-]{1,200}$",
+        validation_alias=AliasChoices("ORDERS_BUS_QUEUE", "bus_queue"),
+    )
+    bus_exchange: str = Field(
+        default=Transport.exchange,
+        pattern=r"^[A-Za-z0-9_.:-]{1,200}$",
+        validation_alias=AliasChoices("ORDERS_BUS_EXCHANGE", "bus_exchange"),
+    )
+    reservation_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("ORDERS_RESERVATION_TIMEOUT", "reservation_timeout"),
+    )
+    payment_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        validation_alias=AliasChoices("ORDERS_PAYMENT_TIMEOUT", "payment_timeout"),
+    )
+    saga_poll_interval: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        validation_alias=AliasChoices("ORDERS_SAGA_POLL_INTERVAL", "saga_poll_interval"),
+    )
+    saga_lease: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        validation_alias=AliasChoices("ORDERS_SAGA_LEASE", "saga_lease"),
+    )
+    cache_enabled: bool = Field(
+        default=True, validation_alias=AliasChoices("ORDERS_CACHE_ENABLED", "cache_enabled")
+    )

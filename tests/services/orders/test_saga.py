@@ -1,0 +1,136 @@
+"""The saga's deadlines, duplicated answers and tracing (in-memory bus)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import orjson
+
+from core.bus import Bus
+from core.testing import assert_problem, wait_for
+from services.orders import Settings
+from services.orders.events import InventoryReserved
+from services.products.events import ReservedItem
+from tests.services.orders.conftest import Services, ServicesFactory, issue
+from tests.services.orders.helpers import ORDERS, Shop, order_body
+from tests.services.products.conftest import Catalog
+
+
+def _shop(
+    services: Services,
+    settings: Settings,
+    products_db: asyncpg.Connection,
+    orders_db: asyncpg.Connection,
+) -> Shop:
+    admin = issue(settings, ["admin", "customer"])
+    return Shop(
+        catalog=Catalog(services.products, admin.headers),
+        orders=services.orders,
+        products=services.products,
+        admin=admin,
+        customer=issue(settings, ["customer"]),
+        other=issue(settings, ["customer"]),
+        orders_db=orders_db,
+        products_db=products_db,
+    )
+
+
+async def test_no_answer_from_the_stock_step_rejects_after_its_deadline(
+    start_services: ServicesFactory,
+    orders_settings: Settings,
+    products_db: asyncpg.Connection,
+    orders_db: asyncpg.Connection,
+) -> None:
+    services = await start_services(deaf=True, reservation_timeout=0.5)
+    shop = _shop(services, orders_settings, products_db, orders_db)
+    try:
+        mug = await shop.product(stock=2)
+
+        placed = await shop.place([(mug["id"], 1)])
+
+        order = await shop.outcome(placed["id"], within=5)
+        assert (order["status"], order["reason"]) == ("rejected", "reservation_timeout")
+        assert await shop.history(placed["id"]) == ["order.placed", "order.rejected"]
+        # whatever the products service reserves later is released by this
+        (cancelled,) = await shop.published("order.cancelled", placed["id"])
+        assert cancelled["reason"] == "reservation_timeout"
+        await shop.settled(placed["id"])
+    finally:
+        await shop.catalog.cleanup(products_db)
+
+
+async def test_a_repeated_answer_changes_nothing(shop: Shop, services: Services) -> None:
+    mug = await shop.product(stock=5)
+    placed = await shop.place([(mug["id"], 2)])
+    assert (await shop.outcome(placed["id"]))["status"] == "confirmed"
+    await shop.settled(placed["id"])
+    before = await shop.history(placed["id"])
+
+    bus = Bus(services.transport, source="products")
+    await bus.connect()
+    envelope = await bus.publish(
+        InventoryReserved(
+            order_id=uuid.UUID(placed["id"]),
+            items=[ReservedItem(product_id=uuid.UUID(mug["id"]), quantity=2)],
+        )
+    )
+
+    async def handled() -> bool:
+        seen = await shop.orders_db.fetchval(
+            "SELECT count(*) FROM inbox WHERE consumer = 'orders:inventory.reserved'"
+            " AND event_id = $1",
+            envelope.id,
+        )
+        return bool(seen)
+
+    await wait_for(handled, within=5)
+    await shop.settled(placed["id"])
+    assert await shop.history(placed["id"]) == before
+    assert len(await shop.published("payment.authorized", placed["id"])) == 1
+
+
+async def test_the_request_correlation_id_travels_with_every_event(shop: Shop) -> None:
+    mug = await shop.product(stock=5)
+    placed = await shop.place([(mug["id"], 1)], headers={"X-Correlation-ID": "corr-order-42"})
+    await shop.outcome(placed["id"])
+    await shop.settled(placed["id"])
+
+    rows = await shop.orders_db.fetch(
+        "SELECT envelope::text AS e FROM outbox WHERE envelope->'data'->>'order_id' = $1",
+        placed["id"],
+    )
+    envelopes = [orjson.loads(r["e"]) for r in rows]
+    assert {e["type"] for e in envelopes} == {
+        "order.placed",
+        "payment.authorized",
+        "order.confirmed",
+    }
+    assert {e["correlation_id"] for e in envelopes} == {"corr-order-42"}
+    assert {e["source"] for e in envelopes} == {"orders"}
+
+
+async def test_orders_service_documents_its_routes_and_events(shop: Shop) -> None:
+    spec = await (await shop.orders.get("/openapi.json")).json()
+    assert {"/api/v1/orders", "/api/v1/orders/{order_id}/cancel"} <= set(spec["paths"])
+    asyncapi = await (await shop.orders.get("/asyncapi.json")).text()
+    for event in ("order.placed", "order.confirmed", "payment.refunded", "inventory.reserved"):
+        assert event in asyncapi
+
+
+async def test_placing_without_the_catalog_is_503_and_records_nothing(
+    start_services: ServicesFactory,
+    orders_settings: Settings,
+    orders_db: asyncpg.Connection,
+) -> None:
+    services = await start_services(products_url="http://127.0.0.1:9", products_timeout=2.0)
+    customer = issue(orders_settings, ["customer"])
+    before = await orders_db.fetchval("SELECT count(*) FROM order_events")
+
+    resp = await services.orders.post(
+        ORDERS, json=order_body([(str(uuid.uuid4()), 1)]), headers=customer.headers
+    )
+
+    problem = await assert_problem(resp, 503)
+    assert "catalog" in problem["detail"].lower()
+    assert await orders_db.fetchval("SELECT count(*) FROM order_events") == before
