@@ -18,7 +18,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(BIN)/aioshop up
+	$(BIN)/aioshop up --demo 1000
 
 lint: install
 	$(BIN)/ruff check .

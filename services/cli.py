@@ -156,6 +156,17 @@ async def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_demo(dsn: str, products: int) -> None:
+    """Seed an empty catalog with ``products`` products (for ``aioshop up --demo N``)."""
+    from services.products.seed import seed_if_empty
+
+    report = asyncio.run(seed_if_empty(dsn, products))
+    if report is None:
+        print("the catalog has products already: not seeding", file=sys.stderr)
+    else:
+        print(f"seeded {report.products} demo products in {report.seconds:.1f} s", file=sys.stderr)
+
+
 def cmd_bus(args: argparse.Namespace) -> int:
     """Inspect or replay a queue's parked messages."""
     return asyncio.run(_bus(args))
@@ -241,9 +252,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "--replicas needs real servers; the embedded mode runs one of each", file=sys.stderr
             )
             return 2
-        return run_embedded(args.host, Path(args.data_dir))
+        return run_embedded(args.host, Path(args.data_dir), demo_products=args.demo)
     if not args.no_migrate:
         _migrate(list(registry.SERVICES))
+    if args.demo:
+        _seed_demo(_database_url(registry.get("products").settings()), args.demo)
     processes = plan(args.host, replicas, gateway=not args.no_gateway)
     return Supervisor(processes, args.host).run()
 
@@ -280,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="everything in one process on embedded PostgreSQL and Redis (the default when "
         "no server is configured or running)",
+    )
+    up.add_argument(
+        "--demo",
+        type=int,
+        default=0,
+        metavar="N",
+        help="seed an empty catalog with N products first (aioshop seed's realistic data)",
     )
     up.add_argument(
         "--data-dir",

@@ -103,8 +103,11 @@ def _overrides(servers: EmbeddedServers) -> dict[str, Any]:
     }
 
 
-def run_embedded(host: str, data_dir: Path, *, dashboard: bool = True) -> int:
-    """Start the embedded servers, migrate, serve everything until SIGINT/SIGTERM."""
+def run_embedded(
+    host: str, data_dir: Path, *, dashboard: bool = True, demo_products: int = 0
+) -> int:
+    """Start the embedded servers, migrate (and seed an empty catalog with ``demo_products``
+    products), serve everything until SIGINT/SIGTERM."""
     import migrations
 
     servers = EmbeddedServers(data_dir)
@@ -114,6 +117,12 @@ def run_embedded(host: str, data_dir: Path, *, dashboard: bool = True) -> int:
         for name in registry.SERVICES:
             migrations.upgrade(name, servers.database_url(name))
             print(f"migrated {name}", file=sys.stderr)
+        if demo_products > 0:
+            from services.products.seed import seed_if_empty
+
+            report = asyncio.run(seed_if_empty(servers.database_url("products"), demo_products))
+            if report is not None:
+                print(f"seeded {report.products} demo products", file=sys.stderr)
         return asyncio.run(_serve(host, servers, dashboard=dashboard))
     finally:
         servers.stop()

@@ -31,7 +31,7 @@ import orjson
 from core.cache import Cache
 from core.settings import BaseServiceSettings
 
-__all__ = ["ProgressBar", "SeedReport", "invalidate_cache", "seed"]
+__all__ = ["ProgressBar", "SeedReport", "invalidate_cache", "seed", "seed_if_empty"]
 
 Progress = Callable[[int, int], None]
 
@@ -316,6 +316,18 @@ async def seed(
         seconds=time.perf_counter() - started,
         sku_prefix=sku_prefix,
     )
+
+
+async def seed_if_empty(dsn: str, products: int) -> SeedReport | None:
+    """``seed`` a catalog of ``products`` products unless the database has products already
+    (so that a demo started again does not grow its catalog); ``None`` when nothing was done."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM products)"):
+            return None
+    finally:
+        await conn.close()
+    return await seed(dsn, products=products)
 
 
 async def invalidate_cache(settings: BaseServiceSettings) -> bool:

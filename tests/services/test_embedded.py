@@ -62,7 +62,7 @@ class Embedded:
         )
         self.gateway = f"http://127.0.0.1:{ports['gateway']}"
         self.process = subprocess.Popen(  # noqa: S603
-            [*CLI, "up", "--embedded", "--data-dir", str(data_dir)],
+            [*CLI, "up", "--embedded", "--data-dir", str(data_dir), "--demo", "40"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -109,6 +109,29 @@ class Embedded:
         token: str = tokens["access_token"]
         return token
 
+    def wait_for_order(self, order_id: str, token: str, within: float = 20) -> Any:
+        """The order once its status is final (fails after ``within`` seconds)."""
+        deadline = time.monotonic() + within
+        while True:
+            status, order = self.call("GET", f"/api/v1/orders/{order_id}", token=token)
+            assert status == 200, order
+            if order["status"] != "pending":
+                return order
+            assert time.monotonic() < deadline, f"still pending after {within} s: {order}"
+            time.sleep(0.1)  # polling interval of a wait with a deadline
+
+    def dashboard_saga(self, order_id: str, within: float = 10) -> Any:
+        """The dashboard's view of an order's saga, through the gateway, once it is final."""
+        deadline = time.monotonic() + within
+        while True:
+            status, state = self.call("GET", "/dashboard/api/state")
+            assert status == 200, state
+            sagas = [s for s in state["view"]["sagas"] if s["order_id"] == order_id]
+            if sagas and sagas[0]["status"] not in (None, "pending", "placed"):
+                return sagas[0]
+            assert time.monotonic() < deadline, f"no final saga for {order_id}: {sagas}"
+            time.sleep(0.1)
+
     def stop(self) -> int:
         """Ctrl-C; the exit code."""
         self.process.send_signal(signal.SIGINT)
@@ -119,9 +142,14 @@ class Embedded:
                 self.process.stdout.close()
 
     def kill(self) -> None:
+        """After a failure: Ctrl-C first (it stops the embedded servers), SIGKILL if stuck."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
 
@@ -148,6 +176,7 @@ def test_embedded_runs_the_system_in_one_process_and_keeps_its_data(
         assert system.gateway in system.output
         status, ready = system.call("GET", "/readyz")
         assert status == 200, ready
+        assert len(system.call("GET", "/api/v1/products?limit=100")[1]["items"]) == 40  # --demo
 
         email = f"embedded-{uuid.uuid4().hex[:8]}@example.com"
         user = {"email": email, "password": "long-enough-pw", "full_name": "Em Bedded"}
@@ -162,6 +191,21 @@ def test_embedded_runs_the_system_in_one_process_and_keeps_its_data(
         assert status == 201, made
         status, read = system.call("GET", f"/api/v1/products/{made['id']}")
         assert (status, read["stock"], read["price_cents"]) == (200, 5, 1999)
+
+        # An order, through the gateway, to its saga's end; the dashboard saw it happen.
+        order = {
+            "items": [{"product_id": made["id"], "quantity": 2}],
+            "shipping_address": {"line1": "1 Main St", "city": "Springfield"},
+            "payment": {"token": "tok_visa"},
+        }
+        status, placed = system.call("POST", "/api/v1/orders", order, token)
+        assert (status, placed["status"]) == (202, "pending"), placed
+        final = system.wait_for_order(placed["id"], token)
+        assert (final["status"], final["total_cents"]) == ("confirmed", 2 * 1999), final
+        status, stock = system.call("GET", f"/api/v1/products/{made['id']}/inventory")
+        assert (stock["reserved"], stock["available"]) == (2, 3), stock
+        saga = system.dashboard_saga(placed["id"])
+        assert saga["status"] == "confirmed", saga
         assert system.stop() == 0
     finally:
         system.kill()
@@ -170,6 +214,8 @@ def test_embedded_runs_the_system_in_one_process_and_keeps_its_data(
     try:
         assert "aioshop is up (embedded" in again.output, again.output
         token = again.login(email, "long-enough-pw")  # the account survived the restart
+        # The demo catalog is seeded once: 40, and the product made above.
+        assert len(again.call("GET", "/api/v1/products?limit=100")[1]["items"]) == 41
         status, read = again.call("GET", f"/api/v1/products/{made['id']}")
         assert (status, read["sku"]) == (200, product["sku"])
         assert again.stop() == 0
