@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python -m perf.bench_cache
 	$(BIN)/python -m perf.bench_products
 	$(BIN)/python -m perf.bench_gateway
+	$(BIN)/python -m perf.bench_orders
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
