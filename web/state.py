@@ -65,11 +65,12 @@ _STATUS: dict[str, str] = {
     "order.cancelled": "cancelled",
     "order.shipped": "shipped",
 }
+_FINAL = frozenset({"rejected", "cancelled", "shipped"})
 _MAX_ORDERS_COUNTED = 100_000
 
+# The dashboard is public (behind the gateway too): no full names, and e-mail addresses masked.
 _SUMMARY_FIELDS = (
     "email",
-    "full_name",
     "name",
     "sku",
     "order_id",
@@ -283,13 +284,19 @@ class DashboardState:
             saga.total_cents = int(total)
             saga.currency = str(data.get("currency") or saga.currency or "USD")
         status = _STATUS.get(envelope.type)
-        if status is not None and not (status == "pending" and saga.status != "pending"):
+        # Events may arrive out of order: a placement never undoes a later status, and nothing
+        # moves an order out of a final one.
+        if (
+            status is not None
+            and saga.status not in _FINAL
+            and not (status == "pending" and saga.status != "pending")
+        ):
             saga.status = status
         self._orders[order_id] = (saga.status, saga.total_cents, saga.currency or "USD")
         if len(self._orders) > _MAX_ORDERS_COUNTED:
             self._orders.popitem(last=False)
         reason = data.get("reason")
-        if isinstance(reason, str) and envelope.type != "inventory.changed":
+        if isinstance(reason, str) and envelope.type != "inventory.changed" and not saga.reason:
             saga.reason = reason
         if envelope.type == "inventory.changed":
             return  # the stock side of a step already shown
@@ -460,6 +467,12 @@ class DashboardState:
         }
 
 
+def _mask_email(address: str) -> str:
+    """``alice@example.com`` -> ``a***@example.com``."""
+    local, at, domain = address.rpartition("@")
+    return f"{local[:1]}***@{domain}" if at and local else "***"
+
+
 def _summary(data: dict[str, Any]) -> str:
     """A short text of an event's payload (rendered escaped, like every value)."""
     parts = []
@@ -470,5 +483,7 @@ def _summary(data: dict[str, Any]) -> str:
         text = str(value)
         if name.endswith("_id") and len(text) > 8:
             text = text[:8]
+        if name == "email":
+            text = _mask_email(text)
         parts.append(f"{name}={text}")
     return " ".join(parts)[:200]

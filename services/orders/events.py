@@ -1,10 +1,10 @@
 """Events the orders service publishes and the inventory events it consumes (API.md "Bus events").
 
-The ``order.placed``, ``order.cancelled`` and ``order.shipped`` classes, and the ``inventory.*``
-answers, are the products service's own (``services.products.events``), imported rather than
-declared again: the bus resolves an envelope to *the* class registered for its
-``(type, version)``, one per process, and the products consumer checks ``isinstance`` against
-its classes, so a second declaration would break the single-process mode.
+The ``order.placed``, ``order.cancelled``, ``order.rejected`` and ``order.shipped`` classes, and
+the ``inventory.*`` answers, are the products service's own (``services.products.events``),
+imported rather than declared again: the bus resolves an envelope to *the* class registered for
+its ``(type, version)``, one per process, and the products consumer checks ``isinstance``
+against its classes, so a second declaration would break the single-process mode.
 
 Published, through the outbox, in the transaction that appends the order's events:
 
@@ -12,9 +12,8 @@ Published, through the outbox, in the transaction that appends the order's event
   total_cents, currency}``: asks the products service to reserve the lines;
 - ``order.confirmed`` / ``order.rejected`` ``{order_id, user_id, reason}`` (final outcomes of
   the saga);
-- ``order.cancelled`` ``{order_id, reason}``: releases the order's stock; sent when a user
-  cancels (``reason="cancelled"``) and when a rejected order must give back what it may hold
-  (``reason`` = the rejection reason);
+- ``order.cancelled`` ``{order_id, reason}``: a user cancelled (``reason="cancelled"``); the
+  products service releases the order's stock (it does the same on ``order.rejected``);
 - ``order.shipped`` ``{order_id}``: commits the reservation;
 - ``payment.authorized`` / ``payment.declined`` / ``payment.refunded``.
 
@@ -36,6 +35,7 @@ from services.products.events import (
     OrderCancelled,
     OrderLine,
     OrderPlaced,
+    OrderRejected,
     OrderShipped,
 )
 
@@ -70,17 +70,6 @@ class OrderConfirmed(Event):
     user_id: UUID
     total_cents: Cents
     currency: Currency
-
-
-class OrderRejected(Event):
-    """``order.rejected``: the saga failed a step; whatever it did was compensated."""
-
-    event_type = "order.rejected"
-    event_version = 1
-
-    order_id: UUID
-    user_id: UUID
-    reason: str
 
 
 class PaymentAuthorized(Event):

@@ -43,7 +43,6 @@ from services.orders.aggregate import NewEvent, Order
 from services.orders.events import (
     InventoryReservationFailed,
     InventoryReserved,
-    OrderCancelled,
     OrderConfirmed,
     OrderRejected,
     PaymentAuthorized,
@@ -72,11 +71,11 @@ def _due(saga: SagaRow) -> bool:
     return saga.deadline is not None and saga.now >= saga.deadline
 
 
-def _reject(order: Order, reason: str, *, release: bool) -> tuple[NewEvent, list[Event]]:
+def _reject(order: Order, reason: str) -> tuple[NewEvent, list[Event]]:
+    """The rejection; the products service releases whatever stock the order holds when it
+    sees ``order.rejected`` (an order rejected is never announced as cancelled)."""
     assert order.user_id is not None
     publish: list[Event] = [OrderRejected(order_id=order.id, user_id=order.user_id, reason=reason)]
-    if release:
-        publish.append(OrderCancelled(order_id=order.id, reason=reason))
     return NewEvent("order.rejected", {"reason": reason}), publish
 
 
@@ -106,7 +105,7 @@ def on_reservation_failed(event: InventoryReservationFailed) -> Decision:
     def decide(order: Order, saga: SagaRow) -> Change | None:
         if saga.step != "reserving" or order.status != "pending":
             return None
-        rejected, publish = _reject(order, event.reason, release=False)
+        rejected, publish = _reject(order, event.reason)
         failed = NewEvent(
             "stock.reservation_failed",
             {"reason": event.reason, "product_ids": [str(p) for p in event.product_ids]},
@@ -131,7 +130,7 @@ def on_reservation_timeout(order: Order, saga: SagaRow) -> Change | None:
     """No answer from the products service in time: reject, release whatever comes later."""
     if saga.step != "reserving" or order.status != "pending" or not _due(saga):
         return None
-    rejected, publish = _reject(order, "reservation_timeout", release=True)
+    rejected, publish = _reject(order, "reservation_timeout")
     return Change([rejected], publish, step="done", outcome="rejected")
 
 
@@ -143,7 +142,7 @@ def on_payment(result: PaymentResult) -> Decision:
         if result.status == "declined":
             if saga.step != "authorizing" or order.status != "pending":
                 return None
-            rejected, publish = _reject(order, "payment_declined", release=True)
+            rejected, publish = _reject(order, "payment_declined")
             declined = PaymentDeclined(
                 order_id=order.id, amount_cents=result.amount_cents, currency=order.currency
             )
@@ -194,7 +193,7 @@ def on_payment_timeout(*, force: bool) -> Decision:
             return None
         if not force and not _due(saga):
             return None
-        rejected, publish = _reject(order, "payment_timeout", release=True)
+        rejected, publish = _reject(order, "payment_timeout")
         return Change(
             [NewEvent("payment.timed_out"), rejected],
             publish,

@@ -17,7 +17,7 @@ from core.bus import Bus, Event, Handler, Inbox, Message, PermanentFailure
 from core.db import Connection
 from core.keys import DB_POOL
 from services.products.api import PRODUCTS_SERVICE
-from services.products.events import OrderCancelled, OrderPlaced, OrderShipped
+from services.products.events import OrderCancelled, OrderPlaced, OrderRejected, OrderShipped
 from services.products.service import ProductsService, Stale
 
 __all__ = ["subscribe"]
@@ -44,6 +44,12 @@ async def _placed(service: ProductsService, message: Message, conn: Connection) 
 
 async def _cancelled(service: ProductsService, message: Message, conn: Connection) -> Stale:
     event = _event(message, OrderCancelled)
+    _, stale = await service.release_in(conn, event.order_id)
+    return stale
+
+
+async def _rejected(service: ProductsService, message: Message, conn: Connection) -> Stale:
+    event = _event(message, OrderRejected)
     _, stale = await service.release_in(conn, event.order_id)
     return stale
 
@@ -82,6 +88,7 @@ def subscribe(app: web.Application, bus: Bus, *, queue: str) -> None:
     for event, work in (
         (OrderPlaced, _placed),
         (OrderCancelled, _cancelled),
+        (OrderRejected, _rejected),
         (OrderShipped, _shipped),
     ):
         bus.subscribe(

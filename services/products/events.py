@@ -46,6 +46,7 @@ __all__ = [
     "OrderCancelled",
     "OrderLine",
     "OrderPlaced",
+    "OrderRejected",
     "OrderShipped",
     "ProductCreated",
     "ProductDeleted",
@@ -187,6 +188,18 @@ class OrderCancelled(Event):
     reason: str | None = None
 
 
+class OrderRejected(Event):
+    """``order.rejected`` (published by orders): the saga failed; release whatever the order
+    holds (nothing, if its reservation failed), and refuse a late ``order.placed``."""
+
+    event_type = "order.rejected"
+    event_version = 1
+
+    order_id: UUID
+    user_id: UUID
+    reason: str
+
+
 class OrderShipped(Event):
     """``order.shipped`` (published by orders): the reserved stock left the warehouse."""
 
@@ -205,4 +218,9 @@ PUBLISHED_EVENTS: tuple[type[Event], ...] = (
     InventoryReservationFailed,
     InventoryReleased,
 )
-CONSUMED_EVENTS: tuple[type[Event], ...] = (OrderPlaced, OrderCancelled, OrderShipped)
+CONSUMED_EVENTS: tuple[type[Event], ...] = (
+    OrderPlaced,
+    OrderCancelled,
+    OrderRejected,
+    OrderShipped,
+)

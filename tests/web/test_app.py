@@ -61,16 +61,28 @@ async def test_the_page_renders_the_state_with_every_value_escaped(
             {
                 "user_id": str(uuid.uuid4()),
                 "email": "eve@example.com",
-                "full_name": EVIL,
+                "full_name": "Eve Full-Name",
                 "roles": ["customer"],
                 "created_at": "2026-01-01T00:00:00Z",
             },
         )
     )
+    product = {
+        "product_id": str(uuid.uuid4()),
+        "sku": "EVIL-1",
+        "name": EVIL,
+        "price_cents": 1,
+        "currency": "USD",
+        "category_id": None,
+        "attributes": {},
+        "stock": 0,
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    await publisher.publish_envelope(envelope("product.created", product))
 
     async def seen() -> bool:
         view = await _state(client)
-        return f"users/{evil_instance}" in _instances(view) and bool(view["events"])
+        return f"users/{evil_instance}" in _instances(view) and len(view["events"]) >= 2
 
     await wait_for(seen, within=5)
     response = await client.get("/dashboard")
@@ -79,7 +91,9 @@ async def test_the_page_renders_the_state_with_every_value_escaped(
     html = await response.text()
     assert EVIL not in html
     assert "&lt;script&gt;alert(&#39;pwned&#39;)&lt;/script&gt;" in html
-    assert "eve@example.com" in html
+    assert "e***@example.com" in html  # a public page: addresses masked, names left out
+    assert "eve@example.com" not in html
+    assert "Eve Full-Name" not in html
     # No inline script or style anywhere: the CSP forbids them.
     assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []
     assert "<style" not in html

@@ -92,6 +92,24 @@ def _fake_orders(transport: InMemoryTransport) -> tuple[Bus, dict[str, str]]:
 
 async def _place_orders(bus: Bus, customers: dict[str, str], stop: asyncio.Event) -> None:
     while not stop.is_set():
+        # A product whose name is markup: the page must show it as text.
+        await bus.publish_envelope(
+            Envelope(
+                type="product.created",
+                source="products",
+                data={
+                    "product_id": str(uuid.uuid4()),
+                    "sku": "EVIL-1",
+                    "name": EVIL,
+                    "price_cents": 1250,
+                    "currency": "USD",
+                    "category_id": None,
+                    "attributes": {},
+                    "stock": 0,
+                    "created_at": "2026-01-01T00:00:00Z",
+                },
+            )
+        )
         order = OrderPlaced(
             order_id=uuid.uuid4(),
             user_id=uuid.uuid4(),
@@ -122,7 +140,7 @@ async def _load(users: str, products: str, stop: asyncio.Event) -> int:
                 body = {
                     "email": f"load-{uuid.uuid4().hex[:10]}@example.com",
                     "password": "long-enough-pw",
-                    "full_name": EVIL,
+                    "full_name": "Load Tester",
                 }
                 requests.append(session.post(f"{users}/api/v1/auth/register", json=body))
             if sent % 7 == 0:

@@ -94,7 +94,11 @@ async def test_two_dashboards_each_see_every_snapshot_and_event_over_rabbitmq(
             body: dict[str, Any] = await (await dashboard.get("/dashboard/api/state")).json()
             view = body["view"]
             instances = {i["key"]: i for s in view["services"] for i in s["instances"]}
-            registered = [e for e in view["events"] if email in e["summary"]]
+            registered = [
+                e
+                for e in view["events"]
+                if e["type"] == "user.registered" and e["correlation_id"] == "corr-dashboard-amqp"
+            ]
             if users_instance in instances and registered:
                 return {"instance": instances[users_instance], "event": registered[0]}
             return None

@@ -166,7 +166,46 @@ def test_business_figures_of_services_win_over_counted_events() -> None:
 def test_recent_events_keep_values_as_given_for_the_page_to_escape() -> None:
     state = DashboardState(StateLimits(events=2))
     for n in range(3):
-        state.apply(envelope("user.registered", {"email": f"{n}@x.io", "full_name": "<b>x</b>"}))
+        state.apply(envelope("product.created", {"sku": f"S-{n}", "name": "<b>x</b>"}))
     events = state.view()["events"]
     assert len(events) == 2
-    assert events[0]["summary"] == "email=2@x.io full_name=<b>x</b>"
+    assert events[0]["summary"] == "name=<b>x</b> sku=S-2"
+
+
+def test_the_public_page_shows_no_names_and_masks_email_addresses() -> None:
+    state = DashboardState()
+    state.apply(
+        envelope("user.registered", {"email": "alice@example.com", "full_name": "Alice Liddell"})
+    )
+    (event,) = state.view()["events"]
+    assert event["summary"] == "email=a***@example.com"
+
+
+def test_a_final_status_is_never_undone_by_a_later_or_late_event() -> None:
+    state = DashboardState()
+    rejected, cancelled, shipped = (str(uuid.uuid4()) for _ in range(3))
+    for kind, order_id, data in [
+        ("order.placed", rejected, {}),
+        ("order.rejected", rejected, {"reason": "payment_declined"}),
+        ("order.cancelled", rejected, {"reason": "cancelled"}),  # a stray cancel
+        ("order.placed", cancelled, {}),
+        ("order.confirmed", cancelled, {}),
+        ("order.cancelled", cancelled, {"reason": "cancelled"}),
+        ("order.confirmed", shipped, {}),
+        ("order.shipped", shipped, {}),
+        ("order.placed", shipped, {}),  # late
+        ("order.cancelled", shipped, {}),
+    ]:
+        state.apply(envelope(kind, {"order_id": order_id, **data}))
+    sagas = {s["order_id"]: s for s in state.view()["sagas"]}
+    assert (sagas[rejected]["status"], sagas[rejected]["reason"]) == (
+        "rejected",
+        "payment_declined",
+    )
+    assert sagas[cancelled]["status"] == "cancelled"
+    assert sagas[shipped]["status"] == "shipped"
+    assert state.view()["business"]["orders_by_status"] == {
+        "cancelled": 1,
+        "rejected": 1,
+        "shipped": 1,
+    }

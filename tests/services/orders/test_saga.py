@@ -7,7 +7,8 @@ import uuid
 import asyncpg
 import orjson
 
-from core.bus import Bus
+from core.bus import Bus, Envelope
+from core.keys import BUS
 from core.testing import assert_problem, wait_for
 from services.orders import Settings
 from services.orders.events import InventoryReserved
@@ -52,10 +53,35 @@ async def test_no_answer_from_the_stock_step_rejects_after_its_deadline(
         order = await shop.outcome(placed["id"], within=5)
         assert (order["status"], order["reason"]) == ("rejected", "reservation_timeout")
         assert await shop.history(placed["id"]) == ["order.placed", "order.rejected"]
-        # whatever the products service reserves later is released by this
-        (cancelled,) = await shop.published("order.cancelled", placed["id"])
-        assert cancelled["reason"] == "reservation_timeout"
+        (rejected,) = await shop.published("order.rejected", placed["id"])
+        assert rejected["reason"] == "reservation_timeout"
+        assert await shop.published("order.cancelled", placed["id"]) == []  # never "cancelled"
         await shop.settled(placed["id"])
+
+        # The products service gets both late, in the order the bus delivers them: it reserves
+        # for the placement, then releases for the rejection. No stock stays held.
+        envelopes = [
+            Envelope.model_validate(orjson.loads(row["envelope"]))
+            for row in await orders_db.fetch(
+                "SELECT envelope::text AS envelope FROM outbox"
+                " WHERE routing_key IN ('order.placed', 'order.rejected')"
+                " AND envelope->'data'->>'order_id' = $1 ORDER BY created_at, id",
+                placed["id"],
+            )
+        ]
+        assert [e.type for e in envelopes] == ["order.placed", "order.rejected"]
+        for item in envelopes:
+            await services.products.app[BUS].publish_envelope(item)
+
+        async def both_handled() -> bool:
+            handled: int = await products_db.fetchval(
+                "SELECT count(*) FROM inbox WHERE event_id = ANY($1::uuid[])",
+                [e.id for e in envelopes],
+            )
+            return handled == 2
+
+        await wait_for(both_handled, within=5)
+        assert await shop.inventory(mug["id"]) == {"on_hand": 2, "reserved": 0, "available": 2}
     finally:
         await shop.catalog.cleanup(products_db)
 
