@@ -164,7 +164,7 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
         loop.add_signal_handler(signum, stop.set)
     runners: list[web.AppRunner] = []
     try:

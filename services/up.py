@@ -129,8 +129,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Start everything, print the URLs, wait for Ctrl-C (0) or a process exiting (1)."""
-        signal.signal(signal.SIGTERM, self._stop)
-        signal.signal(signal.SIGINT, self._stop)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # HUP: terminal closed
+            signal.signal(signum, self._stop)
         try:
             for front in (False, True):
                 group = [p for p in self.processes if p.front is front]
@@ -156,7 +156,7 @@ class Supervisor:
         env = {**os.environ, **process.env}
         # start_new_session: Ctrl-C reaches only this parent, which stops the children in order.
         self.children[process.name] = subprocess.Popen(  # noqa: S603
-            process.cmd, env=env, start_new_session=True
+            process.cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent
         )
 
     def _wait_ready(self, group: Sequence[Process]) -> bool:
@@ -208,6 +208,18 @@ class Supervisor:
 
     def _is_front(self, name: str) -> bool:
         return any(p.front for p in self.processes if p.name == name)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM it when this supervisor dies, even by SIGKILL (Linux's
+    PR_SET_PDEATHSIG), so no service outlives ``aioshop up`` and holds its port."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _ready(url: str) -> bool:

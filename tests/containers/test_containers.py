@@ -141,3 +141,16 @@ def test_the_dockerfile_copies_every_installed_package() -> None:
     for package in packages:
         assert (ROOT / package).is_dir(), package
         assert f"COPY {package} ./{package}" in dockerfile, package
+
+
+def test_every_server_that_keeps_state_keeps_it_on_a_volume(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, path in (
+        ("postgres", "/var/lib/postgresql/data"),
+        ("redis", "/data"),
+        ("rabbitmq", "/var/lib/rabbitmq"),
+    ):
+        mounts = {volume.split(":", 1)[1] for volume in services[name].get("volumes", [])}
+        assert path in mounts, name
+        assert services[name]["volumes"][0].split(":", 1)[0] in compose["volumes"], name
+    assert services["rabbitmq"]["hostname"] == "rabbitmq"

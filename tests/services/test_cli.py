@@ -296,3 +296,43 @@ async def _delete_queues(*queues: str) -> None:
                 await channel.queue_delete(name)
     finally:
         await connection.close()
+
+
+def test_children_of_aioshop_up_die_with_it_even_when_it_is_killed() -> None:
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "from services.up import _die_with_parent\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
+            " start_new_session=True, preexec_fn=_die_with_parent)\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        parent.kill()  # SIGKILL: no handler of the parent runs
+        parent.wait()
+
+        def gone() -> bool:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{child}/stat", encoding="ascii") as stat:
+                return stat.read().split()[2] == "Z"  # exited, not yet reaped
+
+        deadline = time.monotonic() + 5
+        while not gone():
+            assert time.monotonic() < deadline, "the child outlived its killed parent"
+            time.sleep(0.05)  # polling interval of a wait with a deadline
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if parent.stdout is not None:
+            parent.stdout.close()
