@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import importlib.util
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,8 @@ from aiohttp import web
 from services import registry
 
 __all__ = ["EmbeddedServers", "run_embedded", "servers_available"]
+
+log = logging.getLogger("services.embedded")
 
 STANDARD_PORTS = {"PostgreSQL": 5432, "Redis": 6379, "RabbitMQ": 5672}
 CONFIG_VARIABLES = (
@@ -131,7 +134,7 @@ def run_embedded(
 async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int:
     from core.bus import InMemoryTransport
 
-    transport = InMemoryTransport()
+    transport = InMemoryTransport(shared=True)
     common = _overrides(servers)
     apps: list[tuple[str, web.Application, int]] = []
     ports = {name: entry.settings().port for name, entry in registry.SERVICES.items()}
@@ -177,7 +180,15 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
         await stop.wait()
         return 0
     finally:
-        for runner in reversed(runners):  # the gateway first, the services last
+        # Stop taking requests everywhere, let the bus deliver what is queued (events only
+        # live in memory here), then tear the apps down: the gateway first, the services last.
+        for runner in runners:
+            for site in list(runner.sites):
+                await site.stop()
+        if not await transport.drain(within=10):
+            log.warning("the in-memory bus was still busy after 10 s; stopping anyway")
+        await transport.close()
+        for runner in reversed(runners):
             await runner.cleanup()
 
 

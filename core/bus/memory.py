@@ -31,10 +31,17 @@ log = logging.getLogger("core.bus.memory")
 
 
 class InMemoryTransport(Transport):
-    """A topic exchange, queues, retries and parking in process memory."""
+    """A topic exchange, queues, retries and parking in process memory.
 
-    def __init__(self, *, drain_timeout: float = 10.0) -> None:
+    ``shared=True`` is for several apps in one process on one transport (the embedded mode):
+    their buses' ``stop()`` then leaves it running, and its owner calls ``drain()`` and
+    ``close()`` once every app has stopped taking requests, so that no app's shutdown drops the
+    messages still queued for another.
+    """
+
+    def __init__(self, *, drain_timeout: float = 10.0, shared: bool = False) -> None:
         self.drain_timeout = drain_timeout
+        self.shared = shared
         self._bindings: dict[str, set[str]] = defaultdict(set)
         self._queues: dict[str, asyncio.Queue[Incoming]] = {}
         self._parked: dict[str, list[ParkedMessage]] = defaultdict(list)
@@ -52,8 +59,38 @@ class InMemoryTransport(Transport):
         """Start accepting messages."""
         self._running = True
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, waiting for a retry or being handled."""
+        return (
+            not self._inflight
+            and not self._timers
+            and all(queue.empty() for queue in self._queues.values())
+        )
+
+    async def drain(self, *, within: float = 10.0, quiet: float = 0.2) -> bool:
+        """Wait until the transport has been idle for ``quiet`` seconds (handlers may publish
+        more); ``False`` if it was still busy after ``within`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        idle_since: float | None = None
+        while loop.time() < deadline:
+            if not self.idle:
+                idle_since = None
+            elif idle_since is None:
+                idle_since = loop.time()
+            elif loop.time() - idle_since >= quiet:
+                return True
+            await asyncio.sleep(0.02)  # polling interval of a wait with a deadline
+        return False
+
     async def stop(self) -> None:
-        """Stop consuming and wait for handlers in flight."""
+        """Stop consuming and wait for handlers in flight (a shared transport: nothing)."""
+        if not self.shared:
+            await self.close()
+
+    async def close(self) -> None:
+        """Stop consuming and wait for handlers in flight, shared or not."""
         self._running = False
         for task in [*self._timers, *self._consumers]:
             task.cancel()
