@@ -95,7 +95,8 @@ def _operation(route: RouteDef, components: _Components) -> dict[str, Any]:
     if route.description:
         operation["description"] = route.description
     parameters = _parameters(route, components)
-    if route.idempotent:
+    declared = {(p["in"], p["name"].lower()) for p in parameters}
+    if route.idempotent and ("header", "idempotency-key") not in declared:
         parameters.append(
             {
                 "name": "Idempotency-Key",

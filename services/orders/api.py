@@ -8,7 +8,7 @@ from uuid import UUID
 from aiohttp import web
 from pydantic import Field
 
-from core import Body, Path, Principal, Query, Router
+from core import Body, Header, Path, Principal, Query, Router
 from core.schemas import Page
 from services.orders.keys import ORDERS_SERVICE
 from services.orders.schemas import OrderEventOut, OrderIn, OrderOut
@@ -35,14 +35,21 @@ _HIDDEN = {404: "No such order, or someone else's"}
     idempotent=True,
 )
 async def place_order(
-    request: web.Request, principal: Principal, body: Annotated[OrderIn, Body()]
+    request: web.Request,
+    principal: Principal,
+    body: Annotated[OrderIn, Body()],
+    idempotency_key: Annotated[
+        str | None, Header(description="Places the order once, however often it is sent")
+    ] = None,
 ) -> OrderOut:
     """Place an order: it is ``pending`` until stock is reserved and the payment authorized.
 
     Prices come from the catalog. Poll ``GET /orders/{id}`` for the outcome (``confirmed`` or
     ``rejected`` with a ``reason``).
     """
-    view = await request.app[ORDERS_SERVICE].place(UUID(principal.user_id), body)
+    view = await request.app[ORDERS_SERVICE].place(
+        UUID(principal.user_id), body, idempotency_key=idempotency_key
+    )
     return OrderOut.model_validate(view)
 
 

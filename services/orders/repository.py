@@ -118,6 +118,41 @@ class OrdersRepository:
 
     # sagas -------------------------------------------------------------------------------------
 
+    async def claim_request(
+        self,
+        conn: Connection,
+        *,
+        user_id: uuid.UUID,
+        key_digest: str,
+        fingerprint: str,
+        order_id: uuid.UUID,
+    ) -> tuple[uuid.UUID, str] | None:
+        """Record that ``key_digest`` of ``user_id`` places ``order_id``; if the key was used
+        before, ``(order_id, fingerprint)`` of that use instead (waits for a concurrent use of
+        the same key to commit or roll back)."""
+        inserted = await conn.fetchval(
+            """
+            INSERT INTO order_requests (user_id, key_digest, fingerprint, order_id)
+            VALUES ($1, $2, $3, $4)
+            ON CONFLICT (user_id, key_digest) DO NOTHING
+            RETURNING order_id
+            """,
+            user_id,
+            key_digest,
+            fingerprint,
+            order_id,
+        )
+        if inserted is not None:
+            return None
+        row = await conn.fetchrow(
+            "SELECT order_id, fingerprint FROM order_requests"
+            " WHERE user_id = $1 AND key_digest = $2",
+            user_id,
+            key_digest,
+        )
+        assert row is not None
+        return row["order_id"], row["fingerprint"]
+
     async def create_saga(
         self,
         conn: Connection,

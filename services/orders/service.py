@@ -17,6 +17,7 @@ runs. Every committed transition invalidates it (``committed``), in every instan
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -182,9 +183,16 @@ class OrdersService:
 
     # commands ----------------------------------------------------------------------------------
 
-    async def place(self, user_id: uuid.UUID, body: OrderIn) -> OrderOut:
+    async def place(
+        self, user_id: uuid.UUID, body: OrderIn, *, idempotency_key: str | None = None
+    ) -> OrderOut:
         """Place an order: price its lines from the catalog, record ``order.placed``, start the
-        saga; the order is ``pending`` until the saga ends."""
+        saga; the order is ``pending`` until the saga ends.
+
+        With ``idempotency_key``, the key is recorded in the placing transaction: the same key
+        and body again give the order it placed (as it is now), another body a 422. The HTTP
+        layer replays the first response from Redis; this is what holds when Redis never got
+        that response (a crash right after the commit)."""
         product_ids = [line.product_id for line in body.items]
         try:
             prices = await self.catalog.prices(product_ids)
@@ -235,6 +243,16 @@ class OrdersService:
             },
         )
         async with self.repository.transaction() as conn:
+            if idempotency_key is not None:
+                earlier = await self.repository.claim_request(
+                    conn,
+                    user_id=user_id,
+                    key_digest=hashlib.sha256(idempotency_key.encode()).hexdigest(),
+                    fingerprint=hashlib.sha256(body.model_dump_json().encode()).hexdigest(),
+                    order_id=order_id,
+                )
+                if earlier is not None:
+                    return await self._placed_before(user_id, body, *earlier)
             await self.repository.create_saga(
                 conn,
                 order_id,
@@ -255,6 +273,24 @@ class OrdersService:
                 ),
             )
         self.metrics.placed.inc()
+        return OrderOut.model_validate(view)
+
+    async def _placed_before(
+        self, user_id: uuid.UUID, body: OrderIn, order_id: uuid.UUID, fingerprint: str
+    ) -> OrderOut:
+        if fingerprint != hashlib.sha256(body.model_dump_json().encode()).hexdigest():
+            raise ValidationFailed(
+                [
+                    {
+                        "loc": ["header", "Idempotency-Key"],
+                        "msg": "this key was used with a different request",
+                        "type": "idempotency_key_reused",
+                    }
+                ]
+            )
+        view = await self.repository.get_view(order_id)
+        if view is None or str(view["user_id"]) != str(user_id):
+            raise NotFound("No such order")
         return OrderOut.model_validate(view)
 
     async def cancel(self, order_id: uuid.UUID, principal: Principal) -> OrderOut:

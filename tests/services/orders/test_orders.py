@@ -6,9 +6,11 @@ import uuid
 from typing import Any
 
 import asyncpg
+from redis.asyncio import Redis
 
 from core.snapshot import SNAPSHOT
 from core.testing import assert_problem, wait_for
+from services.orders import Settings
 from tests.services.orders.conftest import Services
 from tests.services.orders.helpers import ORDERS, Shop, order_body, order_path
 
@@ -311,6 +313,42 @@ async def test_same_idempotency_key_places_one_order(shop: Shop) -> None:
         shop.customer.id,
     )
     assert count == 1
+    assert (await shop.outcome(order_id))["status"] == "confirmed"
+    assert (await shop.inventory(mug["id"]))["reserved"] == 2
+
+
+async def test_an_idempotency_key_holds_when_redis_never_learned_the_response(
+    shop: Shop, orders_settings: Settings
+) -> None:
+    """A crash between the order's commit and Redis recording the response: the retry must
+    not place a second order (nor charge twice)."""
+    mug = await shop.product(stock=5)
+    headers = {**shop.customer.headers, "Idempotency-Key": f"key-{uuid.uuid4().hex}"}
+    body = order_body([(mug["id"], 2)])
+    first = await shop.orders.post(ORDERS, json=body, headers=headers)
+    assert first.status == 202
+    order_id = (await first.json())["id"]
+
+    redis = Redis.from_url(orders_settings.redis_url)
+    try:
+        forgotten = [
+            key async for key in redis.scan_iter(match=f"{orders_settings.redis_namespace}:idem:*")
+        ]
+        assert forgotten  # the key the first request left
+        await redis.delete(*forgotten)
+    finally:
+        await redis.aclose()
+
+    again = await shop.orders.post(ORDERS, json=body, headers=headers)
+    assert again.status == 202
+    assert (await again.json())["id"] == order_id
+    other = await shop.orders.post(ORDERS, json=order_body([(mug["id"], 1)]), headers=headers)
+    await assert_problem(other, 422)
+    placed = await shop.orders_db.fetchval(
+        "SELECT count(*) FROM order_events WHERE type = 'order.placed' AND data->>'user_id' = $1",
+        shop.customer.id,
+    )
+    assert placed == 1
     assert (await shop.outcome(order_id))["status"] == "confirmed"
     assert (await shop.inventory(mug["id"]))["reserved"] == 2
 
