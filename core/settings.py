@@ -45,6 +45,8 @@ class BaseServiceSettings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     bus_transport: Literal["amqp", "memory"] = "amqp"
     bus_publish_timeout: float = Field(default=5.0, gt=0, le=60)
+    # Seconds between the metrics.snapshot events of an instance (the dashboard's feed); 0: none.
+    metrics_snapshot_interval: float = Field(default=1.0, ge=0, le=3600)
     memcached_url: str = "memcached://127.0.0.1:11211"
     mongodb_url: str | None = None
     cache_tiers: tuple[Literal["memory", "redis", "memcached"], ...] = (

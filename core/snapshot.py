@@ -180,8 +180,9 @@ def _rss_bytes() -> int:
 
 
 def snapshot_interval(app: web.Application, default: float = DEFAULT_INTERVAL) -> float:
-    """The interval for ``app``: its settings' ``metrics_snapshot_interval`` when the settings
-    class declares one, else ``METRICS_SNAPSHOT_INTERVAL`` from the environment, else 1 s."""
+    """The interval for ``app``: its settings' ``metrics_snapshot_interval``
+    (``METRICS_SNAPSHOT_INTERVAL``); for settings without that field, the environment variable,
+    else 1 s."""
     value = getattr(app.get(SETTINGS), "metrics_snapshot_interval", None)
     if value is None:
         raw = os.environ.get("METRICS_SNAPSHOT_INTERVAL")

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from core import HEALTH, METRICS, REDIS, Router, create_app, token_codec
 from core.app import CleanupCtx
 from core.auth import RevocationStore
+from core.bus import Transport, bus_ctx
 from core.health import Check
 from gateway.auth import EdgeAuth
 from gateway.balancer import BreakerConfig, Pool
@@ -170,9 +171,15 @@ def _proxy_handler(route: Route) -> Handler:
     return proxy
 
 
-def create_gateway_app(settings: Settings | None = None) -> web.Application:
+def create_gateway_app(
+    settings: Settings | None = None, *, transport: Transport | None = None
+) -> web.Application:
     """The gateway application: ``/healthz``, ``/readyz``, ``/metrics``, the merged
-    ``/openapi.json`` and ``/docs``, and every route of the routing table proxied."""
+    ``/openapi.json`` and ``/docs``, and every route of the routing table proxied.
+
+    It publishes its ``metrics.snapshot`` on the bus (``transport``: share one, as the
+    single-process mode does), so the dashboard shows the traffic at the edge too; the broker
+    being away never makes the gateway unready."""
     settings = settings or Settings()
     table = RouteTable(settings.routes)
     public = RouteRule(settings.public_routes)
@@ -188,7 +195,10 @@ def create_gateway_app(settings: Settings | None = None) -> web.Application:
         "gateway",
         settings,
         routers=[_openapi_router],
-        resources=[_resources_ctx(settings, table, public, forwarding)],
+        resources=[
+            _resources_ctx(settings, table, public, forwarding),
+            bus_ctx(settings, transport=transport, ready_check=False),
+        ],
         middlewares=[edge_middleware(table=table, policies=policies, forwarding=forwarding)],
         title="aioshop gateway",
         description="The single public entry point of aioshop.",
@@ -198,6 +208,8 @@ def create_gateway_app(settings: Settings | None = None) -> web.Application:
     app[POOLS] = _pools(settings, table, metrics)
     for route in table.routes:
         app.router.add_route("*", route.pattern, _proxy_handler(route))
+        if route.upstream == "web":  # the dashboard's event stream lasts minutes
+            app[METRICS].window_excluded_routes.add(route.pattern)
     app.on_response_prepare.append(rate_limit_hook)
     app.on_response_prepare.append(hsts_hook(settings.hsts_max_age))
     return app

@@ -163,7 +163,8 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
     from gateway import create_gateway_app
 
     gateway_settings = GatewaySettings(redis_url=servers.redis_url, host=host, **upstreams)
-    apps.append(("gateway", create_gateway_app(gateway_settings), gateway_settings.port))
+    gateway_app = create_gateway_app(gateway_settings, transport=transport)
+    apps.append(("gateway", gateway_app, gateway_settings.port))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

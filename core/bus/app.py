@@ -35,6 +35,7 @@ def bus_ctx(
     *,
     setup: Setup | None = None,
     transport: Transport | None = None,
+    ready_check: bool = True,
 ) -> CleanupCtx:
     """A ``cleanup_ctx`` giving ``app[BUS]`` (connected, publishing) and ``app[OUTBOX]``.
 
@@ -45,6 +46,8 @@ def bus_ctx(
     consumed and nothing relayed until ``bus_workers_ctx``, which goes last in the resources, so
     that handlers never run before the service they call exists, nor after it is torn down.
     Pass ``transport`` to share one (the single-process mode shares an ``InMemoryTransport``).
+    ``ready_check=False`` keeps the bus out of ``/readyz``: for an app that only publishes its
+    own snapshots on it (the gateway), and must not stop serving when the broker is away.
     """
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -67,13 +70,15 @@ def bus_ctx(
             if not bus.transport.connected:
                 raise ConnectionError("the bus is not connected")
 
-        app[HEALTH].add("bus", check)
+        if ready_check:
+            app[HEALTH].add("bus", check)
         try:
             yield
         finally:
             if snapshots is not None:
                 await snapshots.stop()
-            app[HEALTH].remove("bus")
+            if ready_check:
+                app[HEALTH].remove("bus")
             await bus.stop()
 
     return ctx

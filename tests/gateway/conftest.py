@@ -240,6 +240,7 @@ def gateway_settings(redis_namespace: str) -> SettingsFactory:
             "upstream_products": CLOSED,
             "upstream_orders": CLOSED,
             "upstream_web": CLOSED,
+            "bus_transport": "memory",
             "health_interval": 0.1,
             "health_timeout": 0.5,
             "upstream_timeout": 5.0,

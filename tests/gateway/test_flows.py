@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
 from openapi_spec_validator import validate
 
+from core.bus import Bus, InMemoryTransport, Message
+from core.snapshot import MetricsSnapshot
 from core.testing import assert_problem, wait_for
+from gateway import create_gateway_app
 from tests.gateway.conftest import Client, FakeFactory, GatewayFactory, UsersProcess, metric
 
 PASSWORD = "correct horse battery"
@@ -295,3 +299,40 @@ async def test_the_catalog_and_inventory_through_the_gateway(
     assert patched.status == 200
     assert (await shop.delete(f"/api/v1/products/{product_id}", headers=admin)).status == 204
     await assert_problem(await shop.get(f"/api/v1/products/{product_id}"), 404)
+
+
+async def test_the_gateway_reports_its_traffic_to_the_dashboard_and_needs_no_broker(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    gateway_settings: Callable[..., Any],
+    fake_upstream: FakeFactory,
+) -> None:
+    fake = await fake_upstream("p")
+    transport = InMemoryTransport()
+    listener = Bus(transport, source="dashboard")
+    snapshots: list[MetricsSnapshot] = []
+
+    async def collect(message: Message) -> None:
+        assert isinstance(message.event, MetricsSnapshot)
+        snapshots.append(message.event)
+
+    listener.subscribe("metrics.snapshot", collect, queue="dash", events=[MetricsSnapshot])
+    await listener.start()
+    try:
+        settings = gateway_settings(upstream_products=fake.url, metrics_snapshot_interval=0.2)
+        gateway = await aiohttp_client(create_gateway_app(settings, transport=transport))
+        for _ in range(5):
+            assert (await gateway.get("/api/v1/products/1")).status == 200
+
+        async def counted() -> MetricsSnapshot | None:
+            served = [s for s in snapshots if s.service == "gateway" and s.requests.count >= 5]
+            return served[-1] if served else None
+
+        await wait_for(counted, within=5)
+    finally:
+        await listener.stop()
+
+    # With RabbitMQ away (nothing listens on port 1), the gateway is ready all the same.
+    away = gateway_settings(bus_transport="amqp", amqp_url="amqp://guest:guest@127.0.0.1:1/")
+    alone = await aiohttp_client(create_gateway_app(away))
+    ready = await alone.get("/readyz")
+    assert ready.status == 200, await ready.text()
