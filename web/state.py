@@ -327,17 +327,24 @@ class DashboardState:
         now = time.monotonic() if now is None else now
         services: dict[str, list[dict[str, Any]]] = {}
         counts = {"up": 0, "degraded": 0, "down": 0}
-        rps = errors = 0.0
+        rps = errors = edge_rps = edge_errors = 0.0
+        edge = False
         service_figures: dict[str, dict[str, Any]] = {}
         for instance in sorted(self.instances.values(), key=lambda i: (i.service, i.instance)):
             item = self._instance_view(instance, now)
             services.setdefault(instance.service, []).append(item)
             counts[item["health"]] += 1
             if item["health"] != "down":
-                rps += item["rps"] or 0
-                errors += (item["errors_5xx_per_s"] or 0) + (item["errors_4xx_per_s"] or 0)
+                served = item["rps"] or 0
+                failed = (item["errors_5xx_per_s"] or 0) + (item["errors_4xx_per_s"] or 0)
+                rps += served
+                errors += failed
+                if instance.service == "gateway":
+                    edge, edge_rps, edge_errors = True, edge_rps + served, edge_errors + failed
                 if item["business"]:
                     service_figures.setdefault(instance.service, {}).update(item["business"])
+        if edge:
+            rps, errors = edge_rps, edge_errors
         return {
             "generated_at": _iso(datetime.now(UTC)),
             "limits": {
@@ -345,10 +352,13 @@ class DashboardState:
                 "stale_after": self.limits.stale_after,
                 "down_after": self.limits.down_after,
             },
+            # With a gateway, the system's throughput is what enters through it: a request it
+            # forwards is counted again by the service behind it.
             "totals": {
                 "rps": round(rps, 2),
                 "errors_per_s": round(errors, 2),
                 "error_ratio": round(errors / rps, 4) if rps else 0.0,
+                "counted_at": "gateway" if edge else "services",
                 "instances": counts,
                 "events_received": self.received,
             },

@@ -209,3 +209,13 @@ def test_a_final_status_is_never_undone_by_a_later_or_late_event() -> None:
         "rejected": 1,
         "shipped": 1,
     }
+
+
+def test_with_a_gateway_the_totals_count_what_enters_through_it_once() -> None:
+    state = DashboardState()
+    state.apply(envelope("metrics.snapshot", snapshot_data(service="products")), now=1.0)
+    assert state.view(now=1.0)["totals"]["rps"] == 50.0
+    assert state.view(now=1.0)["totals"]["counted_at"] == "services"
+    state.apply(envelope("metrics.snapshot", snapshot_data(service="gateway")), now=1.0)
+    totals = state.view(now=1.0)["totals"]
+    assert (totals["rps"], totals["errors_per_s"], totals["counted_at"]) == (50.0, 5.0, "gateway")

@@ -77,6 +77,8 @@
     const totals = view.totals;
     const business = view.business;
     document.getElementById("total-rps").textContent = num(totals.rps, 1);
+    document.getElementById("total-rps-where").textContent =
+      totals.counted_at === "gateway" ? "entering through the gateway" : "summed over the services";
     document.getElementById("total-errors").textContent = num(totals.errors_per_s, 2);
     document.getElementById("total-error-ratio").textContent = pct(totals.error_ratio) + " of requests";
     replace("total-instances", ["up", "degraded", "down"].map(
