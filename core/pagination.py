@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import Field
 
 from core.errors import ValidationFailed
+from core.handlers import Query
 
-__all__ = ["InvalidCursor", "decode_cursor", "encode_cursor"]
+__all__ = ["Cursor", "InvalidCursor", "Limit", "decode_cursor", "encode_cursor"]
+
+# The query parameters of every list (API.md "Conventions"): ``?limit=`` 1..100, default 20 at
+# the handler, and the opaque ``?cursor=`` of the previous page's ``next_cursor``.
+Limit = Annotated[int, Query(description="Page size"), Field(ge=1, le=100)]
+Cursor = Annotated[
+    str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)
+]
 
 
 class InvalidCursor(ValidationFailed):

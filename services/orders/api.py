@@ -6,9 +6,9 @@ from typing import Annotated
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import Field
 
 from core import Body, Header, Path, Principal, Query, Router
+from core.pagination import Cursor, Limit
 from core.schemas import Page
 from services.orders.keys import ORDERS_SERVICE
 from services.orders.schemas import OrderEventOut, OrderIn, OrderOut
@@ -17,10 +17,6 @@ __all__ = ["router"]
 
 router = Router(prefix="/api/v1", tags=["orders"])
 
-Limit = Annotated[int, Query(description="Page size"), Field(ge=1, le=100)]
-Cursor = Annotated[
-    str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)
-]
 OrderId = Annotated[UUID, Path()]
 
 _HIDDEN = {404: "No such order, or someone else's"}

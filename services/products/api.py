@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import Field, StringConstraints
 
 from core import Body, Path, Query, Router
+from core.pagination import Cursor, Limit
 from core.schemas import Page
 from services.products.schemas import (
     MAX_PRICE_CENTS,
@@ -30,10 +31,6 @@ PRODUCTS_SERVICE = web.AppKey("products_service", ProductsService)
 
 router = Router(prefix="/api/v1")
 
-Limit = Annotated[int, Query(description="Page size"), Field(ge=1, le=100)]
-Cursor = Annotated[
-    str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)
-]
 ProductId = Annotated[UUID, Path()]
 CategoryId = Annotated[UUID, Path()]
 

@@ -6,9 +6,9 @@ from typing import Annotated
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import Field
 
-from core import Body, Path, Principal, Query, Router
+from core import Body, Path, Principal, Router
+from core.pagination import Cursor, Limit
 from core.schemas import Page
 from services.users.schemas import (
     LoginIn,
@@ -27,11 +27,6 @@ __all__ = ["USERS_SERVICE", "router"]
 USERS_SERVICE = web.AppKey("users_service", UsersService)
 
 router = Router(prefix="/api/v1")
-
-Limit = Annotated[int, Query(description="Page size"), Field(ge=1, le=100)]
-Cursor = Annotated[
-    str | None, Query(description="Opaque cursor from next_cursor"), Field(max_length=512)
-]
 
 
 @router.post(

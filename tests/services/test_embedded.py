@@ -130,7 +130,7 @@ class Embedded:
             if sagas and sagas[0]["status"] not in (None, "pending", "placed"):
                 return sagas[0]
             assert time.monotonic() < deadline, f"no final saga for {order_id}: {sagas}"
-            time.sleep(0.1)
+            time.sleep(0.1)  # polling interval of a wait with a deadline
 
     def stop(self) -> int:
         """Ctrl-C; the exit code."""
