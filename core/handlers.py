@@ -5,7 +5,7 @@ handler runs (one 422 listing every failure) and documents the same annotations 
 
     router = Router(tags=["users"])
 
-    @router.get("/api/v1/users/{user_id}", response=UserOut, auth=True, roles={"admin"})
+    @router.get("/api/v1/users/{user_id}", response=UserOut, auth=True, permissions={"users:read"})
     async def get_user(
         request: web.Request,
         user_id: Annotated[UUID, Path()],
@@ -112,7 +112,7 @@ class RouteDef:
     status: int
     response: Any
     auth: bool
-    roles: frozenset[str]
+    permissions: frozenset[str]
     summary: str | None
     description: str | None
     tags: list[str]
@@ -135,7 +135,7 @@ class RouteDef:
         if self.auth:
             authenticator = request.app[AUTHENTICATOR]
             principal = await authenticator.authenticate(request.headers.get("Authorization"))
-            authenticator.authorize(principal, self.roles)
+            authenticator.authorize(principal, self.permissions)
             request[PRINCIPAL] = principal
             caller = principal.user_id
             for name in self.principal_names:
@@ -354,7 +354,7 @@ class Router:
         status: int = 200,
         response: Any = None,
         auth: bool = False,
-        roles: Collection[str] = (),
+        permissions: Collection[str] = (),
         summary: str | None = None,
         description: str | None = None,
         tags: list[str] | None = None,
@@ -374,8 +374,8 @@ class Router:
                 handler=handler,
                 status=status,
                 response=response,
-                auth=auth or bool(roles),
-                roles=frozenset(roles),
+                auth=auth or bool(permissions),
+                permissions=frozenset(permissions),
                 summary=summary or _first_line(handler.__doc__),
                 description=description or inspect.getdoc(handler),
                 tags=tags if tags is not None else self.tags,

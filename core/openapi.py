@@ -130,8 +130,12 @@ def _operation(route: RouteDef, components: _Components) -> dict[str, Any]:
     if route.auth:
         errors.add(401)
         operation["security"] = [{"bearerAuth": []}]
-    if route.roles:
+    if route.permissions:
         errors.add(403)
+        operation["x-permissions"] = sorted(route.permissions)
+        required = ", ".join(f"`{p}`" for p in sorted(route.permissions))
+        note = f"Requires the permission {required}."
+        operation["description"] = f"{operation.get('description') or ''}\n\n{note}".strip()
     for status in sorted(errors):
         responses[str(status)] = _problem(components, status)
         if status in route.responses:

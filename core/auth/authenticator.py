@@ -25,7 +25,7 @@ def bearer_token(authorization: str | None) -> str:
 
 
 class Authenticator:
-    """Verifies access tokens and checks roles."""
+    """Verifies access tokens and checks permissions."""
 
     def __init__(self, codec: TokenCodec, revocations: RevocationStore | None) -> None:
         self.codec = codec
@@ -39,7 +39,8 @@ class Authenticator:
         return principal
 
     @staticmethod
-    def authorize(principal: Principal, roles: Collection[str]) -> None:
-        """Raise ``Forbidden`` unless the principal holds one of ``roles`` (empty: anyone)."""
-        if roles and not any(principal.has_role(role) for role in roles):
-            raise Forbidden("You do not have permission to perform this action")
+    def authorize(principal: Principal, permissions: Collection[str]) -> None:
+        """Raise ``Forbidden`` unless the principal holds every one of ``permissions``."""
+        missing = sorted(p for p in permissions if not principal.has_permission(p))
+        if missing:
+            raise Forbidden(f"This action requires the permission {', '.join(missing)}")

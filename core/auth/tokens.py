@@ -42,10 +42,15 @@ class Principal:
     issued_at: float
     expires_at: int
     claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    permissions: frozenset[str] = frozenset()
 
     def has_role(self, role: str) -> bool:
-        """Whether the caller holds ``role``."""
+        """Whether the caller holds ``role`` (for display; authorize by permission)."""
         return role in self.roles
+
+    def has_permission(self, permission: str) -> bool:
+        """Whether the caller's token grants ``permission``."""
+        return permission in self.permissions
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +102,14 @@ class TokenCodec:
         user_id: str,
         roles: Sequence[str],
         family: str,
+        permissions: Sequence[str] = (),
         now: float | None = None,
     ) -> IssuedToken:
-        """Sign a token of type ``typ`` for ``user_id`` in refresh family ``family``."""
+        """Sign a token of type ``typ`` for ``user_id`` in refresh family ``family``.
+
+        ``permissions`` travel in the ``perms`` claim: whoever issues the token (the users
+        service) resolves roles to permissions, so verifiers need no role table.
+        """
         if self._private_key is None:
             raise RuntimeError("this TokenCodec has no private key: it can only verify")
         # Sub-second ``iat`` (a NumericDate may be fractional, RFC 7519): revocations by time
@@ -111,6 +121,7 @@ class TokenCodec:
             "iss": self.issuer,
             "sub": user_id,
             "roles": sorted(roles),
+            "perms": sorted(set(permissions)),
             "iat": iat,
             "exp": int(iat) + ttl,
             "jti": jti,
@@ -149,9 +160,10 @@ class TokenCodec:
             raise Unauthorized("The token is invalid") from exc
         if claims.get("typ") != typ:
             raise Unauthorized("The token is invalid")
-        roles = claims.get("roles", [])
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            raise Unauthorized("The token is invalid")
+        for claim in ("roles", "perms"):
+            values = claims.get(claim, [])
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise Unauthorized("The token is invalid")
         if typ == "access":
             self._verified[token] = claims
             if len(self._verified) > self._cache_size:
@@ -169,4 +181,5 @@ class TokenCodec:
             issued_at=float(claims["iat"]),
             expires_at=int(claims["exp"]),
             claims=claims,
+            permissions=frozenset(claims.get("perms", [])),
         )

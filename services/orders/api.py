@@ -26,7 +26,7 @@ _HIDDEN = {404: "No such order, or someone else's"}
     "/orders",
     status=202,
     response=OrderOut,
-    roles={"customer"},
+    auth=True,
     responses={422: "Invalid lines, or unknown products", 503: "The catalog is unavailable"},
     idempotent=True,
 )
@@ -55,9 +55,11 @@ async def list_orders(
     principal: Principal,
     limit: Limit = 20,
     cursor: Cursor = None,
-    user_id: Annotated[UUID | None, Query(description="Admins: one user's orders")] = None,
+    user_id: Annotated[
+        UUID | None, Query(description="With `orders:read_all`: one user's orders")
+    ] = None,
 ) -> Page[OrderOut]:
-    """The caller's orders, newest first (an admin sees everyone's, or ``user_id``'s)."""
+    """The caller's orders, newest first (``orders:read_all``: everyone's, or ``user_id``'s)."""
     page = await request.app[ORDERS_SERVICE].list(
         principal, limit=limit, cursor=cursor, user_id=user_id
     )
@@ -68,7 +70,7 @@ async def list_orders(
 
 @router.get("/orders/{order_id}", response=OrderOut, auth=True, responses=_HIDDEN)
 async def get_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
-    """One order (its owner or an admin)."""
+    """One order (its owner, or a holder of ``orders:read_all``)."""
     return OrderOut.model_validate(await request.app[ORDERS_SERVICE].get(order_id, principal))
 
 
@@ -76,7 +78,7 @@ async def get_order(request: web.Request, principal: Principal, order_id: OrderI
 async def order_events(
     request: web.Request, principal: Principal, order_id: OrderId
 ) -> list[OrderEventOut]:
-    """The order's event history, oldest first (its owner or an admin)."""
+    """The order's event history, oldest first (its owner, or ``orders:read_all``)."""
     events = await request.app[ORDERS_SERVICE].history(order_id, principal)
     return [OrderEventOut.model_validate(e) for e in events]
 
@@ -86,19 +88,24 @@ async def order_events(
     status=202,
     response=OrderOut,
     auth=True,
-    responses={**_HIDDEN, 409: "The order has shipped or was rejected"},
+    responses={
+        **_HIDDEN,
+        403: "Someone else's order, without `orders:cancel_any`",
+        409: "The order has shipped or was rejected",
+    },
 )
 async def cancel_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
-    """Cancel an order until it ships: its stock is released and its payment refunded."""
+    """Cancel an order until it ships (its owner, or ``orders:cancel_any``): stock is
+    released and the payment refunded."""
     return OrderOut.model_validate(await request.app[ORDERS_SERVICE].cancel(order_id, principal))
 
 
 @router.post(
     "/orders/{order_id}/ship",
     response=OrderOut,
-    roles={"admin"},
+    permissions={"orders:ship"},
     responses={**_HIDDEN, 409: "The order is not confirmed"},
 )
 async def ship_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
-    """Ship a confirmed order (admin): its reserved stock leaves the warehouse."""
+    """Ship a confirmed order (``orders:ship``): its reserved stock leaves the warehouse."""
     return OrderOut.model_validate(await request.app[ORDERS_SERVICE].ship(order_id, principal))

@@ -53,7 +53,7 @@ async def list_categories(
     "/categories",
     status=201,
     response=CategoryOut,
-    roles={"admin"},
+    permissions={"catalog:write"},
     tags=["catalog"],
     responses={409: "The slug is taken"},
     idempotent=True,
@@ -80,7 +80,7 @@ async def get_category(request: web.Request, category_id: CategoryId) -> Categor
 @router.patch(
     "/categories/{category_id}",
     response=CategoryOut,
-    roles={"admin"},
+    permissions={"catalog:write"},
     tags=["catalog"],
     responses={404: "No such category", 409: "The slug is taken, or the move makes a cycle"},
 )
@@ -97,7 +97,7 @@ async def patch_category(
 @router.delete(
     "/categories/{category_id}",
     status=204,
-    roles={"admin"},
+    permissions={"catalog:write"},
     tags=["catalog"],
     responses={404: "No such category", 409: "It still has sub-categories or products"},
 )
@@ -167,7 +167,7 @@ async def get_product(request: web.Request, product_id: ProductId) -> ProductOut
     "/products",
     status=201,
     response=ProductOut,
-    roles={"admin"},
+    permissions={"catalog:write"},
     tags=["catalog"],
     responses={409: "The SKU is taken"},
     idempotent=True,
@@ -181,7 +181,7 @@ async def create_product(request: web.Request, body: Annotated[ProductIn, Body()
 @router.patch(
     "/products/{product_id}",
     response=ProductOut,
-    roles={"admin"},
+    permissions={"catalog:write"},
     tags=["catalog"],
     responses={404: "No such product", 409: "The SKU is taken"},
 )
@@ -198,7 +198,7 @@ async def patch_product(
 @router.delete(
     "/products/{product_id}",
     status=204,
-    roles={"admin"},
+    permissions={"catalog:write"},
     tags=["catalog"],
     responses={404: "No such product", 409: "Orders hold reserved stock of it"},
 )
@@ -224,7 +224,7 @@ async def get_inventory(request: web.Request, product_id: ProductId) -> Inventor
 @router.put(
     "/products/{product_id}/inventory",
     response=InventoryOut,
-    roles={"admin"},
+    permissions={"inventory:write"},
     tags=["inventory"],
     responses={404: "No such product", 409: "on_hand would be below what is reserved"},
 )

@@ -10,11 +10,14 @@ from aiohttp import web
 from core import Body, Path, Principal, Router
 from core.pagination import Cursor, Limit
 from core.schemas import Page
+from services.users.repository import User
+from services.users.roles import ROLE_PERMISSIONS, permissions_of
 from services.users.schemas import (
     LoginIn,
     ProfilePatch,
     RefreshIn,
     RegisterIn,
+    RoleOut,
     RolesIn,
     RolesOut,
     TokenPair,
@@ -42,7 +45,7 @@ async def register(request: web.Request, body: Annotated[RegisterIn, Body()]) ->
     user = await request.app[USERS_SERVICE].register(
         email=body.email, password=body.password, full_name=body.full_name
     )
-    return UserOut.model_validate(user)
+    return _user_out(user)
 
 
 @router.post(
@@ -75,7 +78,7 @@ async def logout(request: web.Request, principal: Principal) -> None:
 @router.get("/users/me", response=UserOut, auth=True, tags=["users"])
 async def get_me(request: web.Request, principal: Principal) -> UserOut:
     """The caller's own profile."""
-    return UserOut.model_validate(await request.app[USERS_SERVICE].get(principal.user_id))
+    return _user_out(await request.app[USERS_SERVICE].get(principal.user_id))
 
 
 @router.patch(
@@ -95,24 +98,22 @@ async def patch_me(
         password=body.password,
         current_password=body.current_password,
     )
-    return UserOut.model_validate(user)
+    return _user_out(user)
 
 
-@router.get("/users", response=Page[UserOut], roles={"admin"}, tags=["users"])
+@router.get("/users", response=Page[UserOut], permissions={"users:read"}, tags=["users"])
 async def list_users(
     request: web.Request, limit: Limit = 20, cursor: Cursor = None
 ) -> Page[UserOut]:
     """Every user, newest first (admin)."""
     page = await request.app[USERS_SERVICE].list_users(limit=limit, cursor=cursor)
-    return Page[UserOut](
-        items=[UserOut.model_validate(u) for u in page.items], next_cursor=page.next_cursor
-    )
+    return Page[UserOut](items=[_user_out(u) for u in page.items], next_cursor=page.next_cursor)
 
 
 @router.put(
     "/users/{user_id}/roles",
     response=RolesOut,
-    roles={"admin"},
+    permissions={"users:manage"},
     tags=["users"],
     responses={404: "No such user"},
 )
@@ -122,3 +123,25 @@ async def put_roles(
     """Replace a user's roles (admin). The user's current access tokens stop working."""
     roles = await request.app[USERS_SERVICE].set_roles(user_id, [r.value for r in body.roles])
     return RolesOut(roles=roles)
+
+
+@router.get("/roles", response=Page[RoleOut], permissions={"users:read"}, tags=["users"])
+async def list_roles(request: web.Request) -> Page[RoleOut]:
+    """Every role and the permissions it grants (one page: the list is short and fixed)."""
+    items = [
+        RoleOut(name=role, permissions=sorted(granted))
+        for role, granted in ROLE_PERMISSIONS.items()
+    ]
+    return Page[RoleOut](items=items, next_cursor=None)
+
+
+def _user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        roles=user.roles,
+        permissions=sorted(permissions_of(user.roles)),
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+    )

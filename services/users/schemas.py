@@ -3,32 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, EmailStr, Field, StringConstraints
 
 from core.schemas import InputModel, OutputModel
+from services.users.roles import Permission, Role
 
 __all__ = [
     "LoginIn",
+    "Permission",
     "ProfilePatch",
     "RefreshIn",
     "RegisterIn",
     "Role",
+    "RoleOut",
     "RolesIn",
     "RolesOut",
     "TokenPair",
     "UserOut",
 ]
-
-
-class Role(StrEnum):
-    """The roles a user may hold."""
-
-    customer = "customer"
-    admin = "admin"
 
 
 Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(lambda v: v.lower())]
@@ -84,8 +79,16 @@ class UserOut(OutputModel):
     email: str
     full_name: str
     roles: list[str]
+    permissions: list[str]
     created_at: datetime
     updated_at: datetime
+
+
+class RoleOut(OutputModel):
+    """A role and the permissions it grants."""
+
+    name: Role
+    permissions: list[Permission]
 
 
 class RolesOut(OutputModel):

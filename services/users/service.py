@@ -15,6 +15,7 @@ from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationF
 from core.pagination import InvalidCursor, decode_cursor, encode_cursor
 from services.users.events import UserRegistered, UserRolesChanged
 from services.users.repository import User, UsersRepository
+from services.users.roles import permissions_of
 
 __all__ = [
     "CurrentPasswordRequired",
@@ -275,7 +276,11 @@ class UsersService:
         self, user: User, *, family: uuid.UUID, conn: Connection | None = None
     ) -> Tokens:
         access = self.codec.issue(
-            "access", user_id=str(user.id), roles=user.roles, family=str(family)
+            "access",
+            user_id=str(user.id),
+            roles=user.roles,
+            permissions=sorted(permissions_of(user.roles)),
+            family=str(family),
         )
         refresh = self.codec.issue(
             "refresh", user_id=str(user.id), roles=user.roles, family=str(family)

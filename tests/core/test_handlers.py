@@ -424,28 +424,37 @@ async def test_auth_is_checked_before_validation(
     await assert_problem(await client.get("/private/not-a-number"), 401)
 
 
-async def test_roles_are_enforced(
+async def test_permissions_are_enforced_not_roles(
     service_client: ClientFactory, settings: BaseServiceSettings, signer: TokenCodec
 ) -> None:
     router = Router()
 
-    @router.get("/admin", roles={"admin"})
-    async def admin_only() -> dict[str, bool]:
+    @router.get("/stock", permissions={"inventory:write", "catalog:write"})
+    async def stock_only() -> dict[str, bool]:
         return {"ok": True}
 
     client = await _app_client(service_client, settings, router, auth=True)
-    customer = signer.issue("access", user_id="u1", roles=["customer"], family="f1").token
-    resp = await client.get("/admin", headers={"Authorization": f"Bearer {customer}"})
-    await assert_problem(resp, 403)
-    assert "WWW-Authenticate" not in resp.headers
 
-    admin = signer.issue("access", user_id="u2", roles=["admin", "customer"], family="f2").token
-    resp = await client.get("/admin", headers={"Authorization": f"Bearer {admin}"})
+    def bearer(roles: list[str], permissions: list[str]) -> dict[str, str]:
+        token = signer.issue(
+            "access", user_id="u1", roles=roles, permissions=permissions, family="f1"
+        ).token
+        return {"Authorization": f"Bearer {token}"}
+
+    # A role name alone grants nothing: only the token's permissions count.
+    resp = await client.get("/stock", headers=bearer(["admin"], []))
+    problem = await assert_problem(resp, 403)
+    assert "catalog:write" in problem["detail"]
+    assert "WWW-Authenticate" not in resp.headers
+    # Every listed permission is required.
+    await assert_problem(await client.get("/stock", headers=bearer([], ["inventory:write"])), 403)
+
+    resp = await client.get("/stock", headers=bearer([], ["catalog:write", "inventory:write"]))
     assert resp.status == 200
     assert await resp.json() == {"ok": True}
 
-    # roles= implies auth=True
-    await assert_problem(await client.get("/admin"), 401)
+    # permissions= implies auth=True
+    await assert_problem(await client.get("/stock"), 401)
 
 
 async def test_the_principal_is_injected(

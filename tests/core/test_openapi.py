@@ -57,7 +57,7 @@ def _catalog_router() -> Router:
         Any product, by id.
         """
 
-    @router.post("/products", status=201, response=ProductOut, roles={"admin"})
+    @router.post("/products", status=201, response=ProductOut, permissions={"catalog:write"})
     async def create_product(product: Annotated[ProductIn, Body()]) -> None:
         """Create a product."""
 
@@ -163,6 +163,8 @@ def test_request_body_and_responses_are_documented(spec: dict[str, Any]) -> None
         "$ref": "#/components/schemas/Problem"
     }
     assert operation["security"] == [{"bearerAuth": []}]
+    assert operation["x-permissions"] == ["catalog:write"]
+    assert "Requires the permission `catalog:write`." in operation["description"]
 
     schemas = spec["components"]["schemas"]
     assert set(schemas["ProductIn"]["properties"]) == {"sku", "price_cents", "dimensions"}

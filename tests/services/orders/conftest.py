@@ -24,6 +24,7 @@ from services.orders import Settings, create_orders_app
 from services.orders.payment import PaymentProvider
 from services.products import Settings as ProductsSettings
 from services.products import create_products_app
+from services.users.roles import permissions_of
 from tests.services.orders.helpers import Shop, User
 from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import Client
@@ -62,7 +63,13 @@ def issue(settings: Settings, roles: list[str], user_id: str | None = None) -> U
     """A user of the test with a fresh access token."""
     user_id = user_id or str(uuid.uuid4())
     codec = token_codec(settings, signing=True)
-    token = codec.issue("access", user_id=user_id, roles=roles, family=str(uuid.uuid4())).token
+    token = codec.issue(
+        "access",
+        user_id=user_id,
+        roles=roles,
+        permissions=permissions_of(roles),
+        family=str(uuid.uuid4()),
+    ).token
     return User(user_id, {"Authorization": f"Bearer {token}"})
 
 

@@ -16,12 +16,19 @@ import pytest
 
 from core import token_codec
 from services.products import Settings, create_products_app
+from services.users.roles import permissions_of
 from tests.services.products.helpers import CATEGORIES, PRODUCTS, Client
 
 
 def _token(settings: Settings, roles: list[str]) -> str:
     codec = token_codec(settings, signing=True)
-    issued = codec.issue("access", user_id=str(uuid.uuid4()), roles=roles, family=str(uuid.uuid4()))
+    issued = codec.issue(
+        "access",
+        user_id=str(uuid.uuid4()),
+        roles=roles,
+        permissions=permissions_of(roles),
+        family=str(uuid.uuid4()),
+    )
     return issued.token
 
 

@@ -24,6 +24,7 @@ API_ROUTES = {
     ("patch", "/api/v1/users/me"),
     ("get", "/api/v1/users"),
     ("put", "/api/v1/users/{user_id}/roles"),
+    ("get", "/api/v1/roles"),
 }
 
 
