@@ -76,7 +76,7 @@ def _read_password(env_var: str | None) -> str:
 
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
-    """Create an admin (or grant ``admin`` to an existing account)."""
+    """Create an admin; with ``--promote-existing``, make an existing account one."""
     from pydantic import TypeAdapter, ValidationError
 
     from services.users.schemas import Email, Password
@@ -88,12 +88,24 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
         print(f"invalid input: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
     _migrate(["users"])
-    user = asyncio.run(_create_admin(email, password, args.full_name))
+    from services.users.service import AdminExists
+
+    try:
+        user = asyncio.run(
+            _create_admin(email, password, args.full_name, promote=args.promote_existing)
+        )
+    except AdminExists:
+        print(
+            f"an account with the email {email} exists already; to make it an admin and set "
+            "its password to the one given, run again with --promote-existing",
+            file=sys.stderr,
+        )
+        return 1
     print(f"admin {user.email} ({user.id}) roles={','.join(user.roles)}")
     return 0
 
 
-async def _create_admin(email: str, password: str, full_name: str) -> Any:
+async def _create_admin(email: str, password: str, full_name: str, *, promote: bool) -> Any:
     from core.auth import PasswordHasher, RevocationStore
     from core.bus import Outbox
     from core.db import create_pool
@@ -118,7 +130,9 @@ async def _create_admin(email: str, password: str, full_name: str) -> Any:
             # Events are recorded now and relayed by the running users service.
             outbox=Outbox("users"),
         )
-        return await service.ensure_admin(email=email, password=password, full_name=full_name)
+        return await service.create_admin(
+            email=email, password=password, full_name=full_name, promote_existing=promote
+        )
     finally:
         await pool.close()
         await redis.aclose()
@@ -280,6 +294,12 @@ def build_parser() -> argparse.ArgumentParser:
     admin.add_argument("email")
     admin.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
     admin.add_argument("--full-name", default="Administrator")
+    admin.add_argument(
+        "--promote-existing",
+        action="store_true",
+        help="if the email has an account, make it an admin and set its password to the one "
+        "given (ending its sessions)",
+    )
     admin.set_defaults(func=cmd_create_admin)
 
     up = sub.add_parser(

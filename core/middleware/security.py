@@ -20,10 +20,14 @@ _STATIC = {
 
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare`` hook: correlation id, nosniff, framing and a strict default CSP."""
+    """``on_response_prepare`` hook: correlation id, nosniff, framing, a strict default CSP and
+    ``Cache-Control: no-store`` unless the response sets its own."""
     correlation = request.get(CORRELATION_ID)
     if correlation is not None:
         response.headers[CORRELATION_HEADER] = correlation
     for name, value in _STATIC.items():
         response.headers.setdefault(name, value)
     response.headers.setdefault("Content-Security-Policy", API_CSP)
+    # API responses carry tokens and personal data: no cache may keep them unless the handler
+    # says otherwise (static assets, Swagger UI and the event stream set their own).
+    response.headers.setdefault("Cache-Control", "no-store")

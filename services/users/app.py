@@ -17,6 +17,7 @@ from services.users.events import UserRegistered, UserRolesChanged
 from services.users.repository import UsersRepository
 from services.users.service import UsersService
 from services.users.settings import Settings
+from services.users.throttle import LoginThrottle
 
 __all__ = ["create_users_app"]
 
@@ -34,6 +35,13 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
                 app[REDIS], namespace=settings.redis_namespace, access_ttl=settings.access_token_ttl
             ),
             outbox=app[OUTBOX],
+            throttle=LoginThrottle(
+                app[REDIS],
+                namespace=settings.redis_namespace,
+                free_attempts=settings.login_free_attempts,
+                base_delay=settings.login_delay_base,
+                max_delay=settings.login_delay_max,
+            ),
         )
         app[USERS_SERVICE] = service
         repository = UsersRepository(app[DB_POOL])
@@ -43,10 +51,11 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
 
         add_figures(app, figures, every=2.0)
         if settings.admin_email and settings.admin_password:
-            await service.ensure_admin(
+            admin = await service.ensure_admin_at_startup(
                 email=settings.admin_email, password=settings.admin_password.get_secret_value()
             )
-            log.info("admin account ensured for %s", settings.admin_email)
+            if admin is not None:
+                log.info("admin account %s is ready", admin.email)
         try:
             yield
         finally:

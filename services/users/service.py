@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from core.pagination import InvalidCursor, decode_cursor, encode_cursor
 from services.users.events import UserRegistered, UserRolesChanged
 from services.users.repository import User, UsersRepository
 from services.users.roles import permissions_of
+from services.users.throttle import LoginThrottle
 
 __all__ = [
+    "AdminExists",
     "CurrentPasswordRequired",
     "EmailTaken",
     "InvalidCredentials",
@@ -27,13 +30,20 @@ __all__ = [
     "WrongCurrentPassword",
 ]
 
+log = logging.getLogger("services.users")
+
 DEFAULT_ROLES = ("customer",)
+ADMIN_ROLES = ("admin", "customer")
 
 
 class EmailTaken(Conflict):
     """The email is already registered (emails compare case-insensitively)."""
 
     type: ClassVar[str] = "https://aioshop.dev/problems/email-taken"
+
+
+class AdminExists(Conflict):
+    """An account with the admin's email exists already and promoting it was not asked for."""
 
 
 class InvalidCredentials(Unauthorized):
@@ -91,12 +101,14 @@ class UsersService:
         codec: TokenCodec,
         revocations: RevocationStore,
         outbox: Outbox,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self.repository = repository
         self.hasher = hasher
         self.codec = codec
         self.revocations = revocations
         self.outbox = outbox
+        self.throttle = throttle
 
     async def register(self, *, email: str, password: str, full_name: str) -> User:
         """Create an account with the ``customer`` role; ``EmailTaken`` if the email is in use."""
@@ -125,11 +137,20 @@ class UsersService:
         return user
 
     async def login(self, *, email: str, password: str) -> Tokens:
-        """Exchange credentials for a new session (a new refresh family)."""
-        user = await self.repository.get_by_email(email.strip().lower())
+        """Exchange credentials for a new session (a new refresh family).
+
+        ``LoginThrottled`` (429) when the account has had too many recent attempts: checked
+        before the password, so a throttled guess learns nothing.
+        """
+        email = email.strip().lower()
+        if self.throttle is not None:
+            await self.throttle.attempt(email)
+        user = await self.repository.get_by_email(email)
         valid = await self.hasher.verify(password, user.password_hash if user else None)
         if user is None or not valid:
             raise InvalidCredentials("The email or password is incorrect")
+        if self.throttle is not None:
+            await self.throttle.succeeded(email)
         family = uuid.uuid4()
         async with self.repository.transaction() as conn:
             # A password change committed since the check above wins: no session for the old one.
@@ -253,24 +274,60 @@ class UsersService:
             await self.revocations.revoke_user_tokens(str(user_id))
         return current
 
-    async def ensure_admin(
-        self, *, email: str, password: str, full_name: str = "Administrator"
+    async def create_admin(
+        self,
+        *,
+        email: str,
+        password: str,
+        full_name: str = "Administrator",
+        promote_existing: bool = False,
     ) -> User:
-        """Create an admin, or grant ``admin`` to the existing account with this email."""
+        """Create an admin account; ``AdminExists`` if the email is taken.
+
+        An existing account is never promoted on its email alone: whoever registered it chose
+        its password. With ``promote_existing`` (an operator's explicit choice) it is granted
+        ``admin`` and given ``password``, and every session it had ends.
+        """
         email = email.strip().lower()
+        created = await self._create(
+            email=email, password=password, full_name=full_name, roles=ADMIN_ROLES
+        )
+        if created is not None:
+            return created
         existing = await self.repository.get_by_email(email)
-        if existing is None:
-            created = await self._create(
-                email=email, password=password, full_name=full_name, roles=("admin", "customer")
+        if existing is None:  # deleted between the two statements
+            raise UserNotFound("No such user")
+        if not promote_existing:
+            raise AdminExists(f"An account with the email {email} exists already")
+        password_hash = await self.hasher.hash(password)
+        async with self.repository.transaction() as conn:
+            await self.repository.update_profile(
+                existing.id, password_hash=password_hash, conn=conn
             )
-            if created is not None:
-                return created
-            existing = await self.repository.get_by_email(email)
-            assert existing is not None
+            await self.repository.revoke_user_families(existing.id, conn)
+        await self.revocations.revoke_user_tokens(str(existing.id))
         if "admin" not in existing.roles:
             await self.set_roles(existing.id, [*existing.roles, "admin"])
-            return await self.get(existing.id)
-        return existing
+        return await self.get(existing.id)
+
+    async def ensure_admin_at_startup(self, *, email: str, password: str) -> User | None:
+        """``ADMIN_EMAIL``/``ADMIN_PASSWORD``: create that admin if no account has the email.
+
+        An existing account is left as it is (an admin stays one; anyone else is not promoted):
+        returns it, or ``None`` with an error logged when it is not an admin.
+        """
+        try:
+            return await self.create_admin(email=email, password=password)
+        except AdminExists:
+            existing = await self.repository.get_by_email(email.strip().lower())
+            if existing is not None and "admin" in existing.roles:
+                return existing
+            log.error(
+                "ADMIN_EMAIL names an existing account that is not an admin: refusing to "
+                "promote it (anyone may have registered that email). Promote it on purpose "
+                "with `aioshop create-admin --promote-existing EMAIL`."
+            )
+            return None
 
     async def _issue(
         self, user: User, *, family: uuid.UUID, conn: Connection | None = None

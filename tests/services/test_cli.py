@@ -99,17 +99,69 @@ def test_migrate_unknown_service_is_an_error(cli_env: dict[str, str]) -> None:
     assert "unknown service" in result.stderr
 
 
-def test_create_admin_from_env_then_grants_existing(
+def _password_hash(dsn: str, address: str) -> str | None:
+    async def fetch() -> str | None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            value: str | None = await conn.fetchval(
+                "SELECT password_hash FROM users WHERE email = $1", address
+            )
+            return value
+        finally:
+            await conn.close()
+
+    return asyncio.run(fetch())
+
+
+def _register_customer(dsn: str, address: str) -> None:
+    async def insert() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "INSERT INTO users (id, email, full_name, password_hash, roles) "
+                "VALUES ($1, $2, 'Squatter', 'x', ARRAY['customer'])",
+                uuid.uuid4(),
+                address,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(insert())
+
+
+def test_create_admin_from_env_then_refuses_to_touch_it_again(
     cli_env: dict[str, str], users_dsn: str, email: str
 ) -> None:
     env = {**cli_env, "ADMIN_PW": "a-long-admin-password"}
     result = _run(["create-admin", email.upper(), "--password-env", "ADMIN_PW"], env)
     assert result.returncode == 0, result.stderr
     assert _roles(users_dsn, email) == ["admin", "customer"]
-    # Again (password from stdin this time): idempotent, still one admin account.
+    first_hash = _password_hash(users_dsn, email)
+    # Again without --promote-existing: refused, and the password is not replaced.
     result = _run(["create-admin", email], cli_env, stdin="another-long-password\n")
+    assert result.returncode == 1
+    assert "--promote-existing" in result.stderr
+    assert _password_hash(users_dsn, email) == first_hash
+
+
+def test_create_admin_promotes_a_registered_account_only_when_asked(
+    cli_env: dict[str, str], users_dsn: str, email: str
+) -> None:
+    """Someone registered the admin's email first: it is not made admin on its email alone."""
+    _register_customer(users_dsn, email)
+    result = _run(["create-admin", email], cli_env, stdin="the-operators-password\n")
+    assert result.returncode == 1
+    assert "exists already" in result.stderr
+    assert _roles(users_dsn, email) == ["customer"]
+    assert _password_hash(users_dsn, email) == "x"
+
+    result = _run(
+        ["create-admin", email, "--promote-existing"], cli_env, stdin="the-operators-password\n"
+    )
     assert result.returncode == 0, result.stderr
     assert _roles(users_dsn, email) == ["admin", "customer"]
+    # The squatter's password is gone: the account now opens with the operator's.
+    assert _password_hash(users_dsn, email) not in (None, "x")
 
 
 def test_create_admin_rejects_a_short_password(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
@@ -78,6 +80,35 @@ async def test_admin_from_settings_is_created_at_start_up(
         assert listing.status == 200
         roles = await users_db.fetchval("SELECT roles FROM users WHERE email = $1", email)
         assert sorted(roles) == ["admin", "customer"]
+    finally:
+        await users_db.execute("DELETE FROM users WHERE email = $1", email)
+
+
+async def test_admin_from_settings_never_promotes_an_account_registered_first(
+    service_client: Callable[[web.Application], Awaitable[TestClient[Any, Any]]],
+    users_settings: Settings,
+    users_db: asyncpg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Register the operator's ADMIN_EMAIL before the service starts: you do not become admin."""
+    email = f"boot-{uuid.uuid4().hex[:10]}@example.com"
+    first = await service_client(create_users_app(users_settings))
+    squatter = {"email": email, "password": "the squatters password", "full_name": "Eve"}
+    assert (await first.post("/api/v1/auth/register", json=squatter)).status == 201
+    settings = users_settings.model_copy(
+        update={"admin_email": email, "admin_password": SecretStr("bootstrap-password")}
+    )
+    try:
+        with caplog.at_level(logging.ERROR, logger="services.users"):
+            client = await service_client(create_users_app(settings))
+        assert any("refusing to promote" in r.getMessage() for r in caplog.records)
+        roles = await users_db.fetchval("SELECT roles FROM users WHERE email = $1", email)
+        assert roles == ["customer"]
+        # The squatter's password still opens only a customer account; the operator's opens none.
+        login = await client.post(
+            "/api/v1/auth/login", json={"email": email, "password": "bootstrap-password"}
+        )
+        assert login.status == 401
     finally:
         await users_db.execute("DELETE FROM users WHERE email = $1", email)
 
