@@ -1,23 +1,65 @@
 """Settings from the environment (pydantic-settings), one class per service sharing this base.
 
 Every default points at a local server on its standard port so that a developer's machine works
-with no configuration. The JWT key pair default is a development key (see ``core.auth.devkeys``) and
-is refused when ``AIOSHOP_ENV=production``.
+with no configuration. Where a value comes from, first match wins:
+
+1. arguments (the command line's ``--host``/``--port``);
+2. the environment variable (``REDIS_URL``), or the file named by ``<NAME>_FILE``
+   (``REDIS_URL_FILE=/run/secrets/redis_url``: the Docker/Kubernetes convention, trailing newline
+   stripped); setting both is an error;
+3. the ``.env`` file;
+4. a file named after the variable in the directory ``AIOSHOP_SECRETS_DIR`` (unset by default);
+5. the default.
+
+The JWT key pair default is the public development pair of ``core.auth.devkeys``. It is refused
+with ``AIOSHOP_ENV=production``, and by a process listening on anything but a loopback address
+unless ``AIOSHOP_ENV=development`` was set explicitly.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
-from typing import Literal
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from core.auth.devkeys import DEV_PRIVATE_KEY, DEV_PUBLIC_KEY
 
-__all__ = ["BaseServiceSettings", "database_url"]
+__all__ = [
+    "SECRETS_DIR_VAR",
+    "BaseServiceSettings",
+    "FileEnvSettingsSource",
+    "database_url",
+    "describe_settings_error",
+    "is_loopback",
+    "load_settings",
+]
 
+SECRETS_DIR_VAR = "AIOSHOP_SECRETS_DIR"
+_FILE_SUFFIX = "_FILE"
 _LOCAL_PG = "postgresql://postgres@127.0.0.1:5432"
+_KEY_HELP = (
+    "set JWT_PUBLIC_KEY and JWT_PRIVATE_KEY (PEM), or JWT_PUBLIC_KEY_FILE and "
+    "JWT_PRIVATE_KEY_FILE naming files (only the users service signs: the others need only the "
+    "public key); `aioshop keygen` makes a pair"
+)
+
+_S = TypeVar("_S", bound=BaseSettings)
+_log = logging.getLogger("core.settings")
 
 
 def database_url(name: str) -> str:
@@ -25,8 +67,122 @@ def database_url(name: str) -> str:
     return f"{_LOCAL_PG}/{name}"
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine: 127.0.0.0/8, ::1 or ``localhost``.
+
+    Anything else, including ``0.0.0.0``, ``::``, an empty host (every interface) and any other
+    name, counts as reachable from outside.
+    """
+    name = host.strip().lower().removeprefix("[").removesuffix("]")
+    if name in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+class FileEnvSettingsSource(EnvSettingsSource):
+    """Reads a field from the file named by ``<VARIABLE>_FILE``, for every variable of a field.
+
+    ``JWT_PRIVATE_KEY_FILE=/run/secrets/jwt_private_key`` gives ``jwt_private_key`` the file's
+    text without its trailing newline. The ``_FILE`` variables are looked up in the environment
+    and then in the ``.env`` file (``dotenv``). A field given both directly and through a file is
+    an error, and so is a file that cannot be read: a secret is never silently left at its
+    default.
+    """
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], dotenv: Mapping[str, str | None] | None = None
+    ) -> None:
+        self._dotenv = dict(dotenv or {})
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        def key(name: str) -> str:
+            return name if self.case_sensitive else name.lower()
+
+        # The environment wins over .env, as it does for the plain variables.
+        variables: dict[str, tuple[str, str | None]] = {
+            key(name): (name, value) for name, value in self._dotenv.items()
+        }
+        variables.update({key(name): (name, value) for name, value in os.environ.items()})
+        suffix = key(_FILE_SUFFIX)
+        values: dict[str, str | None] = {}
+        for field_name, field in self.settings_cls.model_fields.items():
+            env_names = [env for _, env, _ in self._extract_field_info(field, field_name)]
+            given = [variables[env][0] for env in env_names if env in variables]
+            for env in env_names:
+                if env + suffix not in variables:
+                    continue
+                file_var, path = variables[env + suffix]
+                if given:
+                    raise SettingsError(f"{given[0]} and {file_var} are both set: set only one")
+                values[env] = _read_secret_file(file_var, path)
+        return values
+
+
+def _read_secret_file(variable: str, path: str | None) -> str:
+    if not path:
+        raise SettingsError(f"{variable} is set but empty: it must name a file")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise SettingsError(f"{variable}: cannot read {path}: {reason}") from None
+    return text.rstrip("\r\n")
+
+
+def _secrets_dir_source(settings_cls: type[BaseSettings]) -> SecretsSettingsSource | None:
+    directory = os.environ.get(SECRETS_DIR_VAR)
+    if not directory:
+        return None
+    if not Path(directory).is_dir():
+        raise SettingsError(f"{SECRETS_DIR_VAR}={directory} is not a directory")
+    return SecretsSettingsSource(settings_cls, secrets_dir=directory)
+
+
+def _using(value: str | SecretStr | None, dev_value: str) -> bool:
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is not None and value.strip() == dev_value.strip()
+
+
+@functools.cache
+def _warn_development_keys() -> None:
+    """Once per process: a warning for every settings object would drown the log."""
+    _log.warning(
+        "using the public development JWT key pair: anyone can sign tokens these processes "
+        "accept; %s",
+        _KEY_HELP,
+    )
+
+
+def describe_settings_error(exc: ValidationError | SettingsError) -> str:
+    """One line saying what is wrong with the settings, without the values (they may be
+    secrets)."""
+    if isinstance(exc, SettingsError):
+        return f"invalid settings: {exc}".replace("\n", " ")
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(part) for part in error["loc"]).upper()
+        problems.append(f"{where}: {message}" if where else message)
+    return ("invalid settings: " + "; ".join(problems)).replace("\n", " ")
+
+
+def load_settings(factory: Callable[..., _S], /, **overrides: Any) -> _S:
+    """``factory(**overrides)``, or ``SystemExit`` with one clear line if the settings are
+    invalid (for entry points: no traceback, exit status 1)."""
+    try:
+        return factory(**overrides)
+    except (ValidationError, SettingsError) as exc:
+        raise SystemExit(describe_settings_error(exc)) from None
+
+
 class BaseServiceSettings(BaseSettings):
-    """Settings every service shares. Environment variables are the upper-cased field names."""
+    """Settings every service shares. Environment variables are the upper-cased field names;
+    each can also come from a file (``<NAME>_FILE``, ``AIOSHOP_SECRETS_DIR``: see the module)."""
 
     model_config = SettingsConfigDict(
         env_file=".env", extra="ignore", frozen=True, populate_by_name=True
@@ -70,16 +226,70 @@ class BaseServiceSettings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     readiness_timeout: float = Field(default=1.0, gt=0, le=30)
+    # Every server's client timeouts (seconds): to receive a request head, to receive its body,
+    # and how long an idle keep-alive connection is kept. Slow clients cannot hold connections.
+    http_header_timeout: float = Field(default=10.0, gt=0, le=300)
+    http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
+    http_keepalive_timeout: float = Field(default=15.0, gt=0, le=3600)
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, environment, ``<NAME>_FILE``, ``.env``, ``AIOSHOP_SECRETS_DIR``."""
+        dotenv = (
+            dotenv_settings.env_vars if isinstance(dotenv_settings, DotEnvSettingsSource) else {}
+        )
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            env_settings,
+            FileEnvSettingsSource(settings_cls, dotenv=dotenv),
+            dotenv_settings,
+        ]
+        secrets_dir = _secrets_dir_source(settings_cls)
+        if secrets_dir is not None:
+            sources.append(secrets_dir)
+        return tuple(sources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _private_key_follows_public_key(cls, data: Any) -> Any:
+        # A real public key with the development private key left at its default would sign
+        # tokens nobody accepts: a process given only a public key has no private key.
+        if (
+            isinstance(data, dict)
+            and "jwt_public_key" in data
+            and "jwt_private_key" not in data
+            and not _using(data["jwt_public_key"], DEV_PUBLIC_KEY)
+        ):
+            return {**data, "jwt_private_key": None}
+        return data
+
     @model_validator(mode="after")
-    def _no_dev_keys_in_production(self) -> BaseServiceSettings:
-        using_dev_key = self.jwt_public_key.strip() == DEV_PUBLIC_KEY.strip()
-        if using_dev_key and self.env == "production":
-            raise ValueError("JWT_PUBLIC_KEY/JWT_PRIVATE_KEY must be set in production")
-        if using_dev_key and self.env == "development":
-            logging.getLogger("core.settings").warning(
-                "using the development JWT key pair; set JWT_PRIVATE_KEY and JWT_PUBLIC_KEY"
+    def _no_dev_keys_where_they_are_unsafe(self) -> BaseServiceSettings:
+        dev_keys = _using(self.jwt_public_key, DEV_PUBLIC_KEY) or _using(
+            self.jwt_private_key, DEV_PRIVATE_KEY
+        )
+        if not dev_keys:
+            return self
+        if self.env == "production":
+            raise ValueError(
+                f"AIOSHOP_ENV=production refuses the public development JWT key pair: {_KEY_HELP}"
             )
+        explicit_development = self.env == "development" and "env" in self.model_fields_set
+        if not is_loopback(self.host) and not explicit_development:
+            raise ValueError(
+                f"refusing the public development JWT key pair on host {self.host!r} (not a "
+                f"loopback address): {_KEY_HELP}; or, on a development machine only, set "
+                "AIOSHOP_ENV=development explicitly"
+            )
+        if self.env == "development":
+            _warn_development_keys()
         return self

@@ -11,7 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
 from core.logging import configure_logging
+from core.settings import describe_settings_error, load_settings
 from services import registry
 
 if TYPE_CHECKING:
@@ -34,7 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if args.host is not None:
         overrides["host"] = args.host
-    settings = entry.settings(**overrides)
+    settings = load_settings(entry.settings, **overrides)
     configure_logging(entry.name, level=settings.log_level, fmt=settings.log_format)
     app = entry.app_factory()(settings)
     run(app, host=settings.host, port=settings.port)
@@ -77,7 +81,7 @@ def _read_password(env_var: str | None) -> str:
 
 def cmd_create_admin(args: argparse.Namespace) -> int:
     """Create an admin; with ``--promote-existing``, make an existing account one."""
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import TypeAdapter
 
     from services.users.schemas import Email, Password
 
@@ -366,7 +370,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aioshop`` console script."""
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    try:
+        result: int = args.func(args)
+    except (ValidationError, SettingsError) as exc:
+        # Invalid settings are the operator's to fix: one line, never a traceback or a value.
+        print(describe_settings_error(exc), file=sys.stderr)
+        return 1
     return result
 
 

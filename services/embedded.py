@@ -49,7 +49,9 @@ def servers_available(
     """Whether real servers are meant to be used: one is configured in the environment, or
     one answers on its standard port. Only when neither holds does ``aioshop up`` embed."""
     environ = os.environ if environ is None else environ
-    if any(environ.get(name) for name in CONFIG_VARIABLES):
+    if environ.get("AIOSHOP_SECRETS_DIR") or any(
+        environ.get(name) or environ.get(f"{name}_FILE") for name in CONFIG_VARIABLES
+    ):
         return True
     for port in ports.values():
         with socket.socket() as sock:

@@ -93,7 +93,8 @@ def plan(
     peers = {
         variable: urls[0]
         for variable, urls in ((f"{n.upper()}_URL", u) for n, u in instances.items())
-        if variable not in os.environ  # a URL set on purpose stays
+        # A URL set on purpose (or from a file) stays.
+        if variable not in os.environ and f"{variable}_FILE" not in os.environ
     }
     for name, service_ports in ports.items():
         for i, port in enumerate(service_ports):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from core.logging import configure_logging
+from core.settings import load_settings
 from web.app import run_web
 from web.settings import Settings
 
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["host"] = args.host
     if args.port is not None:
         overrides["port"] = args.port
-    settings = Settings(**overrides)
+    settings = load_settings(Settings, **overrides)  # invalid: one line on stderr, exit 1
     configure_logging("web", level=settings.log_level, fmt=settings.log_format)
     run_web(settings)
     return 0

@@ -21,6 +21,7 @@ import jsonschema
 import pytest
 import yaml
 
+from core.auth import keygen
 from services import registry
 from services.cli import build_parser
 
@@ -83,6 +84,8 @@ def test_commands_parse_with_the_real_command_line(compose: dict[str, Any]) -> N
             continue
         if command[0] == "aioshop":
             parser.parse_args(command[1:])
+        elif command[2] == "core.auth.keygen":
+            keygen.build_parser().parse_args(command[3:])
         else:
             assert command[:2] == ["python", "-m"], name
             assert importlib.util.find_spec(f"{command[2]}.__main__") is not None, name

@@ -1,0 +1,56 @@
+#!/bin/sh
+# Make the secret files docker-compose.yml reads, in deploy/secrets/ (or the directory given):
+# random passwords of PostgreSQL, RabbitMQ, Redis and MongoDB, the URLs the apps connect with,
+# the servers' configuration fragments that carry a password, and the gateway's identity
+# secret. The JWT key pair is not here: the compose file's keygen service makes it in a volume.
+#
+#   sh deploy/gen-secrets.sh && docker compose up --build
+#
+# A file that exists is kept, so running this again changes nothing. To change a password,
+# delete its files and the server's volume (a server keeps the password it first started with).
+# The directory is 0700; the files are 0644 because each container reads them as its own user
+# (postgres, rabbitmq, redis, mongodb, aioshop) and Compose mounts them with the host's modes.
+set -eu
+
+dir=${1:-"$(dirname "$0")/secrets"}
+umask 077
+mkdir -p "$dir"
+chmod 700 "$dir"
+
+random() {
+    # 32 random bytes as hex: safe inside URLs and configuration files without quoting.
+    od -An -N32 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+put() {
+    # put NAME CONTENT: write the file NAME unless it exists (atomically: no half file).
+    [ -e "$dir/$1" ] && return 0
+    printf '%s\n' "$2" >"$dir/.$1.tmp"
+    chmod 644 "$dir/.$1.tmp"
+    mv "$dir/.$1.tmp" "$dir/$1"
+}
+
+put postgres_password "$(random)"
+pg=$(cat "$dir/postgres_password")
+for service in users products orders; do
+    put "${service}_database_url" "postgresql://postgres:$pg@postgres:5432/aioshop_$service"
+done
+
+put rabbitmq_password "$(random)"
+mq=$(cat "$dir/rabbitmq_password")
+put rabbitmq_conf "default_user = aioshop
+default_pass = $mq"
+put amqp_url "amqp://aioshop:$mq@rabbitmq:5672/"
+
+put redis_password "$(random)"
+rd=$(cat "$dir/redis_password")
+put redis_conf "requirepass $rd"
+put redis_url "redis://:$rd@redis:6379/0"
+
+put mongodb_password "$(random)"
+mg=$(cat "$dir/mongodb_password")
+put mongodb_url "mongodb://aioshop:$mg@mongodb:27017/aioshop?authSource=admin"
+
+put identity_secret "$(random)"
+
+echo "secrets in $dir" >&2
