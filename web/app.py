@@ -8,6 +8,12 @@ Routes (all under ``/dashboard``, so that the gateway's ``/dashboard`` prefix re
 - ``GET /dashboard/api/state``: the same view as JSON (``?history=1`` adds the chart points);
 - ``GET /dashboard/static/{name}``: the script, the style sheet and the icon of the page.
 
+The page and its static files are public. The data (stream and JSON) is too in development
+only: elsewhere it needs ``Authorization: Bearer`` with ``metrics:read`` (``web.access``), and
+the page carries no data but a login form; its script signs in through ``/api/v1/auth/login``
+(the gateway's, same origin), keeps the token in memory and reads the stream with ``fetch``.
+A public dashboard shows no host names, pids or ids to callers without ``metrics:read``.
+
 Plus core's ``/healthz``, ``/readyz``, ``/metrics``, ``/asyncapi.json``. The dashboard is a
 service instance like the others: it publishes its own ``metrics.snapshot``.
 """
@@ -22,18 +28,22 @@ from typing import Any
 import aiohttp_jinja2
 import jinja2
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from prometheus_client import Counter, Gauge
 
-from core import HEALTH, METRICS, create_app
-from core.app import CleanupCtx
+from core import HEALTH, METRICS, create_app, redis_ctx
+from core.app import CleanupCtx, auth_ctx
 from core.bus import Bus, InMemoryTransport, Transport, bus_ctx, bus_workers_ctx
+from core.errors import TooManyRequests
 from core.snapshot import SNAPSHOT
+from web.access import Access
 from web.feed import AmqpFeed, subscribe_in_memory
 from web.settings import Settings
 from web.state import POINT_FIELDS, DashboardState, StateLimits
-from web.stream import Hub, stream_response
+from web.stream import Hub, StreamLimits, stream_response
 
 __all__ = [
+    "ACCESS",
     "DASHBOARD_CSP",
     "FEED",
     "HUB",
@@ -55,6 +65,9 @@ DASHBOARD_CSP = (
 STATE = web.AppKey("dashboard_state", DashboardState)
 HUB = web.AppKey("dashboard_hub", Hub)
 FEED = web.AppKey("dashboard_feed", AmqpFeed)
+ACCESS = web.AppKey("dashboard_access", Access)
+REJECTED: web.AppKey[Counter] = web.AppKey("dashboard_feed_rejected")
+REFUSED: web.AppKey[Counter] = web.AppKey("dashboard_streams_refused")
 
 
 _DASH = "\u2013"  # an en dash for a missing figure, as the page's script shows it
@@ -113,12 +126,17 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 async def _page(request: web.Request) -> web.Response:
-    """The dashboard page with the current state."""
+    """The page: with the public view on a public dashboard, else empty, behind a login form
+    (the page never reads a token: the data comes with the stream once signed in)."""
     app = request.app
+    hub = app[HUB]
+    public = app[ACCESS].public
+    view = hub.view(full=False) if public else DashboardState(hub.state.limits).view(full=False)
     context = {
-        "view": app[HUB].view(),
-        "instance": app[SNAPSHOT].instance,
-        "push_interval": app[HUB].interval,
+        "view": view,
+        "public": public,
+        "instance": hub.state.pseudonym(app[SNAPSHOT].instance) if public else "",
+        "push_interval": hub.interval,
     }
     response = aiohttp_jinja2.render_template("dashboard.html", request, context)
     response.headers["Cache-Control"] = "no-store"
@@ -127,10 +145,11 @@ async def _page(request: web.Request) -> web.Response:
 
 async def _api_state(request: web.Request) -> web.Response:
     """The view as JSON; with ``?history=1``, every instance's chart points too."""
+    viewer = await request.app[ACCESS].viewer(request)
     hub = request.app[HUB]
-    body: dict[str, Any] = {"view": hub.state.view()}
+    body: dict[str, Any] = {"view": hub.state.view(full=viewer.full)}
     if request.query.get("history") in ("1", "true"):
-        body["history"] = hub.state.history()
+        body["history"] = hub.state.history(full=viewer.full)
         body["fields"] = list(POINT_FIELDS)
     return web.Response(
         body=orjson.dumps(body),
@@ -141,7 +160,22 @@ async def _api_state(request: web.Request) -> web.Response:
 
 async def _stream(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``state`` once, then ``tick`` every push interval."""
-    return await stream_response(request, request.app[HUB])
+    access = request.app[ACCESS]
+    viewer = await access.viewer(request)
+
+    async def recheck() -> None:
+        await access.authenticate(request)
+
+    try:
+        return await stream_response(
+            request,
+            request.app[HUB],
+            viewer,
+            recheck=recheck if request.headers.get(hdrs.AUTHORIZATION) is not None else None,
+        )
+    except TooManyRequests:
+        request.app[REFUSED].inc()
+        raise
 
 
 async def _static(request: web.Request) -> web.StreamResponse:
@@ -176,6 +210,7 @@ def _feed_ctx(settings: Settings, exchange: str) -> CleanupCtx:
             f"aioshop.dashboard.{app[SNAPSHOT].instance}",
             app[STATE].apply,
             exchange=exchange,
+            on_reject=lambda: app[REJECTED].labels("envelope").inc(),
         )
         app[FEED] = feed
         await feed.start()
@@ -224,7 +259,7 @@ def create_web_app(
             error_ratio=settings.dashboard_error_ratio,
             orders=settings.dashboard_orders,
             events=settings.dashboard_events,
-        )
+        ),
     )
     if transport is not None:
         in_memory = isinstance(transport, InMemoryTransport)
@@ -239,6 +274,8 @@ def create_web_app(
     env = _environment()
     resources: list[CleanupCtx] = [
         _templates_ctx(env),
+        redis_ctx(settings.redis_url),  # token revocations
+        auth_ctx(settings),
         bus_ctx(settings, setup=declare, transport=transport),
     ]
     if not in_memory:
@@ -253,7 +290,36 @@ def create_web_app(
     )
     app[aiohttp_jinja2.APP_KEY] = env
     app[STATE] = state
-    app[HUB] = hub = Hub(state, interval=settings.dashboard_push_interval)
+    app[HUB] = hub = Hub(
+        state,
+        interval=settings.dashboard_push_interval,
+        limits=StreamLimits(
+            lifetime=settings.dashboard_stream_lifetime,
+            heartbeat=settings.dashboard_heartbeat,
+            per_client=settings.dashboard_streams_per_client,
+            total=settings.dashboard_streams_total,
+            reserved=settings.dashboard_streams_reserved,
+        ),
+    )
+    app[ACCESS] = Access(
+        public=settings.dashboard_is_public, trusted_proxies=settings.dashboard_trusted_proxies
+    )
+    registry = app[METRICS].registry
+    app[REJECTED] = counter = Counter(
+        "dashboard_feed_rejected",
+        "Bus messages the dashboard dropped as malformed, by kind (snapshot, event, envelope)",
+        ["kind"],
+        registry=registry,
+    )
+    for kind in ("snapshot", "event", "envelope"):
+        counter.labels(kind)
+    state.on_reject = lambda kind: counter.labels(kind).inc()
+    app[REFUSED] = Counter(
+        "dashboard_streams_refused", "Dashboard streams refused (429)", registry=registry
+    )
+    Gauge("dashboard_streams_open", "Dashboard streams open", registry=registry).set_function(
+        lambda: hub.clients
+    )
     app[METRICS].window_excluded_routes.add("/dashboard/stream")
     app.on_response_prepare.append(_security_headers)
     app.on_shutdown.append(hub.close)

@@ -9,6 +9,9 @@ durable, shared queues only, which is right for services and wrong here, so:
   is never redelivered, retried or parked; it reconnects by itself;
 - over the in-memory transport (single-process mode, tests), ``subscribe_in_memory`` subscribes
   the app's ``Bus`` on a queue named after the instance, whose handler never fails.
+
+A body that is not an envelope (or larger than ``max_body``) is dropped and reported to
+``on_reject``; the envelope's content is validated by the sink (``DashboardState.apply``).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ class AmqpFeed:
         max_length: int = 10_000,
         connect_timeout: float = 5.0,
         reconnect_delays: Sequence[float] = (0.2, 0.5, 1.0, 2.0, 5.0),
+        max_body: int = 1024 * 1024,
+        on_reject: Callable[[], object] | None = None,
     ) -> None:
         self.url = url
         self.queue = queue
@@ -78,7 +83,10 @@ class AmqpFeed:
         self.max_length = max_length
         self.connect_timeout = connect_timeout
         self.reconnect_delays = tuple(reconnect_delays)
+        self.max_body = max_body
+        self.on_reject = on_reject
         self.received = 0
+        self.rejected = 0
         self._connection: AbstractConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._attempted = asyncio.Event()
@@ -162,9 +170,14 @@ class AmqpFeed:
 
     async def _on_message(self, message: DeliveredMessage) -> None:
         try:
+            if len(message.body) > self.max_body:
+                raise ValueError("too large")
             envelope = Envelope.from_bytes(message.body)
         except (ValidationError, ValueError):
-            log.warning("dashboard feed: not an envelope on %s", message.routing_key)
+            self.rejected += 1
+            if self.on_reject is not None:
+                self.on_reject()
+            log.warning("dashboard feed: not an envelope on %.255s", message.routing_key)
             return
         self.received += 1
         try:

@@ -5,19 +5,33 @@ inventory, payment, user and product events); ``view()`` is the JSON-ready pictu
 the API and the live stream show. Nothing here does I/O: time is passed in (``now``, seconds of
 ``time.monotonic``) so that tests drive it.
 
-Event payloads are read leniently (``dict.get``): the dashboard shows what it understands of an
-event version it does not know rather than dropping it.
+Every message is validated first (``web.messages``): one that does not fit is dropped and
+counted (``rejected``), so nothing malformed is ever stored. Beyond the fields the dashboard
+reads, event payloads are taken leniently: it shows what it understands of an event version it
+does not know rather than dropping it.
+
+Two views: the full one (for callers with ``metrics:read``) and the public one
+(``full=False``), where host names, pids, order ids, correlation ids and event ids are left out
+and each instance goes by a pseudonym (a keyed hash of its name, the key random per process).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import secrets
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from core.bus import Envelope
+from web.messages import validate_envelope
 
 __all__ = [
     "POINT_FIELDS",
@@ -28,7 +42,10 @@ __all__ = [
     "StateLimits",
 ]
 
+log = logging.getLogger("web.state")
+
 Health = Literal["up", "degraded", "down"]
+RejectHook = Callable[[str], None]
 
 # One chart point per snapshot: the time (epoch seconds) and these figures, in this order.
 POINT_FIELDS = (
@@ -161,10 +178,19 @@ def _number(value: Any) -> float | None:
 
 
 class DashboardState:
-    """The rolling window behind the dashboard."""
+    """The rolling window behind the dashboard.
 
-    def __init__(self, limits: StateLimits | None = None) -> None:
+    ``on_reject`` is called with ``"snapshot"`` or ``"event"`` for every message dropped as
+    malformed (the app counts them in its metrics).
+    """
+
+    def __init__(
+        self, limits: StateLimits | None = None, *, on_reject: RejectHook | None = None
+    ) -> None:
         self.limits = limits or StateLimits()
+        self.on_reject = on_reject
+        self.rejected = 0
+        self._pseudonym_key = secrets.token_bytes(32)
         self.instances: dict[str, InstanceState] = {}
         self.sagas: OrderedDict[str, SagaState] = OrderedDict()
         self.events: deque[dict[str, Any]] = deque(maxlen=self.limits.events)
@@ -178,8 +204,14 @@ class DashboardState:
     # -- input -------------------------------------------------------------------------------
 
     def apply(self, envelope: Envelope, *, now: float | None = None) -> bool:
-        """Take one received envelope; False for a duplicate (at-least-once delivery)."""
+        """Take one received envelope; False for a duplicate (at-least-once delivery) or a
+        malformed message (dropped and counted in ``rejected``)."""
         now = time.monotonic() if now is None else now
+        try:
+            data = validate_envelope(envelope)
+        except ValidationError as exc:
+            self._reject(envelope, exc)
+            return False
         event_id = str(envelope.id)
         if event_id in self._seen_ids:
             return False
@@ -188,10 +220,27 @@ class DashboardState:
             self._seen_ids.popitem(last=False)
         self.received += 1
         if envelope.type == "metrics.snapshot":
-            self._snapshot(envelope.data, now)
+            self._snapshot(data, now)
             return True
         self._event(envelope, now)
         return True
+
+    def _reject(self, envelope: Envelope, exc: ValidationError) -> None:
+        kind = "snapshot" if envelope.type == "metrics.snapshot" else "event"
+        self.rejected += 1
+        if self.on_reject is not None:
+            self.on_reject(kind)
+        # Where it failed, never the values (they are whatever the sender put there).
+        where = ".".join(str(part) for part in exc.errors()[0]["loc"]) if exc.errors() else ""
+        level = logging.WARNING if self.rejected % 100 == 1 else logging.DEBUG
+        log.log(
+            level,
+            "dashboard dropped a malformed %s from %.100s at %.200s (%d dropped so far)",
+            envelope.type,
+            envelope.source,
+            where,
+            self.rejected,
+        )
 
     def _snapshot(self, data: dict[str, Any], now: float) -> None:
         service = str(data.get("service") or "unknown")
@@ -257,6 +306,7 @@ class DashboardState:
                 "at": _iso(envelope.occurred_at),
                 "correlation_id": envelope.correlation_id,
                 "summary": _summary(data),
+                "public_summary": _summary(data, public=True),
             }
         )
         if envelope.type.split(".", 1)[0] not in ("order", "inventory", "payment"):
@@ -322,8 +372,9 @@ class DashboardState:
 
     # -- output ------------------------------------------------------------------------------
 
-    def view(self, *, now: float | None = None) -> dict[str, Any]:
-        """The whole picture without chart history (JSON-ready)."""
+    def view(self, *, now: float | None = None, full: bool = False) -> dict[str, Any]:
+        """The whole picture without chart history (JSON-ready); ``full=False``: the public
+        one, without host names, pids and ids (see the module docstring)."""
         now = time.monotonic() if now is None else now
         services: dict[str, list[dict[str, Any]]] = {}
         counts = {"up": 0, "degraded": 0, "down": 0}
@@ -331,7 +382,7 @@ class DashboardState:
         edge = False
         service_figures: dict[str, dict[str, Any]] = {}
         for instance in sorted(self.instances.values(), key=lambda i: (i.service, i.instance)):
-            item = self._instance_view(instance, now)
+            item = self._instance_view(instance, now, full)
             services.setdefault(instance.service, []).append(item)
             counts[item["health"]] += 1
             if item["health"] != "down":
@@ -361,47 +412,59 @@ class DashboardState:
                 "counted_at": "gateway" if edge else "services",
                 "instances": counts,
                 "events_received": self.received,
+                "feed_rejected": self.rejected,
             },
             "services": [
                 {"service": name, "instances": items} for name, items in sorted(services.items())
             ],
             "business": self._business(service_figures),
-            "sagas": [self._saga_view(s) for s in reversed(self.sagas.values())],
-            "events": list(self.events),
+            "sagas": [self._saga_view(s, full) for s in reversed(self.sagas.values())],
+            "events": [self._event_view(e, full) for e in self.events],
         }
 
-    def history(self, since: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
-        """Chart points per instance key: all of them, or those after the ``since`` sequence."""
+    def history(
+        self, since: dict[str, int] | None = None, *, full: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Chart points per instance key: all of them, or those after the ``since`` sequence
+        (a ``cursor()``); keyed by pseudonym with ``full=False``."""
         since = since or {}
         result = {}
         for key, instance in self.instances.items():
             after = since.get(key, 0)
             points = [point for seq, point in instance.points if seq > after]
             if points or key not in since:
-                result[key] = {
+                name = instance.instance if full else self.pseudonym(instance.instance)
+                result[f"{instance.service}/{name}"] = {
                     "service": instance.service,
-                    "instance": instance.instance,
+                    "instance": name,
                     "seq": instance.seq,
                     "points": points,
                 }
         return result
 
+    def pseudonym(self, value: str, prefix: str = "i-") -> str:
+        """A stable stand-in for ``value`` (an instance name, an order id) in public views:
+        a keyed hash, the key random per process, so that it cannot be reversed."""
+        digest = hmac.new(self._pseudonym_key, value.encode(), hashlib.sha256).hexdigest()
+        return prefix + digest[:8]
+
     def cursor(self) -> dict[str, int]:
         """The latest sequence per instance (what ``history(since=...)`` continues from)."""
         return {key: instance.seq for key, instance in self.instances.items()}
 
-    def _instance_view(self, instance: InstanceState, now: float) -> dict[str, Any]:
+    def _instance_view(self, instance: InstanceState, now: float, full: bool) -> dict[str, Any]:
         data = instance.latest
         requests = data.get("requests") or {}
         errors = data.get("errors") or {}
         process = data.get("process") or {}
         health, reasons = instance.diagnose(now, self.limits)
+        name = instance.instance if full else self.pseudonym(instance.instance)
         return {
-            "key": instance.key,
+            "key": f"{instance.service}/{name}",
             "service": instance.service,
-            "instance": instance.instance,
-            "host": data.get("host"),
-            "pid": process.get("pid"),
+            "instance": name,
+            "host": data.get("host") if full else None,
+            "pid": process.get("pid") if full else None,
             "health": health,
             "health_reasons": reasons,
             "last_seen": _iso(instance.last_seen_at),
@@ -464,16 +527,28 @@ class DashboardState:
             "services": dict(sorted(service_figures.items())),
         }
 
-    @staticmethod
-    def _saga_view(saga: SagaState) -> dict[str, Any]:
+    def _saga_view(self, saga: SagaState, full: bool) -> dict[str, Any]:
         return {
-            "order_id": saga.order_id,
-            "correlation_id": saga.correlation_id,
+            "order_id": saga.order_id if full else self.pseudonym(saga.order_id, "o-"),
+            "correlation_id": saga.correlation_id if full else None,
             "status": saga.status,
             "reason": saga.reason,
             "total_cents": saga.total_cents,
             "currency": saga.currency,
             "steps": list(saga.steps),
+        }
+
+    @staticmethod
+    def _event_view(event: dict[str, Any], full: bool) -> dict[str, Any]:
+        if full:
+            return {k: v for k, v in event.items() if k != "public_summary"}
+        return {
+            "id": None,
+            "type": event["type"],
+            "source": event["source"],
+            "at": event["at"],
+            "correlation_id": None,
+            "summary": event["public_summary"],
         }
 
 
@@ -483,10 +558,13 @@ def _mask_email(address: str) -> str:
     return f"{local[:1]}***@{domain}" if at and local else "***"
 
 
-def _summary(data: dict[str, Any]) -> str:
-    """A short text of an event's payload (rendered escaped, like every value)."""
+def _summary(data: dict[str, Any], *, public: bool = False) -> str:
+    """A short text of an event's payload (rendered escaped, like every value); ``public``:
+    without the order id."""
     parts = []
     for name in _SUMMARY_FIELDS:
+        if public and name == "order_id":
+            continue
         value = data.get(name)
         if value is None or isinstance(value, dict | list):
             continue

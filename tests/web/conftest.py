@@ -1,18 +1,59 @@
-"""Fixtures of the dashboard's tests: settings with short windows, a shared in-memory bus."""
+"""Fixtures of the dashboard's tests: settings with short windows, a shared in-memory bus,
+clients of the dashboard app and access tokens signed with the development key pair."""
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
 
+from core.auth import IssuedToken, TokenCodec
+from core.auth.devkeys import DEV_PRIVATE_KEY, DEV_PUBLIC_KEY
 from core.bus import Bus, Envelope, InMemoryTransport
-from web import Settings
+from web import Settings, create_web_app
 
 WebSettingsFactory = Callable[..., Settings]
+Client = TestClient[Any, Any]
+ClientFactory = Callable[..., Awaitable[Client]]
+
+CODEC = TokenCodec(public_key=DEV_PUBLIC_KEY, private_key=DEV_PRIVATE_KEY)
+
+
+def issue(
+    permissions: Sequence[str] = ("metrics:read",),
+    *,
+    user_id: str | None = None,
+    expires_in: float | None = None,
+    codec: TokenCodec = CODEC,
+) -> IssuedToken:
+    """An access token as the users service issues it (``perms`` claim); ``expires_in``: seconds
+    of validity left (the token is backdated)."""
+    now = None if expires_in is None else time.time() - codec.access_ttl + expires_in
+    return codec.issue(
+        "access",
+        user_id=user_id or str(uuid.uuid4()),
+        roles=["admin" if "metrics:read" in permissions else "customer"],
+        family=str(uuid.uuid4()),
+        permissions=permissions,
+        now=now,
+    )
+
+
+def bearer(token: IssuedToken | str) -> dict[str, str]:
+    """The ``Authorization`` header of ``token``."""
+    value = token if isinstance(token, str) else token.token
+    return {"Authorization": f"Bearer {value}"}
+
+
+def operator() -> dict[str, str]:
+    """The header of a fresh token with ``metrics:read``."""
+    return bearer(issue())
 
 
 @pytest.fixture
@@ -29,6 +70,21 @@ def web_settings(redis_namespace: str) -> WebSettingsFactory:
             **overrides,
         }
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+    return factory
+
+
+@pytest.fixture
+async def make_client(
+    service_client: Callable[[web.Application], Awaitable[Client]],
+    web_settings: WebSettingsFactory,
+    transport: InMemoryTransport,
+) -> ClientFactory:
+    """``await make_client(**settings)``: a client of a running dashboard on the shared bus
+    (``env="test"``: its data needs a token with ``metrics:read`` unless ``dashboard_public``)."""
+
+    async def factory(**overrides: Any) -> Client:
+        return await service_client(create_web_app(web_settings(**overrides), transport=transport))
 
     return factory
 
@@ -84,6 +140,19 @@ def snapshot_data(
     }
     data.update(extra)
     return data
+
+
+def order_placed(order_id: str, total_cents: int, currency: str = "USD") -> dict[str, Any]:
+    """The ``data`` of an ``order.placed`` of one line."""
+    return {
+        "order_id": order_id,
+        "user_id": str(uuid.uuid4()),
+        "items": [
+            {"product_id": str(uuid.uuid4()), "quantity": 1, "unit_price_cents": total_cents}
+        ],
+        "total_cents": total_cents,
+        "currency": currency,
+    }
 
 
 def envelope(

@@ -1,5 +1,7 @@
-// aioshop live dashboard: follows /dashboard/stream (Server-Sent Events) and redraws the page.
-// Every value is inserted as text (textContent, SVG attributes): never as HTML.
+// aioshop live dashboard: follows /dashboard/stream (Server-Sent Events read with fetch()) and
+// redraws the page. Every value is inserted as text (textContent, SVG attributes): never as HTML.
+// Outside development it first signs in (POST /api/v1/auth/login) and keeps the access token in
+// memory only.
 "use strict";
 
 (function () {
@@ -342,33 +344,235 @@
     }
   }
 
-  function connect() {
-    const source = new EventSource(document.body.dataset.stream);
-    source.addEventListener("open", () => setConnection("live", "live"));
-    source.addEventListener("error", () => setConnection("lost", "reconnecting…"));
-    source.addEventListener("state", (event) => {
-      const data = JSON.parse(event.data);
-      view = data.view;
-      merge(data.history, true);
-      lastEventAt = Date.now();
-      setConnection("live", "live");
-      render();
-    });
-    source.addEventListener("tick", (event) => {
-      const data = JSON.parse(event.data);
-      view = data.view;
-      merge(data.history, false);
-      lastEventAt = Date.now();
-      render();
-    });
-    window.setInterval(() => {
-      if (lastEventAt && Date.now() - lastEventAt > 5000) setConnection("wait", "stalled");
-    }, 1000);
-    window.addEventListener("resize", renderCharts);
+  // -- the stream: fetch() with a bearer header, Server-Sent Events parsed here --------------
+  // The browser's own SSE client cannot send an Authorization header; a token in the URL would be
+  // logged.
+  // The access token lives in this closure only: never in storage, a cookie or a URL.
+
+  const BACKOFF = [500, 1000, 2000, 5000, 10000, 30000]; // ms between reconnections
+  const STALL_MS = 45000; // no byte for this long (three heartbeats): the stream is dead
+  const MAX_FRAME = 4 * 1048576; // a frame larger than this is not ours: drop the stream
+  let token = null;
+  let controller = null;
+  let failures = 0;
+  let lastByteAt = 0;
+  let reconnectTimer = 0;
+  let generation = 0; // a sign-out or a new sign-in retires every older stream loop
+
+  function authRequired() {
+    return document.body.dataset.auth === "required";
+  }
+
+  function schedule(delay) {
+    window.clearTimeout(reconnectTimer);
+    const jitter = Math.random() * 0.2 * delay;
+    reconnectTimer = window.setTimeout(follow, delay + jitter);
+  }
+
+  function retryLater(response) {
+    let delay = BACKOFF[Math.min(failures, BACKOFF.length - 1)];
+    const after = response ? Number(response.headers.get("Retry-After")) : NaN;
+    if (after > 0 && after < 3600) delay = Math.max(delay, after * 1000);
+    failures += 1;
+    setConnection("lost", "reconnecting…");
+    schedule(delay);
+  }
+
+  function handleFrame(frame) {
+    let kind = "message";
+    const data = [];
+    for (const line of frame.split("\n")) {
+      if (line === "" || line.startsWith(":")) continue; // a comment: the heartbeat
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      let value = colon < 0 ? "" : line.slice(colon + 1);
+      if (value.startsWith(" ")) value = value.slice(1);
+      if (field === "event") kind = value;
+      else if (field === "data") data.push(value);
+    }
+    if (!data.length || (kind !== "state" && kind !== "tick")) return;
+    let payload;
+    try {
+      payload = JSON.parse(data.join("\n"));
+    } catch (error) {
+      return;
+    }
+    view = payload.view;
+    merge(payload.history, kind === "state");
+    lastEventAt = Date.now();
+    if (kind === "state") setConnection("live", "live");
+    render();
+  }
+
+  async function follow() {
+    const mine = generation;
+    if (authRequired() && !token) return;
+    const headers = { Accept: "text/event-stream" };
+    if (token) headers.Authorization = "Bearer " + token;
+    controller = new AbortController();
+    let response;
+    try {
+      response = await fetch(document.body.dataset.stream, {
+        headers: headers, cache: "no-store", credentials: "omit", signal: controller.signal });
+    } catch (error) {
+      if (mine === generation) retryLater(null);
+      return;
+    }
+    if (mine !== generation) return;
+    if (response.status === 401 || response.status === 403) {
+      signOut(response.status === 403
+        ? "This account does not have the metrics:read permission."
+        : "Your session has ended: sign in again.");
+      return;
+    }
+    if (!response.ok || !response.body) {
+      retryLater(response);
+      return;
+    }
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    lastByteAt = Date.now();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        lastByteAt = Date.now();
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          failures = 0;
+          handleFrame(frame);
+        }
+        if (buffer.length > MAX_FRAME) throw new Error("oversized frame");
+      }
+    } catch (error) {
+      // aborted (sign-out, stall) or broken: reconnect below unless retired
+    }
+    if (mine !== generation) return;
+    // The server ends every stream after its lifetime (or the token's): come back at once.
+    retryLater(null);
+  }
+
+  function watchdog() {
+    if (lastEventAt && Date.now() - lastEventAt > 5000) setConnection("wait", "stalled");
+    if (controller && lastByteAt && Date.now() - lastByteAt > STALL_MS) {
+      lastByteAt = 0;
+      controller.abort();
+    }
+  }
+
+  function stop() {
+    generation += 1;
+    window.clearTimeout(reconnectTimer);
+    if (controller) controller.abort();
+    controller = null;
+  }
+
+  function start() {
+    stop();
+    failures = 0;
+    follow();
+  }
+
+  // -- sign-in (outside development) ---------------------------------------------------------
+
+  function showLogin(message) {
+    const login = document.getElementById("login");
+    if (!login) return;
+    document.getElementById("dashboard").hidden = true;
+    document.getElementById("logout").hidden = true;
+    login.hidden = false;
+    const error = document.getElementById("login-error");
+    error.textContent = message || "";
+    error.hidden = !message;
+    setConnection("wait", "signed out");
+    document.getElementById("login-email").focus();
+  }
+
+  function signOut(message) {
+    stop();
+    token = null;
+    view = null;
+    series.clear();
+    lastEventAt = 0;
+    showLogin(message);
+  }
+
+  async function signIn(event) {
+    event.preventDefault(); // never a browser submission: the CSP forbids it anyway
+    const form = event.currentTarget;
+    const email = document.getElementById("login-email");
+    const password = document.getElementById("login-password");
+    const button = document.getElementById("login-submit");
+    const error = document.getElementById("login-error");
+    if (!form.reportValidity()) return;
+    button.disabled = true;
+    error.hidden = true;
+    let message = null;
+    try {
+      const response = await fetch(document.body.dataset.login, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ email: email.value, password: password.value }),
+        cache: "no-store",
+        credentials: "omit",
+      });
+      if (response.ok) {
+        const body = await response.json();
+        if (typeof body.access_token !== "string" || !body.access_token) throw new Error("no token");
+        token = body.access_token; // the refresh token is not kept: sign in again when it ends
+        password.value = "";
+        document.getElementById("login").hidden = true;
+        document.getElementById("dashboard").hidden = false;
+        document.getElementById("logout").hidden = false;
+        setConnection("wait", "connecting…");
+        start();
+      } else if (response.status === 401) {
+        message = "Wrong email or password.";
+      } else if (response.status === 429) {
+        message = "Too many attempts: try again in a moment.";
+      } else if (response.status === 422 || response.status === 400) {
+        message = "Enter a valid email address and password.";
+      } else {
+        message = "Signing in failed (" + response.status + "): try again.";
+      }
+    } catch (failure) {
+      message = "The server cannot be reached: try again.";
+    } finally {
+      button.disabled = false;
+    }
+    if (message) {
+      error.textContent = message;
+      error.hidden = false;
+    }
+  }
+
+  async function logOut() {
+    const old = token;
+    signOut("Signed out.");
+    if (!old) return;
+    try {
+      await fetch(document.body.dataset.logout, {
+        method: "POST", headers: { Authorization: "Bearer " + old }, cache: "no-store",
+        credentials: "omit" });
+    } catch (error) {
+      // the token expires by itself
+    }
   }
 
   document.addEventListener("DOMContentLoaded", () => {
     setupSpans();
-    connect();
+    window.setInterval(watchdog, 1000);
+    window.addEventListener("resize", renderCharts);
+    document.getElementById("logout").addEventListener("click", logOut);
+    if (authRequired()) {
+      document.getElementById("login-form").addEventListener("submit", signIn);
+      showLogin(null);
+    } else {
+      start();
+    }
   });
 })();
