@@ -98,6 +98,7 @@ def _resources_ctx(
         for name in settings.ready_upstreams:
             app[HEALTH].add(f"upstream:{name}", _pool_check(pools[name]))
         session = create_session(settings)
+        stream_session = create_session(settings, streams=True)  # never the API's pool
         checks_session = aiohttp.ClientSession(
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=settings.health_timeout),
@@ -134,6 +135,7 @@ def _resources_ctx(
                 settings=settings,
                 metrics=metrics,
                 forwarding=forwarding,
+                stream_session=stream_session,
             )
             app[OPENAPI] = OpenAPIMerger(
                 pools=pools,
@@ -149,6 +151,7 @@ def _resources_ctx(
         finally:
             await checker.stop()
             await session.close()
+            await stream_session.close()
             await checks_session.close()
             app[HEALTH].remove("redis")
             await redis.aclose()

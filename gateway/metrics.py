@@ -84,6 +84,23 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        self.streams_open = Gauge(
+            "gateway_streams_open",
+            "Long-lived streams (event streams, WebSockets) open, by kind of client",
+            ["kind"],
+            registry=registry,
+        )
+        self.streams_refused = Counter(
+            "gateway_streams_refused",
+            "Streams refused at a limit: per client (429), anonymous share or total (503)",
+            ["reason"],
+            registry=registry,
+        )
+        self.streams_expired = Counter(
+            "gateway_streams_expired",
+            "Streams the gateway ended at their maximum lifetime",
+            registry=registry,
+        )
         self.auth_rejections = Counter(
             "gateway_auth_rejections",
             "Requests refused at the edge with 401, by reason",

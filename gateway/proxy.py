@@ -4,6 +4,10 @@ Bodies up to ``buffer_bytes`` are read whole, both ways (one write, and a reques
 be sent again on a retry); larger ones stream chunk by chunk, the request body capped at
 ``max_body_bytes`` (413) even without a ``Content-Length``. Failures map to problem+json:
 a refused connection to 503 (no healthy instance), a timeout to 504, anything else broken to 502.
+
+Long-lived streams (``STREAM_ROUTES`` and WebSockets) go through a session of their own, so they
+can never take the API's upstream connections; they are admitted by a ``StreamLimiter`` (per
+client and in total, 429/503 past a limit) and ended after ``stream_max_lifetime`` seconds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from yarl import URL
 
 from core.errors import BadRequest, PayloadTooLarge, ProblemError
 from core.middleware import CORRELATION_ID
+from core.middleware.errors import problem_from
+from core.server import RequestBodyTimeout
 from gateway.auth import identity_headers
 from gateway.balancer import Instance, Pool
 from gateway.edge import IDENTITY
@@ -26,6 +32,7 @@ from gateway.headers import Forwarding, response_headers
 from gateway.metrics import GatewayMetrics
 from gateway.routing import Route, has_dot_segments
 from gateway.settings import Settings
+from gateway.streams import StreamLease, StreamLimiter, StreamRoutes
 from gateway.websocket import is_websocket, relay_websocket
 
 __all__ = ["IDEMPOTENT_METHODS", "Proxy", "create_session"]
@@ -37,12 +44,13 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _FAILURE_STATUSES = frozenset({502, 503, 504})  # the instance (or what it needs) is unwell
 
 
-def create_session(settings: Settings) -> aiohttp.ClientSession:
-    """The one client session of the proxy: a sized keep-alive pool, bytes passed through as is,
-    no cookie jar (it would leak one client's cookies to the next)."""
+def create_session(settings: Settings, *, streams: bool = False) -> aiohttp.ClientSession:
+    """A client session of the proxy: a sized keep-alive pool, bytes passed through as is, no
+    cookie jar (it would leak one client's cookies to the next). ``streams``: the separate pool
+    of long-lived streams, sized to their total limit, instead of the API's."""
     connector = aiohttp.TCPConnector(
-        limit=settings.upstream_pool_size,
-        limit_per_host=settings.upstream_pool_per_host,
+        limit=settings.stream_max_total if streams else settings.upstream_pool_size,
+        limit_per_host=0 if streams else settings.upstream_pool_per_host,
         keepalive_timeout=settings.upstream_keepalive,
         ttl_dns_cache=10,
     )
@@ -71,6 +79,7 @@ class _StreamedBody:
         self.started = False
         self.too_large = False
         self.client_failed = False  # the client's side broke off: not the upstream's fault
+        self.timed_out = False  # ... by not sending it within the server's body timeout
 
     @property
     def client_fault(self) -> bool:
@@ -83,8 +92,9 @@ class _StreamedBody:
         while True:
             try:
                 chunk = await self.content.readany()
-            except BaseException:
+            except BaseException as exc:
                 self.client_failed = True
+                self.timed_out = isinstance(exc, RequestBodyTimeout)
                 raise
             if not chunk:
                 return
@@ -106,7 +116,8 @@ class _Failure(Exception):
 
 
 class Proxy:
-    """Forwards requests of each route to an instance of its upstream."""
+    """Forwards requests of each route to an instance of its upstream; ``session`` is the API's
+    upstream pool, ``stream_session`` the long-lived streams' (see ``create_session``)."""
 
     def __init__(
         self,
@@ -116,17 +127,43 @@ class Proxy:
         settings: Settings,
         metrics: GatewayMetrics,
         forwarding: Forwarding,
+        stream_session: aiohttp.ClientSession,
     ) -> None:
         self.pools = pools
         self.session = session
+        self.stream_session = stream_session  # long-lived streams never take the API's pool
         self.settings = settings
         self.metrics = metrics
         self.forwarding = forwarding
+        self.stream_routes = StreamRoutes(settings.stream_routes)
+        self.streams = StreamLimiter.from_settings(settings, metrics)
         secret = settings.identity_secret
         self._secret = secret.get_secret_value().encode() if secret else None
 
     async def forward(self, request: web.Request, route: Route) -> web.StreamResponse:
-        """Send ``request`` to an instance of the route's upstream and relay the answer."""
+        """Send ``request`` to an instance of the route's upstream and relay the answer; a
+        long-lived stream only if admitted, through the streams' own pool, for a bounded time."""
+        if not self.stream_routes.matches(request):
+            return await self._forward(request, route, None)
+        principal = request.get(IDENTITY)
+        try:
+            if principal is not None:
+                lease = self.streams.acquire(f"user:{principal.user_id}", authenticated=True)
+            else:
+                client = f"ip:{self.forwarding.client_ip(request)}"
+                lease = self.streams.acquire(client, authenticated=False)
+        except ProblemError as exc:
+            # Answered here: a refusal at a limit is expected (and counted in the metrics),
+            # not an error to log once per request of a flood.
+            return problem_from(request, exc)
+        try:
+            return await self._forward(request, route, lease)
+        finally:
+            lease.release()
+
+    async def _forward(
+        self, request: web.Request, route: Route, lease: StreamLease | None
+    ) -> web.StreamResponse:
         if has_dot_segments(request.path):
             raise BadRequest("The path must not contain '.' or '..' segments")
         target = request.rel_url.raw_path_qs  # origin-form even for an absolute-form request
@@ -156,26 +193,31 @@ class Proxy:
         if instance is None:
             self.metrics.no_instance.labels(pool.name).inc()
             raise NoHealthyInstance(pool.name)
+        session = self.session if lease is None else self.stream_session
         if is_websocket(request):
             return await relay_websocket(
                 request,
                 instance,
                 headers,
-                session=self.session,
+                session=session,
                 handshake_timeout=settings.upstream_timeout,
+                lifetime=settings.stream_max_lifetime,
+                on_expired=self.metrics.streams_expired.inc,
             )
         tried: list[Instance] = []
         while True:
             tried.append(instance)
             try:
                 upstream = await self._attempt(
-                    request, route, instance, target, headers, body, deadline
+                    request, route, instance, target, headers, body, deadline, session
                 )
             except _Failure as exc:
                 if isinstance(body, _StreamedBody) and body.too_large:
                     raise PayloadTooLarge(
                         f"The request body exceeds {settings.max_body_bytes} bytes"
                     ) from None
+                if isinstance(body, _StreamedBody) and body.timed_out:
+                    raise RequestBodyTimeout() from None
                 if isinstance(body, _StreamedBody) and body.client_failed:
                     raise BadRequest("The request body was cut off") from None
                 replayable = not (isinstance(body, _StreamedBody) and body.started)
@@ -196,7 +238,8 @@ class Proxy:
                 self.metrics.retries.labels(pool.name, exc.kind).inc()
                 instance = following
                 continue
-            return await self._relay(request, instance, upstream, deadline)
+            lifetime = settings.stream_max_lifetime if lease is not None else None
+            return await self._relay(request, instance, upstream, deadline, lifetime)
 
     async def _attempt(
         self,
@@ -207,6 +250,7 @@ class Proxy:
         headers: Mapping[str, str],
         body: bytes | _StreamedBody | None,
         deadline: float,
+        session: aiohttp.ClientSession,
     ) -> aiohttp.ClientResponse:
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -216,7 +260,7 @@ class Proxy:
             url = URL(instance.url + target, encoded=True)
             data = body.chunks() if isinstance(body, _StreamedBody) else body
             async with asyncio.timeout_at(min(deadline, start + self.settings.upstream_timeout)):
-                upstream = await self.session.request(
+                upstream = await session.request(
                     request.method, url, headers=headers, data=data, allow_redirects=False
                 )
         except asyncio.CancelledError:
@@ -262,6 +306,7 @@ class Proxy:
         instance: Instance,
         upstream: aiohttp.ClientResponse,
         deadline: float,
+        lifetime: float | None,
     ) -> web.StreamResponse:
         ok = upstream.status not in _FAILURE_STATUSES
         headers = response_headers(upstream.headers)
@@ -303,7 +348,7 @@ class Proxy:
             return web.Response(
                 status=upstream.status, reason=upstream.reason, headers=headers, body=data
             )
-        return await self._stream(request, instance, upstream, headers, ok)
+        return await self._stream(request, instance, upstream, headers, ok, lifetime)
 
     async def _stream(
         self,
@@ -312,18 +357,31 @@ class Proxy:
         upstream: aiohttp.ClientResponse,
         headers: Mapping[str, str],
         ok: bool,
+        lifetime: float | None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=upstream.status, reason=upstream.reason, headers=headers
         )
         verdict: bool | None = None
+        loop = asyncio.get_running_loop()
+        expires = None if lifetime is None else loop.time() + lifetime
         try:
             await response.prepare(request)
             while True:
+                read_until = loop.time() + self.settings.upstream_read_timeout
                 try:
-                    async with asyncio.timeout(self.settings.upstream_read_timeout):
+                    async with asyncio.timeout_at(min(read_until, expires or read_until)):
                         chunk = await upstream.content.readany()
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                except TimeoutError:
+                    if expires is not None and loop.time() >= expires:
+                        verdict = ok
+                        return await self._expire(request, upstream, response)
+                    verdict = False
+                    log.warning("%s stalled in the middle of a streamed body", instance.id)
+                    if request.transport is not None:
+                        request.transport.close()
+                    return response
+                except (aiohttp.ClientError, OSError) as exc:
                     # Headers are gone already: cut the client's connection so it sees a
                     # truncated body, never a complete-looking one.
                     verdict = False
@@ -340,8 +398,21 @@ class Proxy:
         except ConnectionResetError:  # the client went away: no verdict on the instance
             return response
         finally:
-            if verdict:
+            if verdict and upstream.content.is_eof():
                 upstream.release()
             else:
                 upstream.close()
             instance.end(verdict)
+
+    async def _expire(
+        self, request: web.Request, upstream: aiohttp.ClientResponse, response: web.StreamResponse
+    ) -> web.StreamResponse:
+        """End a stream at its maximum lifetime: cleanly when the body is chunked (an
+        EventSource then reconnects), cut when a length was promised that it will not get."""
+        self.metrics.streams_expired.inc()
+        upstream.close()
+        if response.content_length is None:  # chunked, or delimited by closing: a clean end
+            await response.write_eof()
+        elif request.transport is not None:
+            request.transport.close()
+        return response

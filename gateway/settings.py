@@ -17,6 +17,7 @@ from core.settings import BaseServiceSettings
 __all__ = [
     "DEFAULT_PUBLIC_ROUTES",
     "DEFAULT_ROUTES",
+    "DEFAULT_STREAM_ROUTES",
     "RateSpec",
     "Settings",
     "parse_instances",
@@ -29,11 +30,15 @@ RateSpec = Annotated[str, Field(pattern=r"^\d{1,9}/\d{1,7}$")]
 DEFAULT_ROUTES: dict[str, str] = {
     "/api/v1/auth": "users",
     "/api/v1/users": "users",
+    "/api/v1/roles": "users",
     "/api/v1/categories": "products",
     "/api/v1/products": "products",
     "/api/v1/orders": "orders",
     "/dashboard": "web",
 }
+
+# Requests whose responses are long-lived streams (rules as below); WebSockets always are.
+DEFAULT_STREAM_ROUTES: tuple[str, ...] = ("* /dashboard/stream", "* /dashboard/stream/**")
 
 # "METHOD[,METHOD] /path": ``*`` matches within one path segment, ``**`` matches the rest.
 DEFAULT_PUBLIC_ROUTES: tuple[str, ...] = (
@@ -78,7 +83,9 @@ class Settings(BaseServiceSettings):
     """The gateway's settings; environment variables are the upper-cased field names.
 
     ``GATEWAY_PORT`` (8000), ``UPSTREAM_USERS``/``_PRODUCTS``/``_ORDERS``/``_WEB``, timeouts in
-    seconds, balancing and breaker thresholds, ``RATE_LIMIT_*``, ``PUBLIC_ROUTES`` (JSON list).
+    seconds, balancing and breaker thresholds, ``RATE_LIMIT_*``, ``PUBLIC_ROUTES`` (JSON list),
+    the limits of long-lived streams ``STREAM_*``; the client timeouts ``HTTP_*_TIMEOUT`` are
+    core's.
     """
 
     port: int = Field(
@@ -133,6 +140,19 @@ class Settings(BaseServiceSettings):
     rate_limit_namespace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     rate_limit_timeout: float = Field(default=0.25, gt=0, le=10)
     rate_limit_cooldown: float = Field(default=1.0, ge=0, le=60)
+
+    # Long-lived streams (the dashboard's event stream, every WebSocket): their own upstream pool
+    # (``stream_max_total`` connections, never the API's), at most ``stream_max_per_client`` at
+    # once per user (with a valid token) or per client IP (without), at most
+    # ``stream_anonymous_share`` of the total for clients without a token, each ended after
+    # ``stream_max_lifetime`` seconds (an EventSource reconnects). Refusals: 429 (per client) or
+    # 503 (total), with ``Retry-After: stream_retry_after``.
+    stream_routes: list[str] = Field(default_factory=lambda: list(DEFAULT_STREAM_ROUTES))
+    stream_max_per_client: int = Field(default=4, ge=1, le=10_000)
+    stream_max_total: int = Field(default=200, ge=1, le=100_000)
+    stream_anonymous_share: float = Field(default=0.5, ge=0, le=1)
+    stream_max_lifetime: float = Field(default=900.0, gt=0, le=86_400)
+    stream_retry_after: int = Field(default=5, ge=1, le=3600)
 
     public_routes: list[str] = Field(default_factory=lambda: list(DEFAULT_PUBLIC_ROUTES))
     trusted_proxies: list[str] = Field(default_factory=list)

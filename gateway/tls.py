@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import signal
 import ssl
-import sys
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-__all__ = ["hsts_hook", "serve_gateway", "ssl_context"]
+from core.runner import serve
 
-log = logging.getLogger("gateway.server")
+__all__ = ["hsts_hook", "serve_gateway", "ssl_context"]
 
 
 def ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
@@ -45,23 +41,13 @@ async def serve_gateway(
 ) -> None:
     """Serve ``app`` (over TLS with ``context``) until SIGINT/SIGTERM, then drain and close.
 
-    ``core.runner.serve`` without TLS; it takes no SSL context, hence this twin.
+    ``core.runner.serve`` with the gateway's SSL context: the same slow-client timeouts.
     """
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    if sys.platform != "win32":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
-        await site.start()
-        url = f"{'https' if context else 'http'}://{host}:{port}"
-        log.info("gateway serving on %s", url)
-        if ready is not None:
-            ready(url)
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await runner.cleanup()
+    await serve(
+        app,
+        host=host,
+        port=port,
+        ready=ready,
+        shutdown_timeout=shutdown_timeout,
+        ssl_context=context,
+    )

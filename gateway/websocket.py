@@ -3,7 +3,8 @@
 ``Upgrade`` and ``Connection`` are hop-by-hop: a plain proxy would turn a WebSocket handshake into
 an ordinary GET. Here the gateway opens its own WebSocket to the instance with the same path and
 forwarded headers, accepts the client's with the subprotocol the instance chose, and copies text
-and binary frames until either side closes; it then closes the other with the same code.
+and binary frames until either side closes; it then closes the other with the same code. After
+``lifetime`` seconds the gateway closes both with 1001 (going away): the client reconnects.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiohttp
-from aiohttp import WSMsgType, hdrs, web
+from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from yarl import URL
 
 from core.errors import BadRequest, Forbidden, NotFound, ProblemError, Unauthorized
@@ -47,8 +48,11 @@ async def relay_websocket(
     *,
     session: aiohttp.ClientSession,
     handshake_timeout: float,
+    lifetime: float | None = None,
+    on_expired: Callable[[], object] | None = None,
 ) -> web.StreamResponse:
-    """Open a WebSocket to ``instance`` and relay frames between it and the client."""
+    """Open a WebSocket to ``instance`` and relay frames between it and the client, for at most
+    ``lifetime`` seconds (then ``on_expired`` is called and both are closed with 1001)."""
     protocols = [
         token.strip()
         for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, [])
@@ -89,13 +93,19 @@ async def relay_websocket(
         to_upstream = asyncio.create_task(_pump(client, upstream))
         to_client = asyncio.create_task(_pump(upstream, client))
         done, pending = await asyncio.wait(
-            (to_upstream, to_client), return_when=asyncio.FIRST_COMPLETED
+            (to_upstream, to_client), timeout=lifetime, return_when=asyncio.FIRST_COMPLETED
         )
         for task in pending:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        code = (upstream.close_code if to_client in done else client.close_code) or 1000
+        code: int
+        if not done:
+            code = WSCloseCode.GOING_AWAY
+            if on_expired is not None:
+                on_expired()
+        else:
+            code = (upstream.close_code if to_client in done else client.close_code) or 1000
         await upstream.close(code=code)
         await client.close(code=code)
         verdict = True

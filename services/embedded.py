@@ -135,6 +135,7 @@ def run_embedded(
 
 async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int:
     from core.bus import InMemoryTransport
+    from core.server import app_runner
 
     transport = InMemoryTransport(shared=True)
     common = _overrides(servers)
@@ -175,7 +176,7 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
     runners: list[web.AppRunner] = []
     try:
         for _, app, port in apps:
-            runner = web.AppRunner(app, access_log=None)
+            runner = app_runner(app, access_log=None)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, host, port).start()

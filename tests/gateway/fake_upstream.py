@@ -11,6 +11,8 @@ It answers any path; the last segments choose a behaviour:
 - ``.../stall-body``: headers (``Content-Length: 100``) and 10 bytes, then nothing, ever;
 - ``.../status/<code>``: that status, as problem+json;
 - ``.../ws``: a WebSocket echoing frames (subprotocol ``dash.v1``);
+- ``.../stream``: a Server-Sent Events stream (``data: <name>`` first, then a comment line every
+  ``?every=`` seconds, default 0.2) that never ends by itself;
 - anything else: a JSON echo of the instance name, method, raw path, headers and body digest.
 
 ``GET /readyz`` passes until ``POST /_ready/off``; ``GET /_seen`` lists the requests received;
@@ -104,6 +106,8 @@ async def anything(request: web.Request) -> web.StreamResponse:
     last = parts[-1]
     if last == "ws":
         return await echo_websocket(request)
+    if last == "stream":
+        return await event_stream(request)
     if last == "hang":
         await asyncio.Event().wait()
     if last == "drop" or (len(parts) > 1 and parts[-2] == "drop-on" and last == name):
@@ -169,6 +173,18 @@ async def anything(request: web.Request) -> web.StreamResponse:
             "X-Hop": "1",
         },
     )
+
+
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """An endless Server-Sent Events stream, as the dashboard's (chunked, no length)."""
+    response = web.StreamResponse(headers={"Cache-Control": "no-store"})
+    response.content_type = "text/event-stream"
+    await response.prepare(request)
+    await response.write(f"data: {request.app[NAME]}\n\n".encode())
+    every = float(request.query.get("every", "0.2"))
+    while True:
+        await asyncio.sleep(every)  # the stream's own pace, as a heartbeat
+        await response.write(b": ping\n\n")
 
 
 async def echo_websocket(request: web.Request) -> web.WebSocketResponse:
