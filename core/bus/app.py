@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from core.bus.amqp import AmqpTransport
 from core.bus.bus import Bus
 from core.bus.memory import InMemoryTransport
 from core.bus.metrics import BusMetrics
@@ -25,8 +26,8 @@ def make_transport(settings: BaseServiceSettings) -> Transport:
     """The transport ``settings.bus_transport`` names."""
     if settings.bus_transport == "memory":
         return InMemoryTransport()
-    from core.bus.amqp import AmqpTransport
-
+    # Imported with the module, not here: aiormq's first import reads its package metadata
+    # from disk, a blocking call inside the event loop that builds the app.
     return AmqpTransport(settings.amqp_url, publish_timeout=settings.bus_publish_timeout)
 
 
