@@ -35,6 +35,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     create_model,
     field_validator,
 )
@@ -44,7 +45,7 @@ from core.errors import BadRequest, ProblemError, UnsupportedMediaType, Validati
 from core.idempotency import IDEMPOTENCY_HEADER, IdempotencyStore, fingerprint
 from core.keys import AUTHENTICATOR, PRINCIPAL, REDIS, ROUTES, SERVICE_NAME, SETTINGS
 from core.middleware.errors import problem_from
-from core.schemas import dump_errors, reject_nul
+from core.schemas import clean_field, dump_errors
 
 __all__ = ["Body", "Header", "Path", "Query", "RouteDef", "Router", "json_response"]
 
@@ -145,28 +146,36 @@ class RouteDef:
         key = request.headers.get(IDEMPOTENCY_HEADER) if self.idempotent else None
         if key is None:
             return await self._handle(request, kwargs)
-        settings = request.app[SETTINGS]
-        store = IdempotencyStore(request.app[REDIS], namespace=settings.redis_namespace)
-        return await store.run(
+        # Body read first: a 413 is raised here, before the key is claimed.
+        digest = fingerprint(request.method, request.path_qs, await request.read())
+        # Validation before the claim: a request refused before any work records nothing, so
+        # the client may fix it and retry with the same key (see core.idempotency).
+        await self._validate(request, kwargs)
+        return await _idempotency_store(request, anonymous=not self.auth).run(
             scope=f"{request.app[SERVICE_NAME]}:{self.operation_id}:{caller}",
             key=key,
-            fingerprint=fingerprint(request.method, request.path_qs, await request.read()),
-            call=lambda: self._handle_recording_problems(request, kwargs),
+            fingerprint=digest,
+            call=lambda: self._call_recording_problems(request, kwargs),
         )
 
-    async def _handle_recording_problems(
+    async def _call_recording_problems(
         self, request: web.Request, kwargs: dict[str, Any]
     ) -> web.StreamResponse:
-        """``_handle``, with a 4xx outcome as a response, so an idempotency key replays it too."""
+        """The handler, with a 4xx outcome as a response, so an idempotency key replays it too."""
         try:
-            return await self._handle(request, kwargs)
+            return self.render(await self.handler(**kwargs))
         except ProblemError as exc:
             if exc.status >= 500:
                 raise
             return problem_from(request, exc)
 
     async def _handle(self, request: web.Request, kwargs: dict[str, Any]) -> web.StreamResponse:
+        await self._validate(request, kwargs)
+        result = await self.handler(**kwargs)
+        return self.render(result)
 
+    async def _validate(self, request: web.Request, kwargs: dict[str, Any]) -> None:
+        """Fill ``kwargs`` from the parameters and the body, or raise one 400/413/415/422."""
         errors: list[dict[str, Any]] = []
         for location, group in self.groups.items():
             raw = _collect(location, group, request)
@@ -190,9 +199,6 @@ class RouteDef:
         if errors:
             raise ValidationFailed(errors)
 
-        result = await self.handler(**kwargs)
-        return self.render(result)
-
     def render(self, result: Any) -> web.StreamResponse:
         """Turn a handler's return value into a response."""
         if isinstance(result, web.StreamResponse):
@@ -207,6 +213,21 @@ class RouteDef:
         if not (isinstance(self.response, type) and isinstance(result, self.response)):
             result = adapter.validate_python(result, from_attributes=True)
         return json_response(adapter.dump_json(result), self.status)
+
+
+def _idempotency_store(request: web.Request, *, anonymous: bool) -> IdempotencyStore:
+    settings = request.app[SETTINGS]
+    # Anonymous callers are told apart by address only, and behind the gateway every one of them
+    # has the gateway's: their quota of live keys is shared, hence larger (core.idempotency).
+    return IdempotencyStore(
+        request.app[REDIS],
+        namespace=settings.redis_namespace,
+        ttl=settings.idempotency_ttl,
+        max_keys=(
+            settings.idempotency_max_anonymous_keys if anonymous else settings.idempotency_max_keys
+        ),
+        max_record_bytes=settings.idempotency_max_record_bytes,
+    )
 
 
 def _collect(location: Location, group: _ParamGroup, request: web.Request) -> dict[str, Any]:
@@ -277,8 +298,8 @@ class _Params(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        return reject_nul(value)
+    def _clean_text(cls, value: Any, info: ValidationInfo) -> Any:
+        return clean_field(cls, value, info)
 
 
 def _build(route: RouteDef) -> None:

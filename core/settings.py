@@ -231,6 +231,13 @@ class BaseServiceSettings(BaseSettings):
     http_header_timeout: float = Field(default=10.0, gt=0, le=300)
     http_body_timeout: float = Field(default=30.0, gt=0, le=3600)
     http_keepalive_timeout: float = Field(default=15.0, gt=0, le=3600)
+    # Idempotency-Key records (core.idempotency): how long one is kept, how many live keys one
+    # caller may hold per route (anonymous callers share theirs by address, hence more), and the
+    # largest response kept for replay.
+    idempotency_ttl: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    idempotency_max_keys: int = Field(default=1000, ge=1, le=1_000_000)
+    idempotency_max_anonymous_keys: int = Field(default=10_000, ge=1, le=1_000_000)
+    idempotency_max_record_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import hashlib
 import os
+import unicodedata
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 import bcrypt
@@ -14,9 +15,12 @@ __all__ = ["PasswordHasher"]
 
 
 def _prehash(password: str) -> bytes:
+    # NFC first (NIST SP 800-63B): the same password typed on another keyboard or OS may arrive
+    # composed or decomposed, and must verify either way, whichever path set it (API or CLI).
     # bcrypt reads at most 72 bytes (bcrypt>=5 raises beyond that) and our passwords may be 128
     # characters of UTF-8: hash first, then base64 so that no NUL byte reaches bcrypt.
-    return base64.b64encode(hashlib.sha256(password.encode("utf-8")).digest())
+    normalized = unicodedata.normalize("NFC", password)
+    return base64.b64encode(hashlib.sha256(normalized.encode("utf-8")).digest())
 
 
 class PasswordHasher:

@@ -10,15 +10,26 @@ memcached::
     <namespace>:cache:lock:v<version>:<key> the short lock of a computation
     <namespace>:cache:ver:<mark>            the invalidation counter of a key or tag
     <namespace>:cache:invalidate            the pub/sub channel of invalidations
+
+A key template's fields are filled with a *canonical* form of each argument (``canonical``),
+one that tells types apart: ``None``, ``"None"``, ``1``, ``"1"``, ``1.0`` and ``True`` give six
+different keys, and no string can pass for another argument or for a separator. Plain strings
+(letters, digits, ``_.-@``, not all digits), ints and UUIDs read as themselves
+(``product:42``, ``product:<uuid>``); anything else is ``~`` + a type letter + a
+percent-encoded form. Tags are formatted plainly (``str``): they must equal the tags that code
+passes to ``invalidate(tags=...)``, and two colliding tags only invalidate more than needed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 import string
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from pydantic import BaseModel
@@ -29,6 +40,7 @@ __all__ = [
     "KeySpace",
     "KeySpec",
     "TagSpec",
+    "canonical",
     "key_mark",
     "tag_mark",
 ]
@@ -84,10 +96,58 @@ def _key_default(value: object) -> object:
     raise TypeError(f"{type(value).__name__} cannot be part of a cache key")
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9_.@-]+")
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _escaped(tag: str, text: str) -> str:
+    return f"~{tag}{quote(text, safe='')}"
+
+
+def canonical(value: Any) -> str:
+    """The form of ``value`` in a key: different for values of different types or contents.
+
+    The result never holds ``:`` or ``{``, so a template's separators stay unambiguous.
+    """
+    if value is None:
+        return "~n"
+    if isinstance(value, bool):
+        return "~t" if value else "~f"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, str):
+        text = str(value)
+        if _PLAIN.fullmatch(text) and not _INTEGER.fullmatch(text):
+            return text
+        return _escaped("s", text)
+    if isinstance(value, float):
+        return _escaped("d", repr(value))
+    try:
+        encoded = orjson.dumps(
+            value, default=_key_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+        ).decode()
+    except TypeError as exc:
+        raise CacheKeyError(str(exc)) from exc
+    return _escaped("j", f"{type(value).__name__}:{encoded}")
+
+
+class _CanonicalFormatter(string.Formatter):
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if format_spec:
+            value = format(value, format_spec)
+        return canonical(value)
+
+
+_FORMATTER = _CanonicalFormatter()
+
+
 class KeyBuilder:
     """Builds the key and tags of one decorated function from the arguments of a call.
 
-    ``key`` is a ``str.format`` template over the parameter names (``"product:{product_id}"``),
+    ``key`` is a ``str.format`` template over the parameter names (``"product:{product_id}"``,
+    each field filled with ``canonical``),
     a callable taking the function's arguments, or ``None``: the function's qualified name and its
     arguments as JSON (hashed when long). ``self``/``cls`` is left out of a default key. Tags are
     templates too, or one callable returning them.
@@ -131,7 +191,7 @@ class KeyBuilder:
             return str(key(*args, **kwargs))
         values = self.arguments(args, kwargs)
         if key is not None:
-            return self._format(key, values)
+            return self._format(key, values, canonical=True)
         try:
             encoded = orjson.dumps(
                 [values[name] for name in self._key_names],
@@ -154,9 +214,13 @@ class KeyBuilder:
         values = self.arguments(args, kwargs)
         return tuple(self._format(tag, values) for tag in tags)
 
-    def _format(self, template: str, values: dict[str, Any]) -> str:
+    def _format(self, template: str, values: dict[str, Any], *, canonical: bool = False) -> str:
         try:
+            if canonical:
+                return _FORMATTER.vformat(template, (), values)
             return template.format_map(values)
+        except CacheKeyError as exc:
+            raise CacheKeyError(f"{self._prefix}: {template!r}: {exc}") from exc
         except (KeyError, AttributeError, IndexError) as exc:
             raise CacheKeyError(f"{self._prefix}: cannot format {template!r}: {exc!r}") from exc
 

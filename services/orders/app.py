@@ -20,7 +20,7 @@ from services.orders.consumers import subscribe
 from services.orders.events import PUBLISHED_EVENTS
 from services.orders.keys import ORDERS_SERVICE, SAGA_RUNNER
 from services.orders.metrics import OrderMetrics
-from services.orders.payment import PaymentProvider, SimulatedPaymentProvider
+from services.orders.payment import PaymentProvider, SimulatedPaymentProvider, check_provider
 from services.orders.repository import OrdersRepository
 from services.orders.saga import SagaRunner
 from services.orders.service import OrdersService
@@ -105,9 +105,12 @@ def create_orders_app(
     """The orders service application.
 
     ``transport``: share a bus transport (e.g. in memory); ``payment``: another provider than
-    the simulated one.
+    the simulated one, which production refuses (see ``Settings.allow_simulated_payments``).
     """
     settings = settings or Settings()
+    check_provider(
+        env=settings.env, allow_simulated=settings.allow_simulated_payments, provider=payment
+    )
 
     def declare(app: web.Application, bus: Bus) -> None:
         bus.declare_publishes(*PUBLISHED_EVENTS)

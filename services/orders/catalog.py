@@ -4,15 +4,16 @@ Why HTTP and not a local price read-model fed by ``product.*`` events: a price m
 catalog's price *at placement*. A local copy lags its events (an order placed right after a
 price change, or right after a product was created, would be priced from a stale copy or
 refused as unknown), and needs a backfill for products created before the orders service first
-ran. Reading ``GET /api/v1/products/{id}`` answers with the catalog's current price, served from
-the products service's own cache (never staler than a confirmed write plus one second), and an
-unknown product is refused at once with a 422. The cost is a dependency on the products
-service being up to *place* orders (503 otherwise); every later saga step goes over the bus.
+ran. Reading ``GET /api/v1/products/batch?ids=...`` answers with the catalog's current prices of
+all the order's products in one request (up to 100 ids, an order's maximum of lines), each served
+from the products service's per-product cache (never staler than a confirmed write plus one
+second), and an unknown product is refused at once with a 422. The cost is a dependency on the
+products service being up to *place* orders (503 otherwise); every later saga step goes over the
+bus. The batch route must be deployed on the products service before this client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from dataclasses import dataclass
 
@@ -49,38 +50,46 @@ class CatalogUnavailable(ServiceUnavailable):
 
 
 class CatalogClient:
-    """Reads product prices from the products service."""
+    """Reads product prices from the products service: one request per ``BATCH`` products."""
 
-    def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, *, concurrency: int = 16
-    ) -> None:
+    BATCH = 100  # the products service's limit of ids per batch read
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
-        self._limit = asyncio.Semaphore(concurrency)
 
-    async def _price(self, product_id: uuid.UUID) -> Price | None:
+    async def _batch(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Price]:
         headers = {}
         correlation = get_correlation_id()
         if correlation:
             headers["X-Correlation-ID"] = correlation
-        async with self._limit:
-            try:
-                async with self.session.get(
-                    f"{self.base_url}/api/v1/products/{product_id}", headers=headers
-                ) as resp:
-                    if resp.status == 404:
-                        return None
-                    if resp.status != 200:
-                        raise CatalogUnavailable()
-                    body = await resp.json()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise CatalogUnavailable() from exc
-        return Price(product_id, int(body["price_cents"]), str(body["currency"]))
+        try:
+            async with self.session.get(
+                f"{self.base_url}/api/v1/products/batch",
+                params={"ids": ",".join(map(str, product_ids))},
+                headers=headers,
+            ) as resp:
+                if resp.status != 200:
+                    raise CatalogUnavailable()
+                body = await resp.json()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise CatalogUnavailable() from exc
+        try:
+            prices = [
+                Price(uuid.UUID(item["id"]), int(item["price_cents"]), str(item["currency"]))
+                for item in body["items"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CatalogUnavailable() from exc
+        return {price.product_id: price for price in prices}
 
     async def prices(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Price]:
         """The price of each product; ``UnknownProducts`` if any does not exist."""
-        found = await asyncio.gather(*(self._price(pid) for pid in product_ids))
-        missing = [pid for pid, price in zip(product_ids, found, strict=True) if price is None]
+        wanted = list(dict.fromkeys(product_ids))
+        found: dict[uuid.UUID, Price] = {}
+        for start in range(0, len(wanted), self.BATCH):
+            found.update(await self._batch(wanted[start : start + self.BATCH]))
+        missing = [pid for pid in wanted if pid not in found]
         if missing:
             raise UnknownProducts(missing)
-        return {price.product_id: price for price in found if price is not None}
+        return {pid: found[pid] for pid in wanted}

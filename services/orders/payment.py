@@ -6,7 +6,9 @@ that to retry a step after a crash without charging twice.
 
 The simulated provider keeps its ledger in the ``payments`` table. Its tokens (API.md):
 ``tok_visa`` is authorized, ``tok_decline`` is declined, ``tok_timeout`` never answers (the call
-hangs until the caller gives up); any other token is declined.
+hangs until the caller gives up); any other token is declined. Since ``tok_visa`` is public, the
+provider has no place where money is real: ``AIOSHOP_ENV=production`` refuses it unless
+``ORDERS_ALLOW_SIMULATED_PAYMENTS=true`` (see ``services.orders.settings``).
 """
 
 from __future__ import annotations
@@ -17,20 +19,52 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import asyncpg
+from pydantic import ValidationError
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "DECLINE_TOKEN",
+    "SIMULATED_IN_PRODUCTION",
     "TIMEOUT_TOKEN",
     "VISA_TOKEN",
     "PaymentProvider",
     "PaymentResult",
     "RefundResult",
     "SimulatedPaymentProvider",
+    "check_provider",
 ]
 
 VISA_TOKEN = "tok_visa"  # noqa: S105 - test tokens of the simulated provider, not secrets
 DECLINE_TOKEN = "tok_decline"  # noqa: S105
 TIMEOUT_TOKEN = "tok_timeout"  # noqa: S105
+
+
+SIMULATED_IN_PRODUCTION = (
+    "AIOSHOP_ENV=production refuses the simulated payment provider (its public token tok_visa"
+    " pays for any order); set ORDERS_ALLOW_SIMULATED_PAYMENTS=true only on a system that takes"
+    " no real money"
+)
+
+
+def check_provider(*, env: str, allow_simulated: bool, provider: PaymentProvider | None) -> None:
+    """Refuse to start with the simulated provider (``provider is None``) in production.
+
+    Raised as a settings ``ValidationError``, so that an entry point reports it like any other
+    invalid setting: one line, exit status 1.
+    """
+    if provider is None and env == "production" and not allow_simulated:
+        raise ValidationError.from_exception_data(
+            "Settings",
+            [
+                {
+                    "type": PydanticCustomError(
+                        "simulated_payments_refused", SIMULATED_IN_PRODUCTION
+                    ),
+                    "loc": (),
+                    "input": None,
+                }
+            ],
+        )
 
 
 @dataclass(frozen=True, slots=True)

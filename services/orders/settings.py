@@ -13,7 +13,8 @@ __all__ = ["Settings"]
 class Settings(BaseServiceSettings):
     """``ORDERS_DATABASE_URL``, ``ORDERS_PORT``, ``PRODUCTS_URL``, ``ORDERS_BUS_QUEUE``,
     ``ORDERS_BUS_EXCHANGE``, ``ORDERS_RESERVATION_TIMEOUT``, ``ORDERS_PAYMENT_TIMEOUT``,
-    ``ORDERS_SAGA_POLL_INTERVAL``, ``ORDERS_SAGA_LEASE``, ``ORDERS_CACHE_ENABLED``.
+    ``ORDERS_SAGA_POLL_INTERVAL``, ``ORDERS_SAGA_LEASE``, ``ORDERS_CACHE_ENABLED``,
+    ``ORDERS_ALLOW_SIMULATED_PAYMENTS``.
 
     The saga's deadlines are seconds: a stock reservation not answered within
     ``reservation_timeout``, or a payment not answered within ``payment_timeout``, fails the
@@ -23,6 +24,12 @@ class Settings(BaseServiceSettings):
     dead instance's step is resumed elsewhere (keep it above the poll interval). ``bus_queue``
     names the durable queue the service consumes ``inventory.*`` from; ``bus_exchange`` the
     topic exchange (a test gives itself its own).
+
+    The only payment provider is the simulated one, where the public token ``tok_visa`` pays for
+    anything: with ``AIOSHOP_ENV=production`` the service refuses to start with it (see
+    ``services.orders.payment.check_provider``) unless ``ORDERS_ALLOW_SIMULATED_PAYMENTS=true``
+    says that this system takes no real money (a staging or demo system in production mode).
+    Commands that do not serve (migrations, read-model rebuilds) are not refused.
     """
 
     port: int = Field(
@@ -78,4 +85,10 @@ class Settings(BaseServiceSettings):
     )
     cache_enabled: bool = Field(
         default=True, validation_alias=AliasChoices("ORDERS_CACHE_ENABLED", "cache_enabled")
+    )
+    allow_simulated_payments: bool = Field(
+        default=False,
+        validation_alias=AliasChoices(
+            "ORDERS_ALLOW_SIMULATED_PAYMENTS", "allow_simulated_payments"
+        ),
     )

@@ -12,12 +12,15 @@ from core import Body, Path, Query, Router
 from core.pagination import Cursor, Limit
 from core.schemas import Page
 from services.products.schemas import (
+    MAX_BATCH,
     MAX_PRICE_CENTS,
     CategoryIn,
     CategoryOut,
     CategoryPatch,
     InventoryIn,
     InventoryOut,
+    ProductBatchOut,
+    ProductIds,
     ProductIn,
     ProductOut,
     ProductPatch,
@@ -149,6 +152,33 @@ async def list_products(
     )
     return Page[ProductOut](
         items=[ProductOut.model_validate(p) for p in page.items], next_cursor=page.next_cursor
+    )
+
+
+# Declared before /products/{product_id}, which would take "batch" as an id otherwise.
+@router.get(
+    "/products/batch",
+    response=ProductBatchOut,
+    tags=["catalog"],
+    responses={422: "No ids, more than 100, or one that is not a UUID"},
+)
+async def get_products_batch(
+    request: web.Request,
+    ids: Annotated[
+        ProductIds,
+        Query(
+            description=f"1 to {MAX_BATCH} product ids, comma-separated (or the key repeated);"
+            " duplicates count once"
+        ),
+    ],
+) -> ProductBatchOut:
+    """Several products in one read, each from the per-product cache (as fresh as
+    ``GET /products/{id}``); unknown ids are listed in ``missing``, not an error."""
+    ids = list(dict.fromkeys(ids))  # "A..." and "a..." are one id once parsed
+    found = await request.app[PRODUCTS_SERVICE].get_many(ids)
+    return ProductBatchOut(
+        items=[ProductOut.model_validate(found[pid]) for pid in ids if pid in found],
+        missing=[pid for pid in ids if pid not in found],
     )
 
 

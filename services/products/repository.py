@@ -180,7 +180,7 @@ class ListingQuery:
              {"WHERE " + " AND ".join(where) if where else ""}
              ORDER BY {key} {direction}, p.id {direction}
              LIMIT {arg(self.limit)}
-        """  # noqa: S608 (every value is a parameter; the fragments are this module's constants)
+        """  # noqa: S608 (every value is a parameter; the fragments are this module's constants)  # nosec B608: as said
         return sql, args
 
 
@@ -293,7 +293,7 @@ class ProductsRepository:
                 f"""
                 UPDATE categories SET {assignments}, updated_at = now() WHERE id = $1
                 RETURNING id, name, slug, parent_id
-                """,  # noqa: S608 (column names from a fixed set; values are parameters)
+                """,  # noqa: S608 (column names from a fixed set; values are parameters)  # nosec B608: as said
                 category_id,
                 *(changes[column] for column in columns),
             )
@@ -407,7 +407,7 @@ class ProductsRepository:
             SELECT {_PRODUCT_COLUMNS}
               FROM products p LEFT JOIN inventory i ON i.product_id = p.id
              WHERE p.id = $1
-            """,  # noqa: S608 (a constant column list)
+            """,  # noqa: S608 (a constant column list)  # nosec B608: constant columns
             product_id,
         )
         return _product(row)
@@ -419,7 +419,7 @@ class ProductsRepository:
             SELECT {_PRODUCT_COLUMNS}
               FROM products p LEFT JOIN inventory i ON i.product_id = p.id
              WHERE p.id = ANY ($1::uuid[])
-            """,  # noqa: S608 (a constant column list)
+            """,  # noqa: S608 (a constant column list)  # nosec B608: constant columns
             list(product_ids),
         )
         return {row["id"]: Product(**dict(row)) for row in rows}
@@ -432,7 +432,7 @@ class ProductsRepository:
               FROM products p LEFT JOIN inventory i ON i.product_id = p.id
              WHERE p.id = $1
                FOR UPDATE OF p
-            """,  # noqa: S608 (a constant column list)
+            """,  # noqa: S608 (a constant column list)  # nosec B608: constant columns
             product_id,
         )
         return _product(row)
@@ -449,7 +449,7 @@ class ProductsRepository:
             assignments = ", ".join(f"{column} = ${n}" for n, column in enumerate(columns, start=2))
             try:
                 status = await conn.execute(
-                    f"UPDATE products SET {assignments}, updated_at = now() WHERE id = $1",  # noqa: S608 (column names from a fixed set)
+                    f"UPDATE products SET {assignments}, updated_at = now() WHERE id = $1",  # noqa: S608 (column names from a fixed set)  # nosec B608: as said
                     product_id,
                     *(changes[column] for column in columns),
                 )

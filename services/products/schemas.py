@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Field,
     JsonValue,
     Strict,
@@ -25,16 +26,19 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from core.schemas import InputModel, OutputModel
+from core.schemas import InputModel, MultiLine, OutputModel
 
 __all__ = [
     "CURRENCIES",
+    "MAX_BATCH",
     "MAX_PRICE_CENTS",
     "CategoryIn",
     "CategoryOut",
     "CategoryPatch",
     "InventoryIn",
     "InventoryOut",
+    "ProductBatchOut",
+    "ProductIds",
     "ProductIn",
     "ProductOut",
     "ProductPatch",
@@ -57,6 +61,7 @@ MAX_PRICE_CENTS = 1_000_000_000_000  # ten billion in major units: beyond any re
 MAX_STOCK = 1_000_000_000
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTES_BYTES = 8192
+MAX_BATCH = 100
 
 
 def _currency(value: str) -> str:
@@ -86,13 +91,29 @@ Sku = Annotated[
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"),
 ]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Description = Annotated[str, StringConstraints(max_length=5000)]
+# The one multi-line text: newlines and tabs allowed, other control characters not.
+Description = Annotated[str, MultiLine(), StringConstraints(max_length=5000)]
 Slug = Annotated[
     str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")
 ]
 Attributes = Annotated[
     dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], JsonValue],
     AfterValidator(_attributes),
+]
+
+
+def _split_ids(value: Any) -> Any:
+    """``?ids=a,b`` and ``?ids=a&ids=b`` (or both) as one list of ids, first occurrence kept."""
+    parts = value if isinstance(value, list) else [value]
+    ids: list[Any] = []
+    for part in parts:
+        ids.extend(part.split(",") if isinstance(part, str) else [part])
+    return list(dict.fromkeys(item.strip() if isinstance(item, str) else item for item in ids))
+
+
+# The ids of ``GET /products/batch``: 1..MAX_BATCH UUIDs, comma-separated and/or repeated.
+ProductIds = Annotated[
+    list[UUID], BeforeValidator(_split_ids), Field(min_length=1, max_length=MAX_BATCH)
 ]
 
 
@@ -186,6 +207,13 @@ class ProductOut(OutputModel):
     stock: int
     created_at: datetime
     updated_at: datetime
+
+
+class ProductBatchOut(OutputModel):
+    """Several products: ``items`` in the order asked for, ``missing`` the ids not found."""
+
+    items: list[ProductOut]
+    missing: list[UUID]
 
 
 class InventoryIn(InputModel):

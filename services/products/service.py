@@ -40,6 +40,7 @@ import asyncio
 import hashlib
 import logging
 import math
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ PRODUCT_TTL = 60.0
 LISTING_TTL = 30.0
 CATEGORY_TTL = 300.0
 NOT_FOUND_TTL = 5.0
+_SLUG = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")  # the pattern of services.products.schemas.Slug
 LISTED_FIELDS = frozenset({"name", "description", "price_cents", "category_id"})
 
 
@@ -393,7 +395,8 @@ class ProductsService:
         after = None
         if cursor is not None:
             (after,) = decode_cursor(cursor, 1)
-            if not isinstance(after, str):
+            # Only a slug is a cursor this API issued; anything else is refused, never looked up.
+            if not isinstance(after, str) or not _SLUG.fullmatch(after):
                 raise InvalidCursor()
         page: CategoryPage = await self._read(
             lambda: self._cached_categories(limit, after),
@@ -490,6 +493,15 @@ class ProductsService:
         if product is None:
             raise ProductNotFound("No such product")
         return product
+
+    async def get_many(self, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Product]:
+        """The products with these ids that exist, by id. Each is read through the per-product
+        cache, as ``get`` reads it: cached and invalidated on its own, as fresh as ``get``."""
+        wanted = list(dict.fromkeys(product_ids))
+        if self.cache is None:
+            return await self.repository.get_products(wanted)
+        products = await asyncio.gather(*(self._cached_product(pid) for pid in wanted))
+        return {p.id: p for p in products if p is not None}
 
     async def list_products(
         self,

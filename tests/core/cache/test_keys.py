@@ -21,11 +21,44 @@ async def product(product_id: uuid.UUID, *, full: bool = False) -> None: ...
 def test_a_template_takes_arguments_positional_keyword_or_default() -> None:
     builder = KeyBuilder(product, "product:{product_id}:{full}", ["product:{product_id}"])
     pid = uuid.UUID(int=7)
-    expected = f"product:{pid}:False"
+    expected = f"product:{pid}:~f"
     assert builder.key((pid,), {}) == expected
     assert builder.key((), {"product_id": pid}) == expected
-    assert builder.key((pid,), {"full": True}) == f"product:{pid}:True"
+    assert builder.key((pid,), {"full": True}) == f"product:{pid}:~t"
     assert builder.tags((pid,), {}) == (f"product:{pid}",)
+
+
+def test_template_keys_tell_types_and_values_apart() -> None:
+    async def page(limit: int, after: object) -> None: ...
+
+    builder = KeyBuilder(page, "categories:page:{limit}:{after}", ["categories"])
+    values: list[object] = [
+        None,
+        "None",
+        1,
+        "1",
+        1.0,
+        True,
+        "true",
+        "~n",
+        "",
+        "a:b",
+        "a%3Ab",
+        ["a"],
+        ("a",),
+        {"a": 1},
+        uuid.UUID(int=1),
+    ]
+    keys = [builder.key((20, value), {}) for value in values]
+    assert len(set(keys)) == len(values), keys
+    # No argument can reach into the next field: separators stay where the template put them.
+    two = KeyBuilder(page, "p:{after}:{limit}", ())
+    assert two.key(("1:2", "3"), {}) != two.key(("1", "2:3"), {})
+    assert all(key.count(":") == 3 for key in keys)
+    # Readable where nothing is ambiguous; tags stay plain, as invalidate(tags=...) names them.
+    assert builder.key((20, "lamps-2"), {}) == "categories:page:20:lamps-2"
+    assert builder.key((20, uuid.UUID(int=1)), {}) == f"categories:page:20:{uuid.UUID(int=1)}"
+    assert builder.tags((20, None), {}) == ("categories",)
 
 
 def test_a_template_naming_no_parameter_fails_at_decoration() -> None:

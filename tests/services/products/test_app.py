@@ -20,6 +20,7 @@ API_ROUTES = {
     ("delete", "/api/v1/categories/{category_id}"),
     ("get", "/api/v1/products"),
     ("post", "/api/v1/products"),
+    ("get", "/api/v1/products/batch"),  # an addition: the orders service's price read
     ("get", "/api/v1/products/{product_id}"),
     ("patch", "/api/v1/products/{product_id}"),
     ("delete", "/api/v1/products/{product_id}"),
