@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest bench clean audit security
 
 install: $(STAMP)
 
@@ -39,6 +39,16 @@ bench: install
 	$(BIN)/python -m perf.bench_products
 	$(BIN)/python -m perf.bench_gateway
 	$(BIN)/python -m perf.bench_orders
+
+# Static security checks (pytest runs them too, in tests/security/test_tooling.py).
+security: install
+	$(BIN)/bandit -q -c pyproject.toml -r core services gateway web migrations perf -ll
+	$(BIN)/hadolint Dockerfile
+
+# Known vulnerabilities of the installed dependencies; fails (never passes silently) when the
+# vulnerability service cannot be reached.
+audit: install
+	bash scripts/audit.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -5,16 +5,26 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from html import escape
-from typing import Any
+from typing import Any, get_args
 
 from aiohttp import web
 from openapi_ui_bundles import swagger_ui
 from pydantic import BaseModel, TypeAdapter
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import DefsRef, GenerateJsonSchema, JsonRef, JsonSchemaValue
+from pydantic_core import core_schema
 
 from core.handlers import RouteDef
-from core.schemas import Problem, ValidationProblem
+from core.schemas import MultiLine, Problem, ValidationProblem
 
-__all__ = ["DOCS_INIT_JS", "SWAGGER_ASSETS", "SWAGGER_STATIC", "build_openapi", "docs_page"]
+__all__ = [
+    "DOCS_INIT_JS",
+    "SWAGGER_ASSETS",
+    "SWAGGER_STATIC",
+    "InputJsonSchema",
+    "build_openapi",
+    "docs_page",
+]
 
 SWAGGER_STATIC = swagger_ui.static_path
 # Listed once at import, so that serving an asset never walks the file system on the loop.
@@ -30,7 +40,7 @@ _STATUS_TEXT = {
     201: "Created",
     202: "Accepted",
     204: "No Content",
-    400: "Malformed request",
+    400: "Malformed request (not valid HTTP or JSON, or a line over 8 KB)",
     401: "Missing, invalid, expired or revoked token",
     403: "Not allowed",
     404: "Not found",
@@ -43,13 +53,133 @@ _STATUS_TEXT = {
 }
 
 
+# What ``core.schemas.clean_text`` refuses in every input string (Unicode ``Cc``: C0, DEL, C1;
+# newline and tab allowed in ``MultiLine()`` fields), as ECMA-262 patterns: the same text as the
+# patterns ``InputModel`` publishes itself, reaching here what it does not (parameters, keys).
+_SINGLE_LINE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_MULTI_LINE = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+# The same for a stripped string that may not be empty: at least one character that is neither
+# blank nor a control character.
+_SINGLE_LINE_FILLED = (
+    "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
+    "[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+)
+_MULTI_LINE_FILLED = (
+    "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
+    "[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+)
+_MULTI = {_SINGLE_LINE: _MULTI_LINE, _SINGLE_LINE_FILLED: _MULTI_LINE_FILLED}
+_JSON_INPUT = "JsonInput"
+
+
+def _mentions_multiline(annotation: Any, seen: set[int]) -> bool:
+    if id(annotation) in seen:
+        return False
+    seen.add(id(annotation))
+    if isinstance(annotation, MultiLine):
+        return True
+    parts = [*get_args(annotation), *getattr(annotation, "__metadata__", ())]
+    return any(_mentions_multiline(part, seen) for part in parts)
+
+
+def _is_multiline(field: FieldInfo) -> bool:
+    seen: set[int] = set()
+    return _mentions_multiline(field.annotation, seen) or any(
+        _mentions_multiline(item, seen) for item in field.metadata
+    )
+
+
+def _allow_lines(schema: Any) -> None:
+    """Swap the single-line pattern for the multi-line one everywhere in ``schema``."""
+    if isinstance(schema, dict):
+        if schema.get("pattern") in _MULTI:
+            schema["pattern"] = _MULTI[schema["pattern"]]
+        for value in schema.values():
+            _allow_lines(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            _allow_lines(item)
+
+
+class InputJsonSchema(GenerateJsonSchema):
+    """The JSON Schema of request bodies and parameters, with the constraints that validation
+    applies but pydantic does not emit, so that the published schema is no looser than the
+    validation (schema-valid input is never a 422):
+
+    - every string without a ``pattern`` or ``format`` of its own refuses control characters
+      (``core.schemas.clean_text``; newline and tab allowed in ``MultiLine()`` fields), and one
+      that is stripped and may not be empty refuses blank strings;
+    - a dict whose keys must match a pattern (``patternProperties``) has no other keys.
+    """
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        """A string: the control-character rule unless a pattern or format says more; when
+        it is stripped (``str_strip_whitespace``) and may not be empty, not blank either."""
+        json_schema = super().str_schema(schema)
+        if "pattern" not in json_schema and "format" not in json_schema:
+            config = getattr(self, "_config", None)  # the model's, while its fields are done
+            strips = schema.get("strip_whitespace", getattr(config, "str_strip_whitespace", False))
+            filled = bool(strips) and json_schema.get("minLength", 0) >= 1
+            json_schema["pattern"] = _SINGLE_LINE_FILLED if filled else _SINGLE_LINE
+        return json_schema
+
+    def any_schema(self, schema: core_schema.AnySchema) -> JsonSchemaValue:
+        """Any JSON (``JsonValue``, e.g. free attributes): validation cleans every string in it,
+        keys included, at any depth, so the schema says so, recursively (``JsonInput``)."""
+        ref = _REF.format(model=_JSON_INPUT)
+        defs_ref = DefsRef(_JSON_INPUT)
+        # Registered as pydantic registers a model's definition (kept, named as it is).
+        self.json_to_defs_refs[JsonRef(ref)] = defs_ref
+        self._prioritized_defsref_choices[defs_ref] = [defs_ref]
+        self.definitions[defs_ref] = {
+            "description": "Any JSON value; strings (object keys too) without control characters",
+            "anyOf": [
+                {"type": "string", "pattern": _SINGLE_LINE},
+                {"type": ["number", "boolean", "null"]},
+                {"type": "array", "items": {"$ref": ref}},
+                {
+                    "type": "object",
+                    "propertyNames": {"pattern": _SINGLE_LINE},
+                    "additionalProperties": {"$ref": ref},
+                },
+            ],
+        }
+        return {"$ref": ref}
+
+    def dict_schema(self, schema: core_schema.DictSchema) -> JsonSchemaValue:
+        """A dict: keys not matching its ``patternProperties`` are refused."""
+        json_schema = super().dict_schema(schema)
+        if "patternProperties" in json_schema and "additionalProperties" not in json_schema:
+            json_schema["additionalProperties"] = False
+        return json_schema
+
+    def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+        """A model: its ``MultiLine()`` fields allow newlines and tabs."""
+        json_schema = super().model_schema(schema)
+        model = schema["cls"]
+        properties = json_schema.get("properties", {})
+        for name, field in model.model_fields.items():
+            prop = properties.get(field.alias or name)
+            if prop is not None and _is_multiline(field):
+                _allow_lines(prop)
+        return json_schema
+
+
 class _Components:
     def __init__(self) -> None:
         self.schemas: dict[str, Any] = {}
 
     def schema(self, annotation: Any, mode: str = "validation") -> dict[str, Any]:
-        """The JSON Schema of ``annotation``; named models become ``$ref``s to components."""
-        schema = TypeAdapter(annotation).json_schema(ref_template=_REF, mode=mode)  # type: ignore[arg-type]
+        """The JSON Schema of ``annotation``; named models become ``$ref``s to components.
+
+        ``mode="input"``: a request body (``InputJsonSchema``); otherwise pydantic's
+        ``validation`` or ``serialization`` schema."""
+        generator = InputJsonSchema if mode == "input" else GenerateJsonSchema
+        schema = TypeAdapter(annotation).json_schema(
+            ref_template=_REF,
+            mode="validation" if mode == "input" else mode,  # type: ignore[arg-type]
+            schema_generator=generator,
+        )
         self.schemas.update(schema.pop("$defs", {}))
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             # Generic models are named like "Page[UserOut]"; component names allow [A-Za-z0-9._-].
@@ -62,7 +192,9 @@ class _Components:
 def _parameters(route: RouteDef, components: _Components) -> list[dict[str, Any]]:
     parameters = []
     for location, group in route.groups.items():
-        schema = group.model.model_json_schema(by_alias=True, ref_template=_REF)
+        schema = group.model.model_json_schema(
+            by_alias=True, ref_template=_REF, schema_generator=InputJsonSchema
+        )
         components.schemas.update(schema.pop("$defs", {}))
         required = set(schema.get("required", []))
         for prop, prop_schema in schema.get("properties", {}).items():
@@ -112,7 +244,9 @@ def _operation(route: RouteDef, components: _Components) -> dict[str, Any]:
     if route.body_type is not None:
         operation["requestBody"] = {
             "required": True,
-            "content": {"application/json": {"schema": components.schema(route.body_type)}},
+            "content": {
+                "application/json": {"schema": components.schema(route.body_type, "input")}
+            },
         }
     success: dict[str, Any] = {"description": _STATUS_TEXT.get(route.status, "Success")}
     if route.response is not None:
@@ -120,7 +254,8 @@ def _operation(route: RouteDef, components: _Components) -> dict[str, Any]:
             "application/json": {"schema": components.schema(route.response, "serialization")}
         }
     responses: dict[str, Any] = {str(route.status): success}
-    errors = set(route.responses)
+    # 400: any request may be unparseable (a request line or header over 8 KB, a malformed head).
+    errors = set(route.responses) | {400}
     if route.groups or route.body_type is not None:
         errors.add(422)
     if route.body_type is not None:

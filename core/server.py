@@ -36,7 +36,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
 from core.middleware.correlation import CORRELATION_HEADER
-from core.middleware.security import API_CSP
+from core.middleware.security import API_CSP, SECURITY_HEADERS, SERVER_NAME
 from core.settings import BaseServiceSettings
 
 __all__ = [
@@ -283,10 +283,11 @@ def _unparseable_response(status: int, exc: BaseException | None) -> web.Respons
         status=status,
         content_type="application/problem+json",
         headers={
+            **SECURITY_HEADERS,
             CORRELATION_HEADER: correlation_id,
             "Cache-Control": "no-store",
             "Content-Security-Policy": API_CSP,
-            "X-Content-Type-Options": "nosniff",
+            "Server": SERVER_NAME,
         },
     )
     response.force_close()

@@ -197,7 +197,7 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
 
 
 def _client(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104  # nosec B104: a comparison, no bind
 
 
 def _print_urls(host: str, apps: list[tuple[str, int]]) -> None:

@@ -45,7 +45,7 @@ class Process:
 
 
 def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104  # nosec B104: a comparison, no bind
 
 
 def _free_port(host: str) -> int:
@@ -225,7 +225,7 @@ def _die_with_parent() -> None:
 
 def _ready(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  # nosec B310: our own http:// URL
             return int(response.status) == 200
     except (urllib.error.URLError, OSError):
         return False

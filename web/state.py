@@ -141,9 +141,9 @@ class InstanceState:
         if silence > limits.down_after:
             return "down", [f"no snapshot for {silence:.0f} s"]
         errors = self.latest.get("errors") or {}
-        requests = self.latest.get("requests") or {}
+        traffic = self.latest.get("requests") or {}
         bus = self.latest.get("bus") or {}
-        count = requests.get("count") or 0
+        count = traffic.get("count") or 0
         server_ratio = (errors.get("server") or 0) / count if count else 0.0
         reasons = []
         if silence > limits.stale_after:
@@ -264,7 +264,7 @@ class DashboardState:
 
     @staticmethod
     def _point(data: dict[str, Any], previous_bus: dict[str, Any]) -> list[float | None]:
-        requests = data.get("requests") or {}
+        traffic = data.get("requests") or {}
         errors = data.get("errors") or {}
         process = data.get("process") or {}
         bus = data.get("bus") or {}
@@ -279,16 +279,16 @@ class DashboardState:
         rss = _number(process.get("rss_bytes"))
         return [
             round(time.time(), 3),
-            _number(requests.get("rate")),
-            _number(requests.get("p50_ms")),
-            _number(requests.get("p95_ms")),
-            _number(requests.get("p99_ms")),
+            _number(traffic.get("rate")),
+            _number(traffic.get("p50_ms")),
+            _number(traffic.get("p95_ms")),
+            _number(traffic.get("p99_ms")),
             round(
                 (_number(errors.get("server_rate")) or 0)
                 + (_number(errors.get("client_rate")) or 0),
                 3,
             ),
-            _number(requests.get("in_flight")),
+            _number(traffic.get("in_flight")),
             _number(process.get("cpu_percent")),
             None if rss is None else round(rss / 2**20, 2),
             moved,
@@ -454,7 +454,7 @@ class DashboardState:
 
     def _instance_view(self, instance: InstanceState, now: float, full: bool) -> dict[str, Any]:
         data = instance.latest
-        requests = data.get("requests") or {}
+        traffic = data.get("requests") or {}
         errors = data.get("errors") or {}
         process = data.get("process") or {}
         health, reasons = instance.diagnose(now, self.limits)
@@ -470,11 +470,11 @@ class DashboardState:
             "last_seen": _iso(instance.last_seen_at),
             "silent_for": round(max(0.0, now - instance.last_seen), 1),
             "started_at": data.get("started_at"),
-            "rps": _number(requests.get("rate")),
-            "p50_ms": _number(requests.get("p50_ms")),
-            "p95_ms": _number(requests.get("p95_ms")),
-            "p99_ms": _number(requests.get("p99_ms")),
-            "in_flight": _number(requests.get("in_flight")),
+            "rps": _number(traffic.get("rate")),
+            "p50_ms": _number(traffic.get("p50_ms")),
+            "p95_ms": _number(traffic.get("p95_ms")),
+            "p99_ms": _number(traffic.get("p99_ms")),
+            "in_flight": _number(traffic.get("in_flight")),
             "error_ratio": _number(errors.get("ratio")),
             "errors_5xx_per_s": _number(errors.get("server_rate")),
             "errors_4xx_per_s": _number(errors.get("client_rate")),

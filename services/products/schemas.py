@@ -82,10 +82,22 @@ def _attributes(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
     return value
 
 
-Currency = Annotated[str, StringConstraints(min_length=3, max_length=3), AfterValidator(_currency)]
-# Amounts in bodies are JSON integers: no strings, floats or booleans passing for money.
-PriceCents = Annotated[int, Strict(), Field(ge=0, le=MAX_PRICE_CENTS)]
-Stock = Annotated[int, Strict(), Field(ge=0, le=MAX_STOCK)]
+def _whole(value: Any) -> Any:
+    # JSON has one number type: 100.0 is the integer 100 (JSON Schema says so too); 100.5 is not.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Currency = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=3),
+    AfterValidator(_currency),
+    Field(json_schema_extra={"enum": sorted(CURRENCIES)}),
+]
+# Amounts in bodies are JSON integers: no strings, fractions or booleans passing for money.
+PriceCents = Annotated[int, Strict(), Field(ge=0, le=MAX_PRICE_CENTS), BeforeValidator(_whole)]
+Stock = Annotated[int, Strict(), Field(ge=0, le=MAX_STOCK), BeforeValidator(_whole)]
 Sku = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$"),

@@ -26,7 +26,13 @@ __all__ = [
 ]
 
 
-Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(lambda v: v.lower())]
+# email-validator refuses the special-use domains (RFC 6761 and kin): the schema says so too.
+_SPECIAL_USE = r"(?i)@(.+\.)?(arpa|invalid|local|localhost|onion|test)$"
+Email = Annotated[
+    EmailStr,
+    Field(max_length=254, json_schema_extra={"not": {"pattern": _SPECIAL_USE}}),
+    AfterValidator(lambda v: v.lower()),
+]
 # Passwords are not stripped: every character the user typed counts.
 Password = Annotated[str, StringConstraints(min_length=8, max_length=128, strip_whitespace=False)]
 FullName = Annotated[str, StringConstraints(min_length=1, max_length=200)]

@@ -180,12 +180,12 @@ def test_request_body_and_responses_are_documented(spec: dict[str, Any]) -> None
 def test_auth_routes_declare_401_and_security(spec: dict[str, Any]) -> None:
     operation = spec["paths"]["/api/v1/me"]["get"]
     assert operation["security"] == [{"bearerAuth": []}]
-    assert set(operation["responses"]) == {"200", "401", "404"}
+    assert set(operation["responses"]) == {"200", "400", "401", "404"}
     assert operation["responses"]["404"]["description"] == "No such user"
 
     public = spec["paths"]["/api/v1/ping"]["get"]
     assert "security" not in public
-    assert set(public["responses"]) == {"200"}
+    assert set(public["responses"]) == {"200", "400"}
 
 
 async def test_enum_parameters_are_valid_and_resolvable(
