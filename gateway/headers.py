@@ -11,11 +11,12 @@ sent).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from core.forwarded import TrustedProxies
 
 __all__ = ["HOP_BY_HOP", "IDENTITY_PREFIX", "Forwarding", "response_headers"]
 
@@ -40,8 +41,6 @@ _FORWARDED = frozenset(
 _REQUEST_DROP = HOP_BY_HOP | {"host", "expect", "x-correlation-id"}
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
     tokens: set[str] = set()
@@ -60,35 +59,11 @@ class Forwarding:
     """Builds upstream request headers; finds the client address behind trusted proxies."""
 
     def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
-        self.trusted: list[Network] = [
-            ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
-        ]
-
-    def _is_trusted(self, address: str | None) -> bool:
-        if not self.trusted or not address:
-            return False
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
+        self.proxies = TrustedProxies(trusted_proxies)
 
     def client_ip(self, request: web.BaseRequest) -> str:
-        """The client's address: the peer's, or through trusted proxies the last untrusted hop
-        of ``X-Forwarded-For`` (the leftmost entries are the client's word and prove nothing)."""
-        peer = request.remote or "unknown"
-        if not self._is_trusted(peer):
-            return peer
-        chain = [
-            hop.strip()
-            for value in request.headers.getall(hdrs.X_FORWARDED_FOR, [])
-            for hop in value.split(",")
-            if hop.strip()
-        ]
-        for hop in reversed(chain):
-            if not self._is_trusted(hop):
-                return hop
-        return chain[0] if chain else peer
+        """The client's address (``core.forwarded.TrustedProxies.client_ip``)."""
+        return self.proxies.client_ip(request)
 
     def upstream_headers(
         self,
@@ -103,7 +78,7 @@ class Forwarding:
         ``keep_length``: forward ``Content-Length`` (a streamed body); otherwise the client
         library sets it from the buffered body.
         """
-        trusted = self._is_trusted(request.remote)
+        trusted = self.proxies.trusts(request.remote)
         drop = _REQUEST_DROP | _connection_tokens(request.headers)
         if not trusted:
             drop |= _FORWARDED

@@ -225,20 +225,9 @@ async def _bus_command(transport: Transport, args: argparse.Namespace) -> int:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     """Print a new Ed25519 key pair as environment assignments."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from core.auth.keygen import generate_key_pair
 
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
+    private, public = generate_key_pair()
     print(f'JWT_PRIVATE_KEY="{private.strip()}"')
     print(f'JWT_PUBLIC_KEY="{public.strip()}"')
     return 0

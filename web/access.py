@@ -11,20 +11,18 @@ up in logs).
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 
 from aiohttp import hdrs, web
 
 from core.auth import Principal
 from core.errors import Unauthorized
+from core.forwarded import TrustedProxies
 from core.keys import AUTHENTICATOR
 from web.settings import METRICS_READ
 from web.stream import Viewer
 
-__all__ = ["Access", "Network"]
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = ["Access"]
 
 
 class Access:
@@ -32,9 +30,7 @@ class Access:
 
     def __init__(self, *, public: bool, trusted_proxies: Iterable[str] = ()) -> None:
         self.public = public
-        self.trusted: list[Network] = [
-            ipaddress.ip_network(cidr, strict=False) for cidr in trusted_proxies
-        ]
+        self.proxies = TrustedProxies(trusted_proxies)
 
     async def viewer(self, request: web.Request) -> Viewer:
         """The caller as a ``Viewer``, or ``Unauthorized`` (401) / ``Forbidden`` (403)."""
@@ -42,7 +38,7 @@ class Access:
         if header is None:
             if not self.public:
                 raise Unauthorized("Sign in with an account that has metrics:read")
-            return Viewer(client=f"ip:{self.client_ip(request)}")
+            return Viewer(client=f"ip:{self.proxies.client_ip(request)}")
         principal = await self.authenticate(request)
         return Viewer(
             client=f"user:{principal.user_id}",
@@ -59,29 +55,3 @@ class Access:
         if not self.public:
             authenticator.authorize(principal, (METRICS_READ,))
         return principal
-
-    def _is_trusted(self, address: str | None) -> bool:
-        if not self.trusted or not address:
-            return False
-        try:
-            ip = ipaddress.ip_address(address.strip())
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
-
-    def client_ip(self, request: web.BaseRequest) -> str:
-        """The peer's address or, behind trusted proxies, the last untrusted hop of
-        ``X-Forwarded-For`` (entries left of it are the client's word)."""
-        peer = request.remote or "unknown"
-        if not self._is_trusted(peer):
-            return peer
-        chain = [
-            hop.strip()
-            for value in request.headers.getall(hdrs.X_FORWARDED_FOR, [])
-            for hop in value.split(",")
-            if hop.strip()
-        ]
-        for hop in reversed(chain):
-            if not self._is_trusted(hop):
-                return hop[:64]
-        return peer
