@@ -203,28 +203,32 @@ async def _follow(
             event_id=tick,
         )
     )
-    last_write = loop.time()
+    last_write = last_check = loop.time()
     while not hub.closed:
         now = loop.time()
         if now >= deadline:
             break
-        wake_at = min(deadline, last_write + hub.limits.heartbeat)
+        # The token is checked again every heartbeat, on its own clock: ticks keep a stream
+        # busy, and must not keep a revoked or demoted token's stream alive.
+        if recheck is not None and now >= last_check + hub.limits.heartbeat:
+            try:
+                await recheck()
+            except ProblemError:
+                break
+            except Exception:  # cannot tell whether the token still holds: fail closed
+                log.warning("dashboard stream ended: its token could not be checked again")
+                break
+            last_check = loop.time()
+        wake_at = min(
+            deadline, last_write + hub.limits.heartbeat, last_check + hub.limits.heartbeat
+        )
         try:
-            async with asyncio.timeout(wake_at - now):
+            async with asyncio.timeout(max(0.0, wake_at - loop.time())):
                 tick = await hub.wait(tick)
         except TimeoutError:
-            if loop.time() >= deadline:
-                break
-            if recheck is not None:
-                try:
-                    await recheck()
-                except ProblemError:
-                    break
-                except Exception:  # cannot tell whether the token still holds: fail closed
-                    log.warning("dashboard stream ended: its token could not be checked again")
-                    break
-            await response.write(HEARTBEAT)
-            last_write = loop.time()
+            if loop.time() >= last_write + hub.limits.heartbeat:
+                await response.write(HEARTBEAT)
+                last_write = loop.time()
             continue
         if hub.closed:
             break

@@ -97,6 +97,30 @@ async def test_heartbeats_keep_an_idle_stream_and_a_revoked_token_ends_it(
     await assert_problem(await client.get("/dashboard/stream", headers=bearer(token)), 401)
 
 
+async def test_a_busy_stream_of_a_revoked_token_ends_too(make_client: ClientFactory) -> None:
+    """Ticks faster than the heartbeat never leave a moment of silence: the token is checked
+    on its own clock all the same."""
+    client = await make_client(dashboard_push_interval=0.05, dashboard_heartbeat=0.3)
+    token = issue()
+    response = await client.get("/dashboard/stream", headers=bearer(token))
+    assert response.status == 200
+    frames = _frames(response)
+    ticks = 0
+    async with asyncio.timeout(5):
+        async for frame in frames:
+            ticks += b"event: tick" in frame
+            if ticks >= 10:
+                break
+    revocations = client.app[AUTHENTICATOR].revocations
+    assert revocations is not None
+    await revocations.revoke_token(token.jti)
+    revoked_at = time.monotonic()
+    async with asyncio.timeout(5):
+        async for _ in frames:
+            pass
+    assert time.monotonic() - revoked_at < 3  # one heartbeat (0.3 s) and a margin
+
+
 async def test_streams_per_client_are_capped_with_a_429(make_client: ClientFactory) -> None:
     client = await make_client(dashboard_streams_per_client=2)
     user = str(uuid.uuid4())
