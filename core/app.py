@@ -17,9 +17,20 @@ from core.auth.authenticator import Authenticator
 from core.auth.revocation import RevocationStore
 from core.auth.tokens import TokenCodec
 from core.bus.asyncapi import build_asyncapi
+from core.forwarded import TrustedProxies
 from core.handlers import RouteDef, Router
 from core.health import HealthChecks
-from core.keys import AUTHENTICATOR, BUS, HEALTH, METRICS, REDIS, ROUTES, SERVICE_NAME, SETTINGS
+from core.keys import (
+    AUTHENTICATOR,
+    BUS,
+    HEALTH,
+    METRICS,
+    PROXIES,
+    REDIS,
+    ROUTES,
+    SERVICE_NAME,
+    SETTINGS,
+)
 from core.metrics import Metrics, metrics_handler
 from core.middleware import (
     access_log_middleware,
@@ -98,6 +109,7 @@ def create_app(
     )
     app[SERVICE_NAME] = name
     app[SETTINGS] = settings
+    app[PROXIES] = TrustedProxies(settings.trusted_proxies)
     app[METRICS] = Metrics(name)
     app[SNAPSHOT] = Snapshotter(app, name, app[METRICS])
     app[HEALTH] = HealthChecks()

@@ -7,7 +7,9 @@ from collections.abc import Iterable
 
 from aiohttp import hdrs, web
 
-__all__ = ["TrustedProxies"]
+from core.keys import PROXIES
+
+__all__ = ["TrustedProxies", "client_address"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # An X-Forwarded-For hop is at most an IPv6 address with a zone: longer is the client's noise.
@@ -46,3 +48,9 @@ class TrustedProxies:
             if not self.trusts(hop):
                 return hop[:_MAX_HOP]
         return chain[0][:_MAX_HOP] if chain else peer
+
+
+def client_address(request: web.BaseRequest) -> str:
+    """The client's address as the app's ``TRUSTED_PROXIES`` tell it (``app[PROXIES]``)."""
+    proxies = request.app.get(PROXIES) if isinstance(request, web.Request) else None
+    return proxies.client_ip(request) if proxies is not None else request.remote or "unknown"

@@ -42,6 +42,7 @@ from pydantic import (
 
 from core.auth.tokens import Principal
 from core.errors import BadRequest, ProblemError, UnsupportedMediaType, ValidationFailed
+from core.forwarded import client_address
 from core.idempotency import IDEMPOTENCY_HEADER, IdempotencyStore, fingerprint
 from core.keys import AUTHENTICATOR, PRINCIPAL, REDIS, ROUTES, SERVICE_NAME, SETTINGS
 from core.middleware.errors import problem_from
@@ -131,8 +132,9 @@ class RouteDef:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Authenticate, validate, call the handler and shape its result."""
         kwargs: dict[str, Any] = {}
-        # Anonymous callers' keys are scoped by address, so strangers cannot collide.
-        caller = f"anonymous@{request.remote}"
+        # Anonymous callers' keys are scoped by address (the client's, behind TRUSTED_PROXIES),
+        # so strangers neither collide nor share a quota.
+        caller = f"anonymous@{client_address(request)}"
         if self.auth:
             authenticator = request.app[AUTHENTICATOR]
             principal = await authenticator.authenticate(request.headers.get("Authorization"))
@@ -217,8 +219,8 @@ class RouteDef:
 
 def _idempotency_store(request: web.Request, *, anonymous: bool) -> IdempotencyStore:
     settings = request.app[SETTINGS]
-    # Anonymous callers are told apart by address only, and behind the gateway every one of them
-    # has the gateway's: their quota of live keys is shared, hence larger (core.idempotency).
+    # Anonymous callers are told apart by address only, and several may share one (a NAT, or the
+    # gateway's when TRUSTED_PROXIES does not name it): their quota is larger (core.idempotency).
     return IdempotencyStore(
         request.app[REDIS],
         namespace=settings.redis_namespace,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from core.bus.bus import Bus
     from core.bus.outbox import Outbox
     from core.cache.cache import Cache
+    from core.forwarded import TrustedProxies
     from core.handlers import RouteDef
     from core.health import HealthChecks
     from core.metrics import Metrics
@@ -29,6 +30,7 @@ __all__ = [
     "METRICS",
     "OUTBOX",
     "PRINCIPAL",
+    "PROXIES",
     "REDIS",
     "ROUTES",
     "SERVICE_NAME",
@@ -46,5 +48,6 @@ ROUTES: web.AppKey[list[RouteDef]] = web.AppKey("routes")
 BUS: web.AppKey[Bus] = web.AppKey("bus")
 OUTBOX: web.AppKey[Outbox] = web.AppKey("outbox")
 CACHE: web.AppKey[Cache] = web.AppKey("cache")
+PROXIES: web.AppKey[TrustedProxies] = web.AppKey("trusted_proxies")
 
 PRINCIPAL = web.RequestKey("principal", Principal)

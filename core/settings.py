@@ -224,6 +224,9 @@ class BaseServiceSettings(BaseSettings):
     refresh_token_ttl: int = Field(default=14 * 86_400, ge=300, le=90 * 86_400)
 
     cors_origins: list[str] = Field(default_factory=list)
+    # Proxies (CIDRs: the gateway) whose X-Forwarded-For names the client, for per-client
+    # limits (login throttling, anonymous idempotency keys); by default nobody's.
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     readiness_timeout: float = Field(default=1.0, gt=0, le=30)
     # Every server's client timeouts (seconds): to receive a request head, to receive its body,

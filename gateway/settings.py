@@ -155,7 +155,6 @@ class Settings(BaseServiceSettings):
     stream_retry_after: int = Field(default=5, ge=1, le=3600)
 
     public_routes: list[str] = Field(default_factory=lambda: list(DEFAULT_PUBLIC_ROUTES))
-    trusted_proxies: list[str] = Field(default_factory=list)
     identity_secret: SecretStr | None = None
     hsts_max_age: int = Field(default=31_536_000, ge=0)
 

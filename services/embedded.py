@@ -136,6 +136,7 @@ def run_embedded(
 async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int:
     from core.bus import InMemoryTransport
     from core.server import app_runner
+    from services.up import gateway_cidrs
 
     transport = InMemoryTransport(shared=True)
     common = _overrides(servers)
@@ -147,6 +148,9 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
         # Services that call another directly (orders reads prices from products) find it here.
         known = type(settings).model_fields
         settings = settings.model_copy(update={k: v for k, v in peers.items() if k in known})
+        if "TRUSTED_PROXIES" not in os.environ:
+            # The gateway calls them from this machine: its X-Forwarded-For names the client.
+            settings = settings.model_copy(update={"trusted_proxies": gateway_cidrs(host)})
         apps.append((name, entry.app_factory()(settings, transport=transport), settings.port))
     upstreams: dict[str, Any] = {
         f"upstream_{name}": f"http://{_client(host)}:{port}" for name, _, port in apps
@@ -154,6 +158,10 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
     if dashboard and importlib.util.find_spec("web") is not None:
         web_module = importlib.import_module("web")
         web_settings = web_module.Settings(**common, host=host)
+        if "DASHBOARD_TRUSTED_PROXIES" not in os.environ:
+            web_settings = web_settings.model_copy(
+                update={"dashboard_trusted_proxies": gateway_cidrs(host)}
+            )
         apps.append(
             (
                 "dashboard",

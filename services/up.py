@@ -8,8 +8,11 @@ at every instance, and stops everything in reverse order on SIGINT/SIGTERM or wh
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import ipaddress
+import json
 import os
 import signal
 import socket
@@ -46,6 +49,14 @@ class Process:
 
 def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104  # nosec B104: a comparison, no bind
+
+
+def gateway_cidrs(host: str) -> list[str]:
+    """The addresses a gateway on this machine calls the services from, as CIDRs."""
+    cidrs = {"127.0.0.1/32", "::1/128"}
+    with contextlib.suppress(ValueError):  # a name such as localhost: loopback covers it
+        cidrs.add(str(ipaddress.ip_network(_client_host(host))))
+    return sorted(cidrs)
 
 
 def _free_port(host: str) -> int:
@@ -96,17 +107,26 @@ def plan(
         # A URL set on purpose (or from a file) stays.
         if variable not in os.environ and f"{variable}_FILE" not in os.environ
     }
+    # The gateway calls services and the dashboard from this machine: they believe its
+    # X-Forwarded-For (per-client login throttling, anonymous idempotency keys, stream caps).
+    proxies = json.dumps(gateway_cidrs(host))
+    trusted = {} if "TRUSTED_PROXIES" in os.environ else {"TRUSTED_PROXIES": proxies}
     for name, service_ports in ports.items():
         for i, port in enumerate(service_ports):
             cmd = [python, "-m", "services.cli", "serve", name, "--host", host, "--port", str(port)]
             label = f"{name}-{i}" if len(service_ports) > 1 else name
-            processes.append(Process(label, name, cmd, port, env=dict(peers)))
+            processes.append(Process(label, name, cmd, port, env={**peers, **trusted}))
     upstreams = {f"UPSTREAM_{name.upper()}": ",".join(urls) for name, urls in instances.items()}
     if dashboard and _dashboard_available():
         # Imported by name: the dashboard is an optional part of an installation.
         port = int(importlib.import_module("web.settings").Settings().port)
         cmd = [python, "-m", "web", "--host", host, "--port", str(port)]
-        web = Process("dashboard", "web", cmd, port, front=True)
+        env = (
+            {}
+            if "DASHBOARD_TRUSTED_PROXIES" in os.environ
+            else {"DASHBOARD_TRUSTED_PROXIES": proxies}
+        )
+        web = Process("dashboard", "web", cmd, port, env=env, front=True)
         processes.append(web)
         upstreams["UPSTREAM_WEB"] = web.url(host)
     if gateway:

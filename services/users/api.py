@@ -8,6 +8,7 @@ from uuid import UUID
 from aiohttp import web
 
 from core import Body, Path, Principal, Router
+from core.forwarded import client_address
 from core.pagination import Cursor, Limit
 from core.schemas import Page
 from services.users.repository import User
@@ -53,7 +54,9 @@ async def register(request: web.Request, body: Annotated[RegisterIn, Body()]) ->
 )
 async def login(request: web.Request, body: Annotated[LoginIn, Body()]) -> TokenPair:
     """Exchange email and password for an access and a refresh token."""
-    tokens = await request.app[USERS_SERVICE].login(email=body.email, password=body.password)
+    tokens = await request.app[USERS_SERVICE].login(
+        email=body.email, password=body.password, client=client_address(request)
+    )
     return TokenPair.model_validate(tokens)
 
 

@@ -39,6 +39,7 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
                 app[REDIS],
                 namespace=settings.redis_namespace,
                 free_attempts=settings.login_free_attempts,
+                account_free_attempts=settings.login_account_free_attempts,
                 base_delay=settings.login_delay_base,
                 max_delay=settings.login_delay_max,
             ),

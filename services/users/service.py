@@ -136,21 +136,22 @@ class UsersService:
                 await self.outbox.publish(conn, _registered(user))
         return user
 
-    async def login(self, *, email: str, password: str) -> Tokens:
+    async def login(self, *, email: str, password: str, client: str = "unknown") -> Tokens:
         """Exchange credentials for a new session (a new refresh family).
 
-        ``LoginThrottled`` (429) when the account has had too many recent attempts: checked
-        before the password, so a throttled guess learns nothing.
+        ``LoginThrottled`` (429) when the account has had too many recent attempts (from
+        ``client``, the caller's address, or from everywhere): checked before the password, so a
+        throttled guess learns nothing.
         """
         email = email.strip().lower()
         if self.throttle is not None:
-            await self.throttle.attempt(email)
+            await self.throttle.attempt(email, client)
         user = await self.repository.get_by_email(email)
         valid = await self.hasher.verify(password, user.password_hash if user else None)
         if user is None or not valid:
             raise InvalidCredentials("The email or password is incorrect")
         if self.throttle is not None:
-            await self.throttle.succeeded(email)
+            await self.throttle.succeeded(email, client)
         family = uuid.uuid4()
         async with self.repository.transaction() as conn:
             # A password change committed since the check above wins: no session for the old one.

@@ -117,6 +117,38 @@ async def test_a_4xx_of_the_business_logic_is_recorded_and_replayed(
     assert made == ["a"]
 
 
+async def test_anonymous_clients_behind_a_trusted_proxy_have_keys_of_their_own(
+    service_client: ClientFactory, settings: BaseServiceSettings
+) -> None:
+    """Behind the gateway every anonymous caller arrives from its address: the key's scope is
+    the client that X-Forwarded-For names, when the proxy is trusted, and the peer otherwise."""
+    made: list[str] = []
+    trusting = settings.model_copy(update={"trusted_proxies": ["127.0.0.1/32", "::1/128"]})
+    client = await service_client(_app_with_counter(trusting, made))
+    key = uuid.uuid4().hex
+
+    def sent_by(address: str) -> dict[str, str]:
+        return {"Idempotency-Key": key, "X-Forwarded-For": address}
+
+    first = await client.post("/things", json={"name": "a"}, headers=sent_by("198.51.100.1"))
+    other = await client.post("/things", json={"name": "b"}, headers=sent_by("198.51.100.2"))
+    again = await client.post("/things", json={"name": "a"}, headers=sent_by("198.51.100.1"))
+    assert (first.status, other.status, again.status) == (201, 201, 201)
+    assert "Idempotent-Replayed" not in other.headers  # another client's key, not a replay
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert made == ["a", "b"]
+
+    # Not trusted: X-Forwarded-For is the client's word and proves nothing; one peer, one scope.
+    made.clear()
+    plain = await service_client(_app_with_counter(settings, made))
+    key = uuid.uuid4().hex
+    first = await plain.post("/things", json={"name": "a"}, headers=sent_by("198.51.100.1"))
+    spoofed = await plain.post("/things", json={"name": "c"}, headers=sent_by("198.51.100.9"))
+    assert first.status == 201
+    assert spoofed.status == 422  # same key, another body: the same (peer's) scope
+    assert made == ["a"]
+
+
 def _created(body: bytes, status: int = 201) -> Callable[[], Awaitable[web.StreamResponse]]:
     async def call() -> web.StreamResponse:
         return json_response(body, status, {"Location": "/things/1"})
