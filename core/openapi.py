@@ -15,7 +15,7 @@ from pydantic.json_schema import DefsRef, GenerateJsonSchema, JsonRef, JsonSchem
 from pydantic_core import core_schema
 
 from core.handlers import RouteDef
-from core.schemas import MultiLine, Problem, ValidationProblem
+from core.schemas import FORBIDDEN, FORBIDDEN_MULTILINE, MultiLine, Problem, ValidationProblem
 
 __all__ = [
     "DOCS_INIT_JS",
@@ -53,21 +53,15 @@ _STATUS_TEXT = {
 }
 
 
-# What ``core.schemas.clean_text`` refuses in every input string (Unicode ``Cc``: C0, DEL, C1;
-# newline and tab allowed in ``MultiLine()`` fields), as ECMA-262 patterns: the same text as the
-# patterns ``InputModel`` publishes itself, reaching here what it does not (parameters, keys).
-_SINGLE_LINE = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
-_MULTI_LINE = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+# What ``core.schemas.clean_text`` refuses in every input string (newline and tab allowed in
+# ``MultiLine()`` fields), as ECMA-262 patterns: the same classes as the patterns ``InputModel``
+# publishes itself, reaching here what it does not (parameters, keys).
+_SINGLE_LINE = f"^[^{FORBIDDEN}]*$"
+_MULTI_LINE = f"^[^{FORBIDDEN_MULTILINE}]*$"
 # The same for a stripped string that may not be empty: at least one character that is neither
-# blank nor a control character.
-_SINGLE_LINE_FILLED = (
-    "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
-    "[^\\u0000-\\u001f\\u007f-\\u009f]*$"
-)
-_MULTI_LINE_FILLED = (
-    "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
-    "[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
-)
+# blank nor forbidden.
+_SINGLE_LINE_FILLED = f"^[^{FORBIDDEN}]*[^\\s{FORBIDDEN}][^{FORBIDDEN}]*$"
+_MULTI_LINE_FILLED = f"^[^{FORBIDDEN_MULTILINE}]*[^\\s{FORBIDDEN}][^{FORBIDDEN_MULTILINE}]*$"
 _MULTI = {_SINGLE_LINE: _MULTI_LINE, _SINGLE_LINE_FILLED: _MULTI_LINE_FILLED}
 _JSON_INPUT = "JsonInput"
 

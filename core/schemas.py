@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "FORBIDDEN",
+    "FORBIDDEN_MULTILINE",
     "InputModel",
     "MultiLine",
     "OutputModel",
@@ -57,8 +59,15 @@ class MultiLine:
         return "MultiLine()"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_MULTILINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What no input string may hold, as a character class that Python's ``re`` and ECMA-262 (the JSON
+# Schema patterns) read alike: the C0 and C1 controls and DEL, the line and paragraph separators,
+# and the bidirectional embeddings, overrides and isolates ("Trojan Source" reordering).
+_FORMAT = "\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069"
+FORBIDDEN = f"\\u0000-\\u001f\\u007f-\\u009f{_FORMAT}"
+# ``MultiLine()`` fields: newline and tab allowed.
+FORBIDDEN_MULTILINE = f"\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f{_FORMAT}"
+_CONTROL = re.compile(f"[{FORBIDDEN}]")
+_CONTROL_MULTILINE = re.compile(f"[{FORBIDDEN_MULTILINE}]")
 
 
 def _where(path: tuple[str | int, ...]) -> str:
@@ -146,8 +155,8 @@ def clean_field(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any
 
 
 # The same rules, published in the JSON Schema of every free-text field of an input.
-_TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
-_MULTILINE_PATTERN = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$"
+_TEXT_PATTERN = f"^[^{FORBIDDEN}]*$"
+_MULTILINE_PATTERN = f"^[^{FORBIDDEN_MULTILINE}]*$"
 
 
 def _add_pattern(node: Any, pattern: str, *, text: bool = False) -> None:

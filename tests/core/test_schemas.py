@@ -41,13 +41,26 @@ def _errors(data: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-@pytest.mark.parametrize("char", ["\x01", "\x07", "\x1b", "\x7f", "\x85", "\x9f", "\r", "\n", "\t"])
+@pytest.mark.parametrize(
+    "char",
+    [
+        *("\x01", "\x07", "\x1b", "\x7f", "\x85", "\x9f", "\r", "\n", "\t"),
+        # Line and paragraph separators, and the bidirectional overrides and isolates that
+        # reorder what a reader sees ("Trojan Source").
+        *("\u2028", "\u2029", "\u202a", "\u202e", "\u2066", "\u2069"),
+    ],
+)
 def test_a_single_line_field_refuses_control_characters(char: str) -> None:
     (error,) = _errors({"name": f"ab{char}c"})
     assert error["loc"] == ["name"]
     assert error["type"] == "string_control_character"
     assert f"U+{ord(char):04X}" in error["msg"]
     assert "position 2" in error["msg"]
+
+
+def test_other_scripts_emoji_and_joiners_are_text() -> None:
+    text = "עברית \u200f\u0627\u0644\u0639\u0631\u0628\u064a\u0629 👩\u200d💻 e\u0301"
+    assert Form.model_validate({"name": text}).name == unicodedata.normalize("NFC", text)
 
 
 def test_nul_keeps_its_own_error() -> None:
