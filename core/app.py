@@ -17,6 +17,7 @@ from core.auth.authenticator import Authenticator
 from core.auth.revocation import RevocationStore
 from core.auth.tokens import TokenCodec
 from core.bus.asyncapi import build_asyncapi
+from core.errors import Forbidden
 from core.forwarded import TrustedProxies
 from core.handlers import RouteDef, Router
 from core.health import HealthChecks
@@ -45,7 +46,10 @@ from core.openapi import DOCS_INIT_JS, SWAGGER_ASSETS, build_openapi, docs_page
 from core.settings import BaseServiceSettings
 from core.snapshot import SNAPSHOT, Snapshotter
 
-__all__ = ["CleanupCtx", "auth_ctx", "create_app", "token_codec"]
+__all__ = ["METRICS_PERMISSION", "CleanupCtx", "auth_ctx", "create_app", "token_codec"]
+
+# The permission that reads /metrics from outside ``METRICS_ALLOW`` (the dashboard's, too).
+METRICS_PERMISSION = "metrics:read"
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -128,6 +132,7 @@ def _add_operational_routes(
     app: web.Application, *, title: str, version: str, description: str
 ) -> None:
     spec_cache: dict[str, bytes] = {}
+    settings = app[SETTINGS]
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": request.app[SERVICE_NAME]})
@@ -140,7 +145,15 @@ def _add_operational_routes(
             body=orjson.dumps(body), status=200 if ok else 503, content_type="application/json"
         )
 
+    scrapers = TrustedProxies(settings.metrics_allow)  # the networks, matched on the peer
+
     async def metrics(request: web.Request) -> web.Response:
+        if not scrapers.trusts(request.remote):
+            authenticator = request.app.get(AUTHENTICATOR)
+            if authenticator is None:
+                raise Forbidden("Metrics are served to the monitoring network only")
+            principal = await authenticator.authenticate(request.headers.get("Authorization"))
+            authenticator.authorize(principal, (METRICS_PERMISSION,))
         return await metrics_handler(request.app[METRICS])
 
     async def openapi(request: web.Request) -> web.Response:

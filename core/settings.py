@@ -227,6 +227,9 @@ class BaseServiceSettings(BaseSettings):
     # Proxies (CIDRs: the gateway) whose X-Forwarded-For names the client, for per-client
     # limits (login throttling, anonymous idempotency keys); by default nobody's.
     trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
+    # Peers (CIDRs: the scraper's) that read /metrics without a token; anyone else needs one with
+    # metrics:read. Open by default: a service's port is internal (the gateway's is not).
+    metrics_allow: list[str] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"], max_length=64)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     readiness_timeout: float = Field(default=1.0, gt=0, le=30)
     # Every server's client timeouts (seconds): to receive a request head, to receive its body,

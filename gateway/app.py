@@ -17,9 +17,10 @@ from redis.asyncio import Redis
 
 from core import HEALTH, METRICS, REDIS, Router, create_app, token_codec
 from core.app import CleanupCtx
-from core.auth import RevocationStore
+from core.auth import Authenticator, RevocationStore
 from core.bus import Transport, bus_ctx
 from core.health import Check
+from core.keys import AUTHENTICATOR
 from gateway.auth import EdgeAuth
 from gateway.balancer import BreakerConfig, Pool
 from gateway.edge import edge_middleware, rate_limit_hook
@@ -111,16 +112,13 @@ def _resources_ctx(
             timeout=settings.health_timeout,
         )
         try:
-            app[EDGE_AUTH] = EdgeAuth(
-                token_codec(settings),
-                RevocationStore(
-                    redis,
-                    namespace=settings.redis_namespace,
-                    access_ttl=settings.access_token_ttl,
-                ),
-                public=public,
-                metrics=metrics,
+            codec = token_codec(settings)
+            revocations = RevocationStore(
+                redis, namespace=settings.redis_namespace, access_ttl=settings.access_token_ttl
             )
+            app[EDGE_AUTH] = EdgeAuth(codec, revocations, public=public, metrics=metrics)
+            # For the gateway's own routes that need a token (``/metrics`` from outside).
+            app[AUTHENTICATOR] = Authenticator(codec, revocations)
             if settings.rate_limit_enabled:
                 app[RATE_LIMITER] = RateLimiter(
                     redis,

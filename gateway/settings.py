@@ -155,6 +155,10 @@ class Settings(BaseServiceSettings):
     stream_retry_after: int = Field(default=5, ge=1, le=3600)
 
     public_routes: list[str] = Field(default_factory=lambda: list(DEFAULT_PUBLIC_ROUTES))
+    # The gateway's port is public: its /metrics only to this machine, or with metrics:read.
+    metrics_allow: list[str] = Field(
+        default_factory=lambda: ["127.0.0.0/8", "::1/128"], max_length=64
+    )
     identity_secret: SecretStr | None = None
     hsts_max_age: int = Field(default=31_536_000, ge=0)
 

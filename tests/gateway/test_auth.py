@@ -158,3 +158,25 @@ async def test_revocation_fails_closed_when_redis_is_down(
     public = await gateway.get("/api/v1/products/1", headers=auth)
     assert public.status == 200
     assert "x-authenticated-user" not in (await public.json())["headers"]
+
+
+async def test_metrics_leave_the_machine_only_with_metrics_read(
+    make_gateway: GatewayFactory, signer: TokenCodec
+) -> None:
+    """The gateway's port is public: its /metrics (traffic by route and instance, breaker
+    states) go to the allowed scrapers (this machine by default), or to metrics:read."""
+    local = await make_gateway()
+    assert (await local.get("/metrics")).status == 200  # the test client is on loopback
+
+    remote = await make_gateway(metrics_allow=[])  # as seen from any other address
+    await assert_problem(await remote.get("/metrics"), 401)
+    customer = _token(signer)
+    resp = await remote.get("/metrics", headers={"Authorization": f"Bearer {customer}"})
+    problem = await assert_problem(resp, 403)
+    assert "metrics:read" in problem["detail"]
+    operator = signer.issue(
+        "access", user_id="ops", roles=["admin"], permissions=["metrics:read"], family="f"
+    ).token
+    resp = await remote.get("/metrics", headers={"Authorization": f"Bearer {operator}"})
+    assert resp.status == 200
+    assert "# TYPE process_resident_memory_bytes gauge" in await resp.text()
