@@ -20,6 +20,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from yarl import URL
 
+from core.app import METRICS_PERMISSION as OPERATOR_PERMISSION
 from core.errors import BadRequest, PayloadTooLarge, ProblemError
 from core.middleware import CORRELATION_ID
 from core.middleware.errors import problem_from
@@ -148,7 +149,11 @@ class Proxy:
         principal = request.get(IDENTITY)
         try:
             if principal is not None:
-                lease = self.streams.acquire(f"user:{principal.user_id}", authenticated=True)
+                lease = self.streams.acquire(
+                    f"user:{principal.user_id}",
+                    authenticated=True,
+                    operator=principal.has_permission(OPERATOR_PERMISSION),
+                )
             else:
                 client = f"ip:{self.forwarding.client_ip(request)}"
                 lease = self.streams.acquire(client, authenticated=False)

@@ -151,6 +151,9 @@ class Settings(BaseServiceSettings):
     stream_max_per_client: int = Field(default=4, ge=1, le=10_000)
     stream_max_total: int = Field(default=200, ge=1, le=100_000)
     stream_anonymous_share: float = Field(default=0.5, ge=0, le=1)
+    # The last places of the total, kept for holders of metrics:read (operators): registering
+    # is open to anyone, so authenticated alone is not enough to hold every place.
+    stream_operator_reserve: int = Field(default=20, ge=0, le=100_000)
     stream_max_lifetime: float = Field(default=900.0, gt=0, le=86_400)
     stream_retry_after: int = Field(default=5, ge=1, le=3600)
 

@@ -7,8 +7,10 @@ counts the streams open in this gateway process and admits a new one only if
 - its client (the user of a valid token, else the client IP) holds fewer than ``per_client``
   (else 429 ``Too Many Requests``);
 - for a client without a token, anonymous streams hold fewer than ``anonymous_limit`` (a share
-  of the total, so that anonymous floods cannot lock out authenticated users), and in all fewer
-  than ``total`` are open (else 503 ``Service Unavailable``).
+  of the total, so that anonymous floods cannot lock out authenticated users); for anyone but an
+  operator (``metrics:read``), fewer than ``total - operator_reserve`` are open (anyone may
+  register, so accounts alone must not take every place); and in all fewer than ``total`` (else
+  503 ``Service Unavailable``).
 
 Both refusals are problem+json with ``Retry-After``. Each admitted stream holds a ``StreamLease``
 to release when it ends. The proxy also gives streams their own upstream session and a maximum
@@ -68,12 +70,16 @@ class StreamLimiter:
         total: int,
         anonymous_share: float,
         retry_after: int,
+        operator_reserve: int = 0,
         metrics: GatewayMetrics | None = None,
     ) -> None:
         if per_client < 1 or total < 1 or not 0 <= anonymous_share <= 1:
             raise ValueError("stream limits must be positive and the share within [0, 1]")
+        if not 0 <= operator_reserve < total:
+            raise ValueError("the operators' reserve must be smaller than the total")
         self.per_client = per_client
         self.total = total
+        self.operator_reserve = operator_reserve
         self.anonymous_limit = int(total * anonymous_share)
         self.retry_after = retry_after
         self.metrics = metrics
@@ -89,6 +95,7 @@ class StreamLimiter:
             total=settings.stream_max_total,
             anonymous_share=settings.stream_anonymous_share,
             retry_after=settings.stream_retry_after,
+            operator_reserve=settings.stream_operator_reserve,
             metrics=metrics,
         )
 
@@ -97,9 +104,9 @@ class StreamLimiter:
         """How many streams are open."""
         return self._open
 
-    def acquire(self, client: str, *, authenticated: bool) -> StreamLease:
-        """Admit a stream of ``client`` (``user:<id>`` or ``ip:<address>``) or raise the
-        problem (429 or 503) that refuses it."""
+    def acquire(self, client: str, *, authenticated: bool, operator: bool = False) -> StreamLease:
+        """Admit a stream of ``client`` (``user:<id>`` or ``ip:<address>``; ``operator``: it
+        holds ``metrics:read``) or raise the problem (429 or 503) that refuses it."""
         headers = {"Retry-After": str(self.retry_after)}
         if self._by_client[client] >= self.per_client:
             self._refused("per_client")
@@ -112,6 +119,11 @@ class StreamLimiter:
             raise ServiceUnavailable(
                 "Too many streams are open without authentication; retry later or sign in",
                 headers=headers,
+            )
+        if not operator and self._open >= self.total - self.operator_reserve:
+            self._refused("reserve")
+            raise ServiceUnavailable(
+                "The remaining streams are kept for operators; retry later", headers=headers
             )
         if self._open >= self.total:
             self._refused("total")

@@ -35,9 +35,11 @@ def signer() -> TokenCodec:
     return token_codec(BaseServiceSettings(_env_file=None, env="test"), signing=True)  # type: ignore[call-arg]
 
 
-def _token(signer: TokenCodec) -> str:
+def _token(signer: TokenCodec, *permissions: str) -> str:
     user = str(uuid.uuid4())
-    return signer.issue("access", user_id=user, roles=("customer",), family=user).token
+    return signer.issue(
+        "access", user_id=user, roles=("customer",), permissions=permissions, family=user
+    ).token
 
 
 @pytest.fixture
@@ -177,6 +179,7 @@ async def test_anonymous_floods_cannot_take_the_authenticated_share(
         stream_max_per_client=4,
         stream_max_total=60,
         stream_anonymous_share=0.5,
+        stream_operator_reserve=6,
     )
     flood = [{"X-Forwarded-For": f"198.51.100.{n % 150}"} for n in range(600)]
     opened = await open_streams(session, gateway, flood)
@@ -195,13 +198,19 @@ async def test_anonymous_floods_cannot_take_the_authenticated_share(
         operators.append(await open_streams(session, gateway, [token] * 5))
         assert len(operators[-1].streams) == 4
         assert operators[-1].statuses() == {429: 1}
-        for _ in range(6):
+        for _ in range(5):
             other = {"Authorization": f"Bearer {_token(signer)}"}
             operators.append(await open_streams(session, gateway, [other] * 4))
-        # 30 anonymous + 4 + 24 authenticated = 58 of 60: two more, then the total holds.
-        last = {"Authorization": f"Bearer {_token(signer)}"}
-        operators.append(await open_streams(session, gateway, [last] * 4))
-        assert len(operators[-1].streams) == 2
+        # 30 anonymous + 24 authenticated = 54: the last 6 places are the operators'. Anyone
+        # can register, so accounts alone cannot take them...
+        late = {"Authorization": f"Bearer {_token(signer)}"}
+        operators.append(await open_streams(session, gateway, [late] * 2))
+        assert operators[-1].statuses() == {503: 2}
+        # ...and metrics:read holders can, up to the total.
+        for expected in (4, 2):
+            ops = {"Authorization": f"Bearer {_token(signer, 'metrics:read')}"}
+            operators.append(await open_streams(session, gateway, [ops] * 4))
+            assert len(operators[-1].streams) == expected
         assert operators[-1].statuses() == {503: 2}
         assert await metric(gateway, "gateway_streams_open", kind="anonymous") == 30
         assert await metric(gateway, "gateway_streams_open", kind="authenticated") == 30
