@@ -134,6 +134,7 @@ def _resources_ctx(
                 metrics=metrics,
                 forwarding=forwarding,
                 stream_session=stream_session,
+                revocations=revocations,
             )
             app[OPENAPI] = OpenAPIMerger(
                 pools=pools,

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
 from yarl import URL
 
 from core.app import METRICS_PERMISSION as OPERATOR_PERMISSION
-from core.errors import BadRequest, PayloadTooLarge, ProblemError
+from core.auth import Principal, RevocationStore
+from core.errors import BadRequest, PayloadTooLarge, ProblemError, Unauthorized
 from core.middleware import CORRELATION_ID
 from core.middleware.errors import problem_from
 from core.server import RequestBodyTimeout
@@ -129,8 +131,10 @@ class Proxy:
         metrics: GatewayMetrics,
         forwarding: Forwarding,
         stream_session: aiohttp.ClientSession,
+        revocations: RevocationStore | None = None,
     ) -> None:
         self.pools = pools
+        self.revocations = revocations  # to check a long-lived WebSocket's token again
         self.session = session
         self.stream_session = stream_session  # long-lived streams never take the API's pool
         self.settings = settings
@@ -140,6 +144,21 @@ class Proxy:
         self.streams = StreamLimiter.from_settings(settings, metrics)
         secret = settings.identity_secret
         self._secret = secret.get_secret_value().encode() if secret else None
+
+    def _still_allowed(self, principal: Principal) -> Callable[[], Awaitable[bool]]:
+        """Whether ``principal``'s token still holds: not expired, not revoked."""
+
+        async def check() -> bool:
+            if principal.expires_at <= time.time():
+                return False
+            if self.revocations is not None:
+                try:
+                    await self.revocations.ensure_active(principal)
+                except Unauthorized:
+                    return False
+            return True
+
+        return check
 
     async def forward(self, request: web.Request, route: Route) -> web.StreamResponse:
         """Send ``request`` to an instance of the route's upstream and relay the answer; a
@@ -208,6 +227,8 @@ class Proxy:
                 handshake_timeout=settings.upstream_timeout,
                 lifetime=settings.stream_max_lifetime,
                 on_expired=self.metrics.streams_expired.inc,
+                still_allowed=self._still_allowed(principal) if principal else None,
+                check_every=settings.stream_recheck_interval,
             )
         tried: list[Instance] = []
         while True:

@@ -154,6 +154,8 @@ class Settings(BaseServiceSettings):
     # The last places of the total, kept for holders of metrics:read (operators): registering
     # is open to anyone, so authenticated alone is not enough to hold every place.
     stream_operator_reserve: int = Field(default=20, ge=0, le=100_000)
+    # Seconds between checks that an authenticated WebSocket's token still holds.
+    stream_recheck_interval: float = Field(default=15.0, gt=0, le=3600)
     stream_max_lifetime: float = Field(default=900.0, gt=0, le=86_400)
     stream_retry_after: int = Field(default=5, ge=1, le=3600)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
@@ -50,9 +50,14 @@ async def relay_websocket(
     handshake_timeout: float,
     lifetime: float | None = None,
     on_expired: Callable[[], object] | None = None,
+    still_allowed: Callable[[], Awaitable[bool]] | None = None,
+    check_every: float = 15.0,
 ) -> web.StreamResponse:
     """Open a WebSocket to ``instance`` and relay frames between it and the client, for at most
-    ``lifetime`` seconds (then ``on_expired`` is called and both are closed with 1001)."""
+    ``lifetime`` seconds (then ``on_expired`` is called and both are closed with 1001).
+
+    ``still_allowed`` is asked every ``check_every`` seconds whether the client's token still
+    holds (not revoked, not expired); when it does not, both sides are closed with 1008."""
     protocols = [
         token.strip()
         for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, [])
@@ -92,8 +97,13 @@ async def relay_websocket(
         await client.prepare(request)
         to_upstream = asyncio.create_task(_pump(client, upstream))
         to_client = asyncio.create_task(_pump(upstream, client))
+        tasks = {to_upstream, to_client}
+        watch = None
+        if still_allowed is not None:
+            watch = asyncio.create_task(_watch(still_allowed, check_every))
+            tasks.add(watch)
         done, pending = await asyncio.wait(
-            (to_upstream, to_client), timeout=lifetime, return_when=asyncio.FIRST_COMPLETED
+            tasks, timeout=lifetime, return_when=asyncio.FIRST_COMPLETED
         )
         for task in pending:
             task.cancel()
@@ -104,6 +114,8 @@ async def relay_websocket(
             code = WSCloseCode.GOING_AWAY
             if on_expired is not None:
                 on_expired()
+        elif watch is not None and watch in done:
+            code = WSCloseCode.POLICY_VIOLATION
         else:
             code = (upstream.close_code if to_client in done else client.close_code) or 1000
         await upstream.close(code=code)
@@ -114,6 +126,18 @@ async def relay_websocket(
             await upstream.close()
         instance.end(verdict)
     return client
+
+
+async def _watch(still_allowed: Callable[[], Awaitable[bool]], every: float) -> None:
+    """Return once ``still_allowed`` says no (or cannot tell: fail closed)."""
+    while True:
+        await asyncio.sleep(every)  # the period of the check, not a wait for a condition
+        try:
+            if not await still_allowed():
+                return
+        except Exception:
+            log.warning("WebSocket closed: its token could not be checked again")
+            return
 
 
 def _refused(exc: aiohttp.WSServerHandshakeError) -> ProblemError:

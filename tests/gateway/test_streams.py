@@ -21,6 +21,7 @@ import pytest
 from core import BaseServiceSettings, token_codec
 from core.auth import TokenCodec
 from core.errors import ServiceUnavailable, TooManyRequests
+from core.keys import AUTHENTICATOR
 from core.testing import assert_problem, wait_for
 from gateway.keys import PROXY
 from gateway.streams import StreamLimiter
@@ -272,6 +273,33 @@ async def test_websockets_are_streams_too(
     finally:
         await first.close()
         await second.close()
+    await wait_for(lambda: _settled(gateway), within=10)
+
+
+async def test_a_websocket_ends_when_its_token_is_revoked(
+    web_upstream: FakeUpstream,
+    make_gateway: GatewayFactory,
+    signer: TokenCodec,
+    redis_namespace: str,
+) -> None:
+    gateway = await make_gateway(
+        upstream_web=web_upstream.url, rate_limit_enabled=False, stream_recheck_interval=0.2
+    )
+    token = _token(signer)
+    socket = await gateway.ws_connect("/dashboard/ws", headers={"Authorization": f"Bearer {token}"})
+    try:
+        await socket.send_str("hello")
+        assert await socket.receive_str() == "web:hello"
+        claims = signer.decode(token, typ="access")
+        revocations = gateway.app[AUTHENTICATOR].revocations
+        assert revocations is not None
+        await revocations.revoke_token(str(claims["jti"]))
+        async with asyncio.timeout(0.2 + MARGIN):
+            message = await socket.receive()
+        assert message.type is aiohttp.WSMsgType.CLOSE
+        assert socket.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION
+    finally:
+        await socket.close()
     await wait_for(lambda: _settled(gateway), within=10)
 
 
