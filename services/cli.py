@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -268,9 +269,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     return Supervisor(processes, args.host).run()
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("aioshop")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``aioshop``."""
     parser = argparse.ArgumentParser(prog="aioshop", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run one service")

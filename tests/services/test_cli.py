@@ -93,6 +93,12 @@ def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Co
     )
 
 
+def test_version(cli_env: dict[str, str]) -> None:
+    result = _run(["--version"], cli_env)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"aioshop \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
+
+
 def test_migrate_unknown_service_is_an_error(cli_env: dict[str, str]) -> None:
     result = _run(["migrate", "nope"], cli_env)
     assert result.returncode == 2
