@@ -37,10 +37,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.bus.events import Envelope, Event
 from core.keys import BUS, CACHE, SETTINGS
@@ -70,6 +70,15 @@ DEFAULT_INTERVAL = 1.0
 FiguresProvider = Callable[[web.Application], Awaitable[Mapping[str, Any]]]
 
 
+# The figures' bounds are part of the contract: a consumer (the dashboard) validates what it
+# receives with these same models and drops a message that breaks them.
+MAX_COUNT = 2**53  # counters since start: exact as JSON numbers
+MAX_FIGURE = 1e15
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Real = Annotated[float, Field(ge=0, le=MAX_FIGURE, allow_inf_nan=False)]
+Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+
+
 class _Figures(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -77,50 +86,50 @@ class _Figures(BaseModel):
 class RequestFigures(_Figures):
     """HTTP requests of the interval (latencies in milliseconds, None without requests)."""
 
-    count: int
-    rate: float
-    in_flight: int
-    p50_ms: float | None = None
-    p95_ms: float | None = None
-    p99_ms: float | None = None
+    count: Count
+    rate: Real
+    in_flight: Count
+    p50_ms: Real | None = None
+    p95_ms: Real | None = None
+    p99_ms: Real | None = None
 
 
 class ErrorFigures(_Figures):
     """Error responses of the interval: 5xx (server) and 4xx (client)."""
 
-    server: int
-    client: int
-    server_rate: float
-    client_rate: float
-    ratio: float
+    server: Count
+    client: Count
+    server_rate: Real
+    client_rate: Real
+    ratio: Ratio
 
 
 class ProcessFigures(_Figures):
     """The process the instance runs in (shared by every app of a single-process mode)."""
 
-    pid: int
-    cpu_percent: float
-    rss_bytes: int
+    pid: Annotated[int, Field(ge=0, le=2**32)]
+    cpu_percent: Real
+    rss_bytes: Count
 
 
 class CacheTierFigures(_Figures):
     """Lookups of one cache tier since start, over every cached function."""
 
-    hits: int
-    misses: int
-    ratio: float | None
+    hits: Count
+    misses: Count
+    ratio: Ratio | None
 
 
 class BusFigures(_Figures):
     """Bus traffic since start; outbox figures only for a service with an outbox relay."""
 
     connected: bool
-    published: int
-    consumed: int
-    retried: int
-    parked: int
-    outbox_pending: int | None = None
-    outbox_lag_seconds: float | None = None
+    published: Count
+    consumed: Count
+    retried: Count
+    parked: Count
+    outbox_pending: Count | None = None
+    outbox_lag_seconds: Real | None = None
 
 
 class MetricsSnapshot(Event):

@@ -4,7 +4,7 @@ A message is validated before it reaches the state (``DashboardState.apply``): o
 fit (a wrong type, a string or a list too long, a number that is not finite or out of range) is
 dropped and counted, never stored, so that nothing malformed can break the view afterwards.
 
-Snapshots are read strictly (``core.snapshot.MetricsSnapshot``'s shape, with bounds); events
+Snapshots are read with the publisher's own bounded figure models (``core.snapshot``); events
 only in the fields the dashboard reads, the others are ignored (a newer version of an event is
 still shown for what the dashboard understands of it).
 """
@@ -17,28 +17,21 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.bus import Envelope
+from core.snapshot import (
+    MAX_COUNT,
+    MAX_FIGURE,
+    BusFigures,
+    CacheTierFigures,
+    ErrorFigures,
+    ProcessFigures,
+    RequestFigures,
+)
 
-__all__ = [
-    "BusIn",
-    "CacheTierIn",
-    "EnvelopeIn",
-    "ErrorsIn",
-    "EventIn",
-    "ProcessIn",
-    "RequestsIn",
-    "SnapshotIn",
-    "validate_envelope",
-]
-
-MAX_COUNT = 2**53  # counters since start: exact as JSON numbers
-MAX_FIGURE = 1e15
+__all__ = ["EnvelopeIn", "EventIn", "SnapshotIn", "validate_envelope"]
 
 Key = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=1000)]
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-Real = Annotated[float, Field(ge=0, le=MAX_FIGURE, allow_inf_nan=False)]
-Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Figure = (
     Annotated[int, Field(ge=-MAX_COUNT, le=MAX_COUNT)]
     | Annotated[float, Field(ge=-MAX_FIGURE, le=MAX_FIGURE, allow_inf_nan=False)]
@@ -54,55 +47,6 @@ class _In(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class RequestsIn(_In):
-    """``requests`` of a snapshot."""
-
-    count: Count
-    rate: Real
-    in_flight: Count
-    p50_ms: Real | None = None
-    p95_ms: Real | None = None
-    p99_ms: Real | None = None
-
-
-class ErrorsIn(_In):
-    """``errors`` of a snapshot."""
-
-    server: Count
-    client: Count
-    server_rate: Real
-    client_rate: Real
-    ratio: Ratio
-
-
-class ProcessIn(_In):
-    """``process`` of a snapshot."""
-
-    pid: Annotated[int, Field(ge=0, le=2**32)]
-    cpu_percent: Real
-    rss_bytes: Count
-
-
-class CacheTierIn(_In):
-    """One cache tier of a snapshot."""
-
-    hits: Count
-    misses: Count
-    ratio: Ratio | None = None
-
-
-class BusIn(_In):
-    """``bus`` of a snapshot."""
-
-    connected: bool
-    published: Count
-    consumed: Count
-    retried: Count
-    parked: Count
-    outbox_pending: Count | None = None
-    outbox_lag_seconds: Real | None = None
-
-
 class SnapshotIn(_In):
     """The ``data`` of a ``metrics.snapshot`` (``core.snapshot.MetricsSnapshot``), bounded."""
 
@@ -112,11 +56,11 @@ class SnapshotIn(_In):
     started_at: datetime
     at: datetime
     interval: Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]
-    requests: RequestsIn
-    errors: ErrorsIn
-    process: ProcessIn
-    cache: Annotated[dict[Key, CacheTierIn], Field(max_length=16)] = {}
-    bus: BusIn | None = None
+    requests: RequestFigures
+    errors: ErrorFigures
+    process: ProcessFigures
+    cache: Annotated[dict[Key, CacheTierFigures], Field(max_length=16)] = {}
+    bus: BusFigures | None = None
     business: Annotated[dict[Key, FigureValue], Field(max_length=32)] = {}
 
 

@@ -135,7 +135,7 @@ class OutboxRelay:
         row = await self.pool.fetchrow(
             """
             SELECT count(*) AS pending,
-                   coalesce(extract(epoch FROM now() - min(created_at)), 0) AS lag
+                   greatest(coalesce(extract(epoch FROM now() - min(created_at)), 0), 0) AS lag
               FROM outbox WHERE published_at IS NULL
             """
         )
