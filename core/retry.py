@@ -32,7 +32,7 @@ def full_jitter(
     if base <= 0 or cap < base:
         raise ValueError("backoff needs 0 < base <= cap")
     # 2**failures overflows a float long before a loop gives up: clamp the exponent first.
-    ceiling = min(cap, base * 2 ** min(failures, 62))
+    ceiling: float = min(cap, base * 2.0 ** min(failures, 62))
     return ceiling * rand()  # nosec B311 - spreading retries out, not a secret
 
 
