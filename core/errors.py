@@ -15,6 +15,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ProblemError",
+    "GatewayTimeout",
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
@@ -123,3 +124,10 @@ class ServiceUnavailable(ProblemError):
 
     status = 503
     title = "Service Unavailable"
+
+
+class GatewayTimeout(ProblemError):
+    """An upstream this service waits on did not answer in time; the client may retry later."""
+
+    status = 504
+    title = "Gateway Timeout"

@@ -11,6 +11,7 @@ from pydantic import Field, StringConstraints
 from core import Body, Path, Query, Router
 from core.pagination import Cursor, Limit
 from core.schemas import Page
+from services.products.keys import PRODUCTS_SERVICE
 from services.products.schemas import (
     MAX_BATCH,
     MAX_PRICE_CENTS,
@@ -26,11 +27,9 @@ from services.products.schemas import (
     ProductPatch,
     ProductSort,
 )
-from services.products.service import ProductsService
 
-__all__ = ["PRODUCTS_SERVICE", "router"]
+__all__ = ["router"]
 
-PRODUCTS_SERVICE = web.AppKey("products_service", ProductsService)
 
 router = Router(prefix="/api/v1")
 

@@ -11,9 +11,10 @@ from core.app import CleanupCtx, auth_ctx
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx
 from core.cache import cache_ctx
 from core.keys import CACHE
-from services.products.api import PRODUCTS_SERVICE, router
+from services.products.api import router
 from services.products.consumers import subscribe
 from services.products.events import PUBLISHED_EVENTS
+from services.products.keys import PRODUCTS_SERVICE
 from services.products.repository import ProductsRepository
 from services.products.service import ProductsService
 from services.products.settings import Settings

@@ -16,8 +16,8 @@ from aiohttp import web
 from core.bus import Bus, Event, Handler, Inbox, Message, PermanentFailure
 from core.db import Connection
 from core.keys import DB_POOL
-from services.products.api import PRODUCTS_SERVICE
 from services.products.events import OrderCancelled, OrderPlaced, OrderRejected, OrderShipped
+from services.products.keys import PRODUCTS_SERVICE
 from services.products.service import ProductsService, Stale
 
 __all__ = ["subscribe"]

@@ -12,7 +12,7 @@ import asyncpg
 from core.keys import CACHE
 from core.testing import wait_for
 from services.products import Settings, create_products_app
-from services.products.api import PRODUCTS_SERVICE
+from services.products.keys import PRODUCTS_SERVICE
 from services.products.service import ProductsService
 from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import (

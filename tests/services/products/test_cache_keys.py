@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 
 from core.pagination import encode_cursor
-from services.products.api import PRODUCTS_SERVICE
+from services.products.keys import PRODUCTS_SERVICE
 from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import CATEGORIES, Client
 

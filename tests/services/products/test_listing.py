@@ -121,7 +121,7 @@ async def test_in_stock_lists_what_is_available_and_false_what_is_sold_out(
     plenty = await catalog.product(name="plenty", stock=5, category_id=category["id"])
     none = await catalog.product(name="none", stock=0, category_id=category["id"])
     spoken_for = await catalog.product(name="spoken for", stock=2, category_id=category["id"])
-    from services.products.api import PRODUCTS_SERVICE
+    from services.products.keys import PRODUCTS_SERVICE
 
     service = products_client.app[PRODUCTS_SERVICE]
     outcome = await service.reserve(catalog.order(), [(uuid.UUID(spoken_for["id"]), 2)])

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from core.testing import assert_problem
-from services.products.api import PRODUCTS_SERVICE
+from services.products.keys import PRODUCTS_SERVICE
 from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import (
     PRODUCT_FIELDS,

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from services.products.api import PRODUCTS_SERVICE
+from services.products.keys import PRODUCTS_SERVICE
 from services.products.service import ProductsService
 from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import (
