@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck pytest bench clean audit security
+.PHONY: install run test test-unit servers lint typecheck pytest bench clean audit security
 
 install: $(STAMP)
 
@@ -24,14 +24,24 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	bash scripts/deptry.sh
 
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
-	$(BIN)/pytest
+# Starts PostgreSQL, Redis, RabbitMQ and memcached where they are not running (see the script).
+servers:
+	bash scripts/servers.sh
 
-test: lint typecheck pytest
+# Every test, with coverage (the floor is [tool.coverage.report] fail_under in pyproject.toml).
+pytest: install servers
+	$(BIN)/pytest --cov --cov-report=
+
+# Pure-logic tests only, with no server reachable; well under 30 s.
+test-unit: install
+	bash scripts/test-unit.sh
+
+test: lint typecheck test-unit pytest
 
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
