@@ -13,6 +13,8 @@ from core.auth.tokens import Principal
 from core.settings import BaseServiceSettings
 
 if TYPE_CHECKING:
+    # Neither bus module imports core.keys, directly or not (core.bus.outbox spells out
+    # core.db's Connection rather than importing it): no import cycle.
     from core.bus.bus import Bus
     from core.bus.outbox import Outbox
     from core.cache.cache import Cache

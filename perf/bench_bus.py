@@ -33,7 +33,7 @@ import aiormq
 from aiormq.abc import DeliveredMessage
 from pamqp import commands as spec
 
-from core.bus import Bus, Envelope, Event, Incoming, Message, RetryPolicy
+from core.bus import Bus, Delivery, Envelope, Event, Incoming, RetryPolicy
 from core.bus.amqp import AmqpTransport, delay_queue_name, parking_queue_name
 
 URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -93,13 +93,13 @@ async def bench_bus(
     target = 0
     done = asyncio.Event()
 
-    async def on_tick(message: Message) -> None:
+    async def on_tick(event: BenchTick, ctx: Delivery) -> None:
         nonlocal received
         received += 1
         if received >= target:
             done.set()
 
-    bus.subscribe(BenchTick.event_type, on_tick, queue=queue, prefetch=prefetch)
+    bus.consume(on_tick, queue=queue, prefetch=prefetch)
     await bus.start()
     try:
 

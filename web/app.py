@@ -31,13 +31,13 @@ import orjson
 from aiohttp import hdrs, web
 from prometheus_client import Counter, Gauge
 
-from core import HEALTH, METRICS, create_app, redis_ctx
+from core import BUS, HEALTH, METRICS, create_app, redis_ctx
 from core.app import CleanupCtx, auth_ctx
-from core.bus import Bus, InMemoryTransport, Transport, bus_ctx, bus_workers_ctx
+from core.bus import BroadcastSubscription, InMemoryTransport, Transport, bus_ctx, bus_workers_ctx
 from core.errors import TooManyRequests
 from core.snapshot import SNAPSHOT
 from web.access import Access
-from web.feed import AmqpFeed, subscribe_in_memory
+from web.feed import open_feed
 from web.settings import Settings
 from web.state import POINT_FIELDS, DashboardState, StateLimits
 from web.stream import Hub, StreamLimits, stream_response
@@ -64,7 +64,7 @@ DASHBOARD_CSP = (
 
 STATE = web.AppKey("dashboard_state", DashboardState)
 HUB = web.AppKey("dashboard_hub", Hub)
-FEED = web.AppKey("dashboard_feed", AmqpFeed)
+FEED = web.AppKey("dashboard_feed", BroadcastSubscription)
 ACCESS = web.AppKey("dashboard_access", Access)
 REJECTED: web.AppKey[Counter] = web.AppKey("dashboard_feed_rejected")
 REFUSED: web.AppKey[Counter] = web.AppKey("dashboard_streams_refused")
@@ -203,27 +203,30 @@ def _templates_ctx(env: jinja2.Environment) -> CleanupCtx:
     return ctx
 
 
-def _feed_ctx(settings: Settings, exchange: str) -> CleanupCtx:
+def _feed_ctx(*, ready_check: bool) -> CleanupCtx:
+    """The dashboard's broadcast subscription to the bus (``web.feed``); over RabbitMQ, a
+    ``feed`` readiness check."""
+
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        feed = AmqpFeed(
-            settings.amqp_url,
+        feed = await open_feed(
+            app[BUS],
             f"aioshop.dashboard.{app[SNAPSHOT].instance}",
             app[STATE].apply,
-            exchange=exchange,
             on_reject=lambda: app[REJECTED].labels("envelope").inc(),
         )
         app[FEED] = feed
-        await feed.start()
 
         async def check() -> None:
             if not feed.connected:
                 raise ConnectionError("the dashboard feed is not connected")
 
-        app[HEALTH].add("feed", check)
+        if ready_check:
+            app[HEALTH].add("feed", check)
         try:
             yield
         finally:
-            app[HEALTH].remove("feed")
+            if ready_check:
+                app[HEALTH].remove("feed")
             await feed.stop()
 
     return ctx
@@ -246,9 +249,9 @@ def create_web_app(
 ) -> web.Application:
     """The dashboard application.
 
-    Over RabbitMQ (``bus_transport="amqp"``, or an AMQP ``transport``) it reads the bus
-    through an exclusive queue of its own on the transport's exchange (``web.feed``); in memory,
-    pass the ``InMemoryTransport`` the services share (single-process mode).
+    It reads the bus through a broadcast subscription of its own (``web.feed``): over RabbitMQ
+    (``bus_transport="amqp"``, or an AMQP ``transport``) an exclusive queue on the transport's
+    exchange; in memory, pass the ``InMemoryTransport`` the services share (single-process mode).
     """
     settings = settings or Settings()
     state = DashboardState(
@@ -265,22 +268,16 @@ def create_web_app(
         in_memory = isinstance(transport, InMemoryTransport)
     else:
         in_memory = settings.bus_transport == "memory"
-    exchange = transport.exchange if transport is not None else Transport.exchange
-
-    def declare(app: web.Application, bus: Bus) -> None:
-        if in_memory:
-            subscribe_in_memory(bus, f"dashboard.{app[SNAPSHOT].instance}", state.apply)
-
     env = _environment()
     resources: list[CleanupCtx] = [
         _templates_ctx(env),
         redis_ctx(settings.redis_url),  # token revocations
         auth_ctx(settings),
-        bus_ctx(settings, setup=declare, transport=transport),
+        bus_ctx(settings, transport=transport),
+        _feed_ctx(ready_check=not in_memory),
+        bus_workers_ctx(None),
+        _hub_ctx(),
     ]
-    if not in_memory:
-        resources.append(_feed_ctx(settings, exchange))
-    resources += [bus_workers_ctx(None), _hub_ctx()]
     app = create_app(
         "web",
         settings,

@@ -1,19 +1,23 @@
 """The message bus: events in envelopes over AMQP (aiormq) or in memory, outbox and inbox.
 
-See ``transport.py`` for the delivery contract, ``bus.py`` for publish/subscribe, ``outbox.py``
-and ``inbox.py`` for effectively-once processing across a database and the broker.
+See ``transport.py`` for the delivery contract, ``bus.py`` for publishing, consuming and
+broadcasting, ``consuming.py`` for typed handlers, ``outbox.py``, ``relay.py`` and ``inbox.py``
+for effectively-once processing across a database and the broker.
 """
 
 from core.bus.app import bus_ctx, bus_workers_ctx, make_transport
 from core.bus.asyncapi import build_asyncapi
-from core.bus.bus import Bus, Handler, Message, Subscription
-from core.bus.events import Envelope, Event, event_types
+from core.bus.bus import BroadcastSpec, Bus, Handler, Message, Subscription
+from core.bus.consuming import BroadcastHandler, Delivery, EventHandler, event_class_of
+from core.bus.events import Envelope, Event, EventConflict, EventRegistry
 from core.bus.inbox import Inbox
 from core.bus.matching import topic_matches
 from core.bus.memory import InMemoryTransport
 from core.bus.metrics import BusMetrics
-from core.bus.outbox import Outbox, OutboxRelay
+from core.bus.outbox import Outbox
+from core.bus.relay import OutboxRelay
 from core.bus.transport import (
+    BroadcastSubscription,
     Incoming,
     ParkedMessage,
     PermanentFailure,
@@ -24,10 +28,17 @@ from core.bus.transport import (
 )
 
 __all__ = [
+    "BroadcastHandler",
+    "BroadcastSpec",
+    "BroadcastSubscription",
     "Bus",
     "BusMetrics",
+    "Delivery",
     "Envelope",
     "Event",
+    "EventConflict",
+    "EventHandler",
+    "EventRegistry",
     "Handler",
     "InMemoryTransport",
     "Inbox",
@@ -45,7 +56,7 @@ __all__ = [
     "build_asyncapi",
     "bus_ctx",
     "bus_workers_ctx",
-    "event_types",
+    "event_class_of",
     "make_transport",
     "topic_matches",
 ]

@@ -10,7 +10,7 @@ from core.bus.amqp import AmqpTransport
 from core.bus.bus import Bus
 from core.bus.memory import InMemoryTransport
 from core.bus.metrics import BusMetrics
-from core.bus.outbox import Outbox, OutboxRelay
+from core.bus.relay import OutboxRelay
 from core.bus.transport import Transport
 from core.keys import BUS, DB_POOL, HEALTH, METRICS, OUTBOX, SERVICE_NAME
 from core.settings import BaseServiceSettings
@@ -58,7 +58,7 @@ def bus_ctx(
             metrics=BusMetrics(app[METRICS].registry),
         )
         app[BUS] = bus
-        app[OUTBOX] = Outbox(app[SERVICE_NAME])
+        app[OUTBOX] = bus.outbox
         bus.declare_publishes(MetricsSnapshot)
         if setup is not None:
             setup(app, bus)

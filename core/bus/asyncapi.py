@@ -1,4 +1,4 @@
-"""AsyncAPI 3.0 document of what a service publishes and consumes, from its event models."""
+"""AsyncAPI 3.0 document of what a service publishes and consumes, from its bus's registry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from core.bus.bus import Bus
-from core.bus.events import Envelope, Event, event_types
+from core.bus.events import Envelope, Event
 from core.bus.matching import topic_matches
 
 __all__ = ["build_asyncapi"]
@@ -21,7 +21,11 @@ def _id(text: str) -> str:
 
 
 def build_asyncapi(bus: Bus, *, title: str, version: str = "1.0.0") -> dict[str, Any]:
-    """The AsyncAPI document of ``bus``'s declared publications and subscriptions."""
+    """The AsyncAPI document of ``bus``'s publications, subscriptions and broadcasts.
+
+    A pattern subscription without event classes lists the classes of the bus's registry that
+    its pattern matches.
+    """
     schemas: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
@@ -75,10 +79,13 @@ def build_asyncapi(bus: Bus, *, title: str, version: str = "1.0.0") -> dict[str,
                 for m in channels[channel_id]["messages"]
             ],
         }
-    known = event_types().values()
+    known = sorted(bus.registry, key=lambda e: e.key())
+
+    def matching(pattern: str, events: tuple[type[Event], ...]) -> list[type[Event]]:
+        return list(events) or [e for e in known if topic_matches(pattern, e.event_type)]
+
     for sub in bus.subscriptions:
-        events = list(sub.events) or [e for e in known if topic_matches(sub.pattern, e.event_type)]
-        channel_id = channel(sub.pattern, events)
+        channel_id = channel(sub.pattern, matching(sub.pattern, sub.events))
         operations[f"consume_{_id(sub.queue)}_{channel_id}"] = {
             "action": "receive",
             "channel": {"$ref": f"#/channels/{channel_id}"},
@@ -89,6 +96,19 @@ def build_asyncapi(bus: Bus, *, title: str, version: str = "1.0.0") -> dict[str,
             "bindings": {"amqp": {"ack": True}},
             "description": f"consumed from queue {sub.queue}",
         }
+    for broadcast in bus.broadcasts:
+        for pattern in broadcast.patterns:
+            channel_id = channel(pattern, matching(pattern, broadcast.events))
+            operations[f"broadcast_{channel_id}"] = {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{channel_id}"},
+                "messages": [
+                    {"$ref": f"#/channels/{channel_id}/messages/{m}"}
+                    for m in channels[channel_id]["messages"]
+                ],
+                "bindings": {"amqp": {"ack": False}},
+                "description": "every instance receives its own copy (an exclusive queue)",
+            }
     return {
         "asyncapi": "3.0.0",
         "info": {"title": title, "version": version},

@@ -1,14 +1,19 @@
-"""The bus: ``publish(event)`` and ``subscribe(pattern, handler)`` over a transport.
+"""The bus: ``publish(event)``, ``consume(handler)`` and ``broadcast(handler)`` over a transport.
 
 Each service consumes from its own durable queue (named after the service unless a subscription
-says otherwise) bound to the patterns of its subscriptions; several instances of a service share
-that queue as competing consumers. A message matching several subscriptions of one queue goes to
-each matching handler; a failure retries the message for all of them, so handlers must be
-idempotent, which ``Inbox`` makes them.
+says otherwise) bound to the types of the events it consumes; several instances of a service
+share that queue as competing consumers. A message matching several handlers of one queue goes
+to each of them; a failure retries the message for all of them, so handlers must be
+idempotent, which an ``Inbox`` makes them.
 
-Received envelopes are validated against the declared event class of their ``(type, version)``;
-one that fails validation is parked at once, never looped. While a handler runs, the envelope's
-correlation id is the context's, and events it publishes name the envelope as their cause.
+Each bus has its own ``EventRegistry``: the classes it publishes (``declare_publishes``) and
+consumes. Received envelopes are validated against the registered class of their
+``(type, version)``; one that fails validation, or one whose version no typed handler of the
+queue knows, is parked at once, never looped. While a handler runs, the envelope's correlation id
+is the context's, and events it publishes name the envelope as their cause.
+
+``broadcast`` is the other kind of subscription: every instance gets its own copy of each
+matching event (``Transport.broadcast``); nothing is retried or parked.
 """
 
 from __future__ import annotations
@@ -16,25 +21,44 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from pydantic import ValidationError
 
-from core.bus.events import Envelope, Event
+from core.bus.consuming import (
+    BroadcastHandler,
+    Delivery,
+    EventHandler,
+    event_class_of,
+    run_once,
+)
+from core.bus.events import Envelope, Event, EventRegistry
+from core.bus.inbox import Inbox
 from core.bus.matching import topic_matches, validate_pattern
 from core.bus.metrics import BusMetrics
-from core.bus.transport import Incoming, PermanentFailure, RetryPolicy, Transport
+from core.bus.outbox import Outbox
+from core.bus.transport import (
+    BROADCAST_MAX_LENGTH,
+    BroadcastSubscription,
+    Incoming,
+    PermanentFailure,
+    RetryPolicy,
+    Transport,
+)
 from core.context import causation_id, correlation_id
 
-__all__ = ["Bus", "Handler", "Message", "Subscription"]
+__all__ = ["BroadcastSpec", "Bus", "Handler", "Message", "Subscription"]
 
 log = logging.getLogger("core.bus")
+
+E = TypeVar("E", bound=Event)
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """What a handler receives: the envelope, its validated event, the delivery attempt."""
+    """What a pattern handler receives: the envelope, its validated event, the attempt."""
 
     envelope: Envelope
     event: Event | None
@@ -43,15 +67,29 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+EnvelopeHandler = Callable[[Envelope], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """One handler bound to one pattern on one queue."""
+    """One handler bound to one pattern on one queue.
+
+    ``typed``: the handler takes only envelopes that resolve to one of ``events`` (a
+    ``consume`` handler); otherwise it takes every envelope matching ``pattern``.
+    """
 
     pattern: str
     handler: Handler
     queue: str
+    events: tuple[type[Event], ...] = ()
+    typed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastSpec:
+    """A broadcast subscription of the bus, for its AsyncAPI document."""
+
+    patterns: tuple[str, ...]
     events: tuple[type[Event], ...] = ()
 
 
@@ -63,7 +101,7 @@ class _QueueSpec:
 
 
 class Bus:
-    """Publishes events and dispatches received ones to subscribed handlers."""
+    """Publishes events and dispatches received ones to the handlers of this service."""
 
     def __init__(
         self,
@@ -75,18 +113,67 @@ class Bus:
         self.transport = transport
         self.source = source
         self.metrics = metrics or BusMetrics()
-        self.publishes: set[type[Event]] = set()
+        self.registry = EventRegistry()
+        self.outbox = Outbox(source)
+        self.broadcasts: list[BroadcastSpec] = []
         self._queues: dict[str, _QueueSpec] = defaultdict(_QueueSpec)
+        self._live: list[BroadcastSubscription] = []
         self._started = False
 
+    @property
+    def publishes(self) -> tuple[type[Event], ...]:
+        """The event classes this bus publishes (``declare_publishes``)."""
+        return self.registry.published
+
     def declare_publishes(self, *events: type[Event]) -> None:
-        """Record the event types this service publishes (for AsyncAPI)."""
-        self.publishes.update(events)
+        """Register the event classes this service publishes (``EventConflict`` if another
+        class has one's ``(type, version)`` on this bus)."""
+        self.registry.register_all(events, "publishes")
 
     @property
     def subscriptions(self) -> list[Subscription]:
         """Every subscription, by queue."""
         return [s for spec in self._queues.values() for s in spec.subscriptions]
+
+    def consume(
+        self,
+        handler: EventHandler[E],
+        *,
+        queue: str | None = None,
+        inbox: Inbox | None = None,
+        name: str | None = None,
+        prefetch: int = 32,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Call ``handler(event, ctx)`` for every event of the class its first parameter is
+        annotated with, from the durable ``queue`` (default: the service's), before ``start``.
+
+        With ``inbox``, it runs once per event id, in a transaction of the inbox's database
+        that records the id (``ctx.conn``); ``name`` (default: the event type) keys it in the
+        inbox. An envelope of that type whose version no handler of the queue knows is parked.
+        """
+        event_cls = event_class_of(handler)
+        self.registry.register(event_cls, "consumes")
+        key = inbox.key(name or event_cls.event_type) if inbox is not None else ""
+        outbox = self.outbox
+
+        async def typed(message: Message) -> None:
+            event = message.event
+            if not isinstance(event, event_cls):  # the dispatcher routes by class: never
+                raise PermanentFailure(f"{message.envelope.type} is not {event_cls.__name__}")
+            delivery = Delivery(
+                message.envelope, attempt=message.attempt, queue=message.queue, outbox=outbox
+            )
+            await run_once(handler, event, delivery, inbox=inbox, key=key)
+
+        typed.__name__ = getattr(handler, "__name__", typed.__name__)
+        self._add(
+            Subscription(
+                event_cls.event_type, typed, queue or self.source, (event_cls,), typed=True
+            ),
+            prefetch,
+            retry,
+        )
 
     def subscribe(
         self,
@@ -98,23 +185,121 @@ class Bus:
         prefetch: int = 32,
         retry: RetryPolicy | None = None,
     ) -> None:
-        """Call ``handler`` for every event whose type matches ``pattern`` (before ``start``).
+        """Call ``handler(message)`` for every envelope whose type matches ``pattern``.
 
-        Subscriptions sharing a queue share its prefetch (the largest asked) and retry policy
-        (asking for two different ones is an error).
+        The low-level form, for tools and tests that watch envelopes by pattern; a service
+        consumes with ``consume``. ``message.event`` is the envelope resolved with this bus's
+        registry, to which ``events`` are added (``None`` for a type the bus does not know).
         """
+        events = tuple(events)
+        self.registry.register_all(events, "consumes")
+        self._add(
+            Subscription(validate_pattern(pattern), handler, queue or self.source, events),
+            prefetch,
+            retry,
+        )
+
+    def _add(self, subscription: Subscription, prefetch: int, retry: RetryPolicy | None) -> None:
+        """Subscriptions sharing a queue share its prefetch (the largest asked) and retry policy
+        (asking for two different ones is an error)."""
         if self._started:
-            raise RuntimeError("subscribe before the bus starts")
-        name = queue or self.source
+            raise RuntimeError("subscribe before the bus starts consuming")
+        name = subscription.queue
         spec = self._queues[name]
         if retry is not None and spec.subscriptions and retry != spec.retry:
             raise ValueError(f"queue {name!r} already has another retry policy: {spec.retry}")
-        spec.subscriptions.append(
-            Subscription(validate_pattern(pattern), handler, name, tuple(events))
-        )
+        spec.subscriptions.append(subscription)
         spec.prefetch = max(prefetch, spec.prefetch) if len(spec.subscriptions) > 1 else prefetch
         if retry is not None:
             spec.retry = retry
+
+    async def broadcast(
+        self,
+        handler: BroadcastHandler[E],
+        *,
+        queue: str | None = None,
+        max_length: int = BROADCAST_MAX_LENGTH,
+    ) -> BroadcastSubscription:
+        """Give this instance a copy of every event of the class ``handler``'s first
+        parameter is annotated with: ``handler(event, envelope)``.
+
+        Every instance gets each event (see ``Transport.broadcast``); one that does not
+        validate is dropped and logged. Stopped with the bus (or by ``stop()`` on the result).
+        """
+        event_cls = event_class_of(handler)
+        self.registry.register(event_cls, "consumes")
+        registry = self.registry
+
+        async def deliver(envelope: Envelope) -> None:
+            try:
+                event = registry.resolve(envelope)
+            except ValidationError as exc:
+                log.warning(
+                    "dropping an invalid %s broadcast %s: %s", envelope.type, envelope.id, exc
+                )
+                return
+            if isinstance(event, event_cls):
+                await handler(event, envelope)
+            else:
+                log.warning("dropping %s v%d: unknown version", envelope.type, envelope.version)
+
+        return await self._broadcast(
+            (event_cls.event_type,), deliver, (event_cls,), queue, max_length, None, None
+        )
+
+    async def broadcast_envelopes(
+        self,
+        patterns: Sequence[str],
+        handler: EnvelopeHandler,
+        *,
+        queue: str | None = None,
+        max_length: int = BROADCAST_MAX_LENGTH,
+        max_body: int | None = None,
+        on_reject: Callable[[Incoming], object] | None = None,
+    ) -> BroadcastSubscription:
+        """Give this instance a copy of every envelope matching ``patterns``, unvalidated
+        beyond the envelope itself (for observers such as a dashboard); a body that is not an
+        envelope, or longer than ``max_body`` bytes, is dropped and passed to ``on_reject``."""
+        return await self._broadcast(
+            tuple(patterns), handler, (), queue, max_length, on_reject, max_body
+        )
+
+    async def _broadcast(
+        self,
+        patterns: tuple[str, ...],
+        handler: EnvelopeHandler,
+        events: tuple[type[Event], ...],
+        queue: str | None,
+        max_length: int,
+        on_reject: Callable[[Incoming], object] | None,
+        max_body: int | None,
+    ) -> BroadcastSubscription:
+        async def receive(incoming: Incoming) -> None:
+            try:
+                if max_body is not None and len(incoming.body) > max_body:
+                    raise ValueError(f"a {len(incoming.body)}-byte body")
+                envelope = Envelope.from_bytes(incoming.body)
+            except ValueError:  # pydantic's ValidationError is one
+                log.warning(
+                    "broadcast %s: not an envelope on %.255s", incoming.queue, incoming.routing_key
+                )
+                if on_reject is not None:
+                    on_reject(incoming)
+                return
+            correlation = correlation_id.set(envelope.correlation_id)
+            causation = causation_id.set(str(envelope.id))
+            try:
+                await handler(envelope)
+            finally:
+                correlation_id.reset(correlation)
+                causation_id.reset(causation)
+
+        subscription = await self.transport.broadcast(
+            patterns, receive, queue=queue, max_length=max_length
+        )
+        self.broadcasts.append(BroadcastSpec(patterns, events))
+        self._live.append(subscription)
+        return subscription
 
     async def start(self) -> None:
         """Connect the transport (publishing works from here) and start consuming."""
@@ -139,7 +324,10 @@ class Bus:
         self._started = True
 
     async def stop(self) -> None:
-        """Stop consuming and disconnect."""
+        """Stop the broadcast subscriptions, stop consuming and disconnect."""
+        live, self._live = self._live, []
+        for subscription in live:
+            await subscription.stop()
         await self.transport.stop()
 
     def envelope(self, event: Event) -> Envelope:
@@ -168,14 +356,22 @@ class Bus:
         self.metrics.published(envelope.type, time.perf_counter() - start)
 
     def _dispatcher(self, queue: str, spec: _QueueSpec) -> Callable[[Incoming], Awaitable[None]]:
+        registry = self.registry
+
         async def dispatch(incoming: Incoming) -> None:
             try:
                 envelope = Envelope.from_bytes(incoming.body)
-                event = envelope.event()
+                event = envelope.event(registry)
             except (ValidationError, ValueError) as exc:
                 self.metrics.parked(queue, incoming.routing_key)
                 raise PermanentFailure(f"not a valid envelope: {exc}") from exc
-            handlers = [s for s in spec.subscriptions if topic_matches(s.pattern, envelope.type)]
+            matching = [s for s in spec.subscriptions if topic_matches(s.pattern, envelope.type)]
+            handlers = [s for s in matching if not s.typed or type(event) in s.events]
+            if matching and not handlers:
+                self.metrics.parked(queue, envelope.type)
+                raise PermanentFailure(
+                    f"{envelope.type} v{envelope.version} is unknown to the handlers of {queue}"
+                )
             message = Message(envelope, event, incoming.attempt, queue)
             correlation = correlation_id.set(envelope.correlation_id)
             causation = causation_id.set(str(envelope.id))

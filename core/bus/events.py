@@ -12,13 +12,20 @@ An event type is a pydantic model with a name and a version::
 Every published event travels in an ``Envelope`` carrying its id, type, version, time, the
 correlation id of the request (or message) that caused it, the id of that causing message, and
 the publishing service.
+
+Which class an envelope's ``(type, version)`` means is a property of a bus, not of the process:
+each ``Bus`` keeps an ``EventRegistry`` of what it publishes and consumes, and two different
+classes for one ``(type, version)`` on one bus are refused when the second is registered
+(``EventConflict``). An event's contract is declared once, in its publisher's ``events``
+module, and its consumers import that module.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,9 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.context import causation_id as current_causation
 from core.context import get_correlation_id
 
-__all__ = ["Envelope", "Event", "event_types"]
+__all__ = ["Envelope", "Event", "EventConflict", "EventRegistry", "Role"]
 
-_REGISTRY: dict[tuple[str, int], type[Event]] = {}
+Role = Literal["publishes", "consumes"]
 
 
 class Event(BaseModel):
@@ -42,13 +49,87 @@ class Event(BaseModel):
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
-        if "event_type" in cls.__dict__:
-            _REGISTRY[(cls.event_type, cls.event_version)] = cls
+        version = cls.__dict__.get("event_version", cls.event_version)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise TypeError(f"{cls.__qualname__}.event_version must be an int >= 1")
+
+    @classmethod
+    def key(cls) -> tuple[str, int]:
+        """``(event_type, event_version)``: what an envelope names this class by."""
+        return cls.event_type, cls.event_version
 
 
-def event_types() -> dict[tuple[str, int], type[Event]]:
-    """Every declared event class by ``(type, version)``."""
-    return dict(_REGISTRY)
+class EventConflict(ValueError):
+    """Two different classes registered for one ``(type, version)`` on one bus."""
+
+
+class EventRegistry:
+    """The event classes one bus knows, by ``(type, version)``, and what it does with each.
+
+    Registering a class again is harmless; registering another class under a taken
+    ``(type, version)`` raises ``EventConflict`` at once, so a wiring mistake stops the start-up
+    instead of silently changing how envelopes are read.
+    """
+
+    def __init__(self) -> None:
+        self._classes: dict[tuple[str, int], type[Event]] = {}
+        self._roles: dict[Role, dict[type[Event], None]] = {"publishes": {}, "consumes": {}}
+
+    def register(self, event_cls: type[Event], role: Role) -> None:
+        """Record that the bus ``role``-s (publishes or consumes) ``event_cls``."""
+        if not hasattr(event_cls, "event_type"):
+            raise TypeError(f"{event_cls.__qualname__} declares no event_type")
+        key = event_cls.key()
+        known = self._classes.setdefault(key, event_cls)
+        if known is not event_cls:
+            raise EventConflict(
+                f"{key[0]} v{key[1]} is already {_qualified(known)}, "
+                f"not {_qualified(event_cls)}: declare an event once, in its publisher's "
+                "events module, and import it"
+            )
+        self._roles[role][event_cls] = None
+
+    def register_all(self, events: Iterable[type[Event]], role: Role) -> None:
+        """``register`` each of ``events``."""
+        for event_cls in events:
+            self.register(event_cls, role)
+
+    def get(self, event_type: str, version: int) -> type[Event] | None:
+        """The class registered for ``(event_type, version)``, if any."""
+        return self._classes.get((event_type, version))
+
+    def resolve(self, envelope: Envelope) -> Event | None:
+        """``envelope.data`` validated against its class (``None`` if the bus knows none).
+
+        Raises ``pydantic.ValidationError`` when the data does not fit the class.
+        """
+        event_cls = self.get(envelope.type, envelope.version)
+        return event_cls.model_validate(envelope.data) if event_cls is not None else None
+
+    @property
+    def published(self) -> tuple[type[Event], ...]:
+        """The classes the bus publishes, in registration order."""
+        return tuple(self._roles["publishes"])
+
+    @property
+    def consumed(self) -> tuple[type[Event], ...]:
+        """The classes the bus consumes, in registration order."""
+        return tuple(self._roles["consumes"])
+
+    def __iter__(self) -> Iterator[type[Event]]:
+        return iter(self._classes.values())
+
+    def __len__(self) -> int:
+        return len(self._classes)
+
+    def __contains__(self, event_cls: object) -> bool:
+        if not (isinstance(event_cls, type) and issubclass(event_cls, Event)):
+            return False
+        return self._classes.get(event_cls.key()) is event_cls
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Envelope(BaseModel):
@@ -93,7 +174,7 @@ class Envelope(BaseModel):
         """Parse the wire form (raises ``ValueError`` on anything that is not an envelope)."""
         return cls.model_validate_json(body)
 
-    def event(self) -> Event | None:
-        """The ``data`` validated against its declared event class (None if none is declared)."""
-        event_cls = _REGISTRY.get((self.type, self.version))
-        return event_cls.model_validate(self.data) if event_cls is not None else None
+    def event(self, registry: EventRegistry) -> Event | None:
+        """The ``data`` validated against the class ``registry`` (a bus's) has for it, or
+        ``None`` when it has none (an unknown type or version)."""
+        return registry.resolve(self)

@@ -2,61 +2,66 @@
 
 The dedup row is written in the same transaction as the handler's effects, so at-least-once
 delivery becomes effectively-once processing: a redelivered or re-sent event finds its id already
-recorded and is acknowledged without running the handler again.
+recorded and is acknowledged without running the handler again. Pass an ``Inbox`` to
+``Bus.consume``; the bus opens the transaction, claims the event id and runs the handler in it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 
-from core.bus.bus import Handler, Message
-from core.db import Connection, transaction
+from core.bus.events import Envelope
+from core.bus.outbox import Connection
 
-__all__ = ["Inbox", "InboxHandler"]
+__all__ = ["Inbox"]
 
 log = logging.getLogger("core.bus.inbox")
 
-InboxHandler = Callable[[Message, Connection], Awaitable[None]]
-
 
 class Inbox:
-    """Wraps handlers so that each (consumer, event id) runs once, transactionally."""
+    """The ``inbox`` table of one consumer (a service) in its own database.
+
+    Each handler gets an inbox key ``"<consumer>:<name>"``, where ``name`` defaults to the
+    event type: ``Bus.consume`` refuses two handlers with one key, which would each see the
+    other's events as already done.
+    """
 
     def __init__(self, pool: asyncpg.Pool, *, consumer: str) -> None:
         self.pool = pool
         self.consumer = consumer
-        self._names: set[str] = set()
+        self._keys: set[str] = set()
 
-    def handler(self, handler: InboxHandler, *, name: str | None = None) -> Handler:
-        """A bus handler running ``handler(message, conn)`` once per event id.
+    def key(self, name: str) -> str:
+        """Reserve the inbox key of handler ``name``; ``ValueError`` if it is taken."""
+        key = f"{self.consumer}:{name}"
+        if key in self._keys:
+            raise ValueError(f"an inbox handler named {key!r} exists already; pass name=")
+        self._keys.add(key)
+        return key
 
-        ``conn`` is inside the transaction that records the event id: write the handler's
-        effects (and outbox events) through it.
+    @contextlib.asynccontextmanager
+    async def once(self, key: str, envelope: Envelope) -> AsyncIterator[Connection | None]:
+        """A transaction that has claimed ``envelope`` for ``key``: yields its connection, or
+        ``None`` (and does nothing) when the event was processed already.
+
+        It commits when the block ends and rolls back, releasing the claim, when it raises.
         """
-        consumer = f"{self.consumer}:{name or f'{handler.__module__}.{handler.__qualname__}'}"
-        if consumer in self._names:
-            # Two handlers sharing an id would each see the other's events as already done.
-            raise ValueError(f"an inbox handler named {consumer!r} exists already; pass name=")
-        self._names.add(consumer)
-
-        async def once(message: Message) -> None:
-            async with transaction(self.pool) as conn:
-                first = await conn.fetchval(
-                    """
-                    INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
-                    ON CONFLICT DO NOTHING RETURNING true
-                    """,
-                    consumer,
-                    message.envelope.id,
-                    message.envelope.type,
-                )
-                if not first:
-                    log.info("dropping duplicate %s for %s", message.envelope.id, consumer)
-                    return
-                await handler(message, conn)
-
-        once.__name__ = handler.__name__
-        return once
+        async with self.pool.acquire() as conn, conn.transaction():
+            first = await conn.fetchval(
+                """
+                INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3)
+                ON CONFLICT DO NOTHING RETURNING true
+                """,
+                key,
+                envelope.id,
+                envelope.type,
+            )
+            if not first:
+                log.info("dropping duplicate %s for %s", envelope.id, key)
+                yield None
+                return
+            yield conn

@@ -16,6 +16,8 @@ from typing import Any
 
 from core.bus.matching import topic_matches, validate_pattern
 from core.bus.transport import (
+    BROADCAST_MAX_LENGTH,
+    BroadcastSubscription,
     Incoming,
     IncomingHandler,
     ParkedMessage,
@@ -23,6 +25,7 @@ from core.bus.transport import (
     PublishError,
     RetryPolicy,
     Transport,
+    broadcast_queue_name,
 )
 
 __all__ = ["InMemoryTransport"]
@@ -48,6 +51,7 @@ class InMemoryTransport(Transport):
         self._consumers: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._timers: set[asyncio.Task[None]] = set()
+        self._broadcasts: list[_MemoryBroadcast] = []
         self._running = False
 
     @property
@@ -66,6 +70,7 @@ class InMemoryTransport(Transport):
             not self._inflight
             and not self._timers
             and all(queue.empty() for queue in self._queues.values())
+            and all(b.idle for b in self._broadcasts)
         )
 
     async def drain(self, *, within: float = 10.0, quiet: float = 0.2) -> bool:
@@ -92,6 +97,8 @@ class InMemoryTransport(Transport):
     async def close(self) -> None:
         """Stop consuming and wait for handlers in flight, shared or not."""
         self._running = False
+        broadcasts, self._broadcasts = self._broadcasts, []
+        await asyncio.gather(*(b.stop() for b in broadcasts))
         for task in [*self._timers, *self._consumers]:
             task.cancel()
         await asyncio.gather(*self._timers, *self._consumers, return_exceptions=True)
@@ -116,9 +123,21 @@ class InMemoryTransport(Transport):
         message_id: str,
         headers: Mapping[str, Any] | None = None,
     ) -> None:
-        """Deliver one copy to every queue with a matching binding."""
+        """Deliver one copy to every queue with a matching binding and every broadcast
+        subscriber with a matching pattern."""
         if not self._running:
             raise PublishError("the in-memory transport is not running")
+        for broadcast in self._broadcasts:
+            if any(topic_matches(pattern, routing_key) for pattern in broadcast.patterns):
+                broadcast.offer(
+                    Incoming(
+                        body=body,
+                        routing_key=routing_key,
+                        queue=broadcast.queue,
+                        message_id=message_id,
+                        headers=dict(headers or {}),
+                    )
+                )
         for queue, patterns in self._bindings.items():
             if any(topic_matches(pattern, routing_key) for pattern in patterns):
                 self._queue(queue).put_nowait(
@@ -147,6 +166,32 @@ class InMemoryTransport(Transport):
         self._consumers.append(
             asyncio.create_task(self._consume(queue, handler, prefetch, retry), name=f"bus:{queue}")
         )
+
+    async def broadcast(
+        self,
+        patterns: Sequence[str],
+        handler: IncomingHandler,
+        *,
+        queue: str | None = None,
+        max_length: int = BROADCAST_MAX_LENGTH,
+    ) -> BroadcastSubscription:
+        """Subscribe ``handler`` to its own bounded copy of every message matching
+        ``patterns``, delivered in order, one at a time."""
+        if max_length < 1:
+            raise ValueError("max_length must be at least 1")
+        subscription = _MemoryBroadcast(
+            self,
+            queue or broadcast_queue_name(self.exchange),
+            tuple(validate_pattern(p) for p in patterns),
+            handler,
+            max_length,
+        )
+        self._broadcasts.append(subscription)
+        return subscription
+
+    def _forget(self, subscription: _MemoryBroadcast) -> None:
+        if subscription in self._broadcasts:
+            self._broadcasts.remove(subscription)
 
     async def _consume(
         self, queue: str, handler: IncomingHandler, prefetch: int, retry: RetryPolicy
@@ -225,3 +270,64 @@ class InMemoryTransport(Transport):
                 )
             )
         return count
+
+
+class _MemoryBroadcast(BroadcastSubscription):
+    """A broadcast subscriber: a bounded buffer (oldest dropped) and a task draining it."""
+
+    def __init__(
+        self,
+        transport: InMemoryTransport,
+        queue: str,
+        patterns: tuple[str, ...],
+        handler: IncomingHandler,
+        max_length: int,
+    ) -> None:
+        self.queue = queue
+        self.patterns = patterns
+        self._transport = transport
+        self._handler = handler
+        self._buffer: asyncio.Queue[Incoming] = asyncio.Queue(maxsize=max_length)
+        self._busy = False
+        self._task: asyncio.Task[None] | None = asyncio.create_task(
+            self._run(), name=f"bus:broadcast:{queue}"
+        )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the transport runs and this subscription is not stopped."""
+        return self._task is not None and self._transport.connected
+
+    @property
+    def idle(self) -> bool:
+        """Nothing buffered nor being handled."""
+        return not self._busy and self._buffer.empty()
+
+    def offer(self, message: Incoming) -> None:
+        """Buffer ``message``, dropping the oldest one when full (``x-overflow: drop-head``)."""
+        if self._task is None:
+            return
+        if self._buffer.full():
+            self._buffer.get_nowait()
+        self._buffer.put_nowait(message)
+
+    async def stop(self) -> None:
+        """Stop delivering; what is buffered is dropped."""
+        task, self._task = self._task, None
+        self._transport._forget(self)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            message = await self._buffer.get()
+            self._busy = True
+            try:
+                await self._handler(message)
+            except Exception:  # a broadcast is never redelivered: log and go on
+                log.exception(
+                    "broadcast handler on %s failed for %s", self.queue, message.message_id
+                )
+            finally:
+                self._busy = False

@@ -2,31 +2,28 @@
 
 ``Outbox.publish(conn, event)`` inserts the envelope into the service's ``outbox`` table inside
 the caller's transaction and notifies the relay; nothing leaves the service unless that
-transaction commits. ``OutboxRelay`` sends committed rows in order of creation, marks them sent,
-and leaves failed ones for the next round. Several relays (one per instance) share the table
-through ``FOR UPDATE SKIP LOCKED``. A relay that dies between the broker's confirm and the mark
-sends the row again: consumers deduplicate by envelope id (``Inbox``).
+transaction commits. ``core.bus.relay.OutboxRelay`` sends the committed rows.
+
+This module imports nothing of ``core.db`` (which imports ``core.keys``, which names ``Outbox``):
+``Connection`` is spelled here as ``core.db`` spells it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-from typing import Any
+from typing import TypeAlias
 
 import asyncpg
+import asyncpg.pool
 
-from core.bus.bus import Bus
 from core.bus.events import Envelope, Event
-from core.bus.transport import PublishError
-from core.db import Connection, transaction
 
-__all__ = ["NOTIFY_CHANNEL", "Outbox", "OutboxRelay"]
-
-log = logging.getLogger("core.bus.outbox")
+__all__ = ["NOTIFY_CHANNEL", "Connection", "Outbox"]
 
 NOTIFY_CHANNEL = "aioshop_outbox"
+
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
 
 
 class Outbox:
@@ -53,144 +50,3 @@ class Outbox:
         # NOTIFY inside a transaction is delivered at commit, and not at all on rollback.
         await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         return envelope
-
-
-class OutboxRelay:
-    """Sends committed outbox rows to the bus; woken by NOTIFY, polling as a fallback."""
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        bus: Bus,
-        *,
-        dsn: str,
-        batch_size: int = 100,
-        poll_interval: float = 1.0,
-        retention_hours: int = 24,
-    ) -> None:
-        self.pool = pool
-        self.bus = bus
-        self.dsn = dsn
-        self.batch_size = batch_size
-        self.poll_interval = poll_interval
-        self.retention_hours = retention_hours
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None
-
-    async def start(self) -> None:
-        """Start relaying in the background."""
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
-
-    async def stop(self) -> None:
-        """Stop relaying (rows not yet sent stay for the next start)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._close_listener()
-
-    def wake(self) -> None:
-        """Relay now rather than at the next poll."""
-        self._wake.set()
-
-    async def relay_once(self) -> int:
-        """Send one batch of committed rows; return how many were sent."""
-        async with transaction(self.pool) as conn:
-            rows = await conn.fetch(
-                """
-                SELECT id, envelope FROM outbox
-                 WHERE published_at IS NULL
-                 ORDER BY created_at, id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED
-                """,
-                self.batch_size,
-            )
-            if not rows:
-                return 0
-            envelopes = [Envelope.model_validate(row["envelope"]) for row in rows]
-            results = await asyncio.gather(
-                *(self.bus.publish_envelope(e) for e in envelopes), return_exceptions=True
-            )
-            sent = [e.id for e, r in zip(envelopes, results, strict=True) if r is None]
-            failed = [(e.id, r) for e, r in zip(envelopes, results, strict=True) if r is not None]
-            if sent:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", sent
-                )
-            for event_id, error in failed:
-                if isinstance(error, asyncio.CancelledError):
-                    raise error
-                await conn.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                    event_id,
-                    repr(error)[:500],
-                )
-        if failed:
-            raise PublishError(f"{len(failed)} of {len(envelopes)} outbox events not confirmed")
-        return len(sent)
-
-    async def _observe_lag(self) -> None:
-        row = await self.pool.fetchrow(
-            """
-            SELECT count(*) AS pending,
-                   greatest(coalesce(extract(epoch FROM now() - min(created_at)), 0), 0) AS lag
-              FROM outbox WHERE published_at IS NULL
-            """
-        )
-        if row is not None:
-            self.bus.metrics.outbox_pending.set(row["pending"])
-            self.bus.metrics.outbox_lag.set(float(row["lag"]))
-
-    async def _purge(self) -> None:
-        await self.pool.execute(
-            "DELETE FROM outbox WHERE published_at < now() - make_interval(hours => $1)",
-            self.retention_hours,
-        )
-
-    async def _listen(self) -> None:
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        try:
-            self._listener = await asyncpg.connect(self.dsn)
-            await self._listener.add_listener(NOTIFY_CHANNEL, self._on_notify)
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("outbox relay cannot LISTEN (polling instead): %r", exc)
-            await self._close_listener()
-
-    def _on_notify(self, *args: Any) -> None:
-        self._wake.set()
-
-    async def _close_listener(self) -> None:
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
-
-    async def _run(self) -> None:
-        backoff = 0.1
-        rounds = 0
-        while True:
-            await self._listen()
-            self._wake.clear()
-            try:
-                sent = await self.relay_once()
-                if rounds % 600 == 0:
-                    await self._purge()
-                await self._observe_lag()
-                backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("outbox relay round failed, retrying in %.1fs: %r", backoff, exc)
-                with contextlib.suppress(Exception):
-                    await self._observe_lag()
-                await asyncio.sleep(backoff)  # backoff before the next attempt, by design
-                backoff = min(backoff * 2, 5.0)
-                continue
-            rounds += 1
-            if sent == self.batch_size:
-                continue  # more may be waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)

@@ -10,6 +10,11 @@ binds a durable queue to topic patterns and calls a handler per message, with at
 - raises anything else: redelivered after the next delay of the ``RetryPolicy``; after the last
   attempt, parked. Parked messages stay inspectable (``parked``) and can be ``replay``-ed.
 
+Broadcast subscriptions (``broadcast``) are the other kind: every subscribed instance gets its
+own copy of each matching message, in a private queue that is bounded (the oldest is dropped
+first), never acknowledged, retried or parked, and gone with its subscriber. A handler that
+raises loses that message (logged). They are for telemetry and cache invalidation, not for work.
+
 Subscriptions survive reconnects: a transport restores its topology and consumers by itself.
 ``start()`` does not raise when the broker is down: it keeps reconnecting in the background and
 ``publish`` fails fast (``PublishError``) until it is back. A message published after ``consume``
@@ -19,11 +24,13 @@ returns is routed to that queue.
 from __future__ import annotations
 
 import abc
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BroadcastSubscription",
     "BusError",
     "Incoming",
     "IncomingHandler",
@@ -33,9 +40,16 @@ __all__ = [
     "PublishTimeout",
     "RetryPolicy",
     "Transport",
+    "broadcast_queue_name",
 ]
 
 EXCHANGE = "aioshop.events"
+BROADCAST_MAX_LENGTH = 10_000
+
+
+def broadcast_queue_name(exchange: str) -> str:
+    """A fresh name for a broadcast subscription's private queue on ``exchange``."""
+    return f"{exchange}.broadcast.{uuid.uuid4().hex[:12]}"
 
 
 class BusError(Exception):
@@ -97,6 +111,22 @@ class ParkedMessage:
 IncomingHandler = Callable[[Incoming], Awaitable[None]]
 
 
+class BroadcastSubscription(abc.ABC):
+    """A live broadcast subscription: this instance's private copy of matching messages."""
+
+    queue: str
+    patterns: tuple[str, ...]
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """Whether messages reach the handler right now (the private queue is consumed)."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Stop receiving; the private queue goes away. Stopping twice is harmless."""
+
+
 class Transport(abc.ABC):
     """Moves messages between services; see the module docstring for the contract."""
 
@@ -132,6 +162,22 @@ class Transport(abc.ABC):
         retry: RetryPolicy = RetryPolicy(),
     ) -> None:
         """Bind ``queue`` to ``patterns`` and deliver its messages to ``handler``."""
+
+    @abc.abstractmethod
+    async def broadcast(
+        self,
+        patterns: Sequence[str],
+        handler: IncomingHandler,
+        *,
+        queue: str | None = None,
+        max_length: int = BROADCAST_MAX_LENGTH,
+    ) -> BroadcastSubscription:
+        """Give this instance a copy of every message matching ``patterns`` (see the module
+        docstring); ``queue`` names the private queue (default: a fresh unique name).
+
+        Returns once subscribed, or, while the broker is unreachable, after the first attempt:
+        the subscription then attaches by itself when the connection comes back.
+        """
 
     @abc.abstractmethod
     async def parked(self, queue: str, *, limit: int = 100) -> list[ParkedMessage]:

@@ -6,9 +6,13 @@ The pytest plugin (``core.testing.plugin``, loaded automatically once aioshop is
   database named ``test_<service>_<random>``, migrates it to head and drops it after the session;
 - ``redis_namespace``: a key namespace unique to the test session;
 - ``service_client``: a factory ``(app) -> TestClient`` over pytest-aiohttp's ``aiohttp_client``;
-- ``wait_for``: poll an async condition until it holds or a deadline passes (no sleeps in tests).
+- ``wait_for``: poll an async condition until it holds or a deadline passes (no sleeps in tests);
+- ``memory_bus_kit``, ``amqp_bus_kit`` and ``bus_kit`` (both in turn): a ``BusKit`` of buses on
+  a transport of the test's own, with ``publish_and_wait`` and ``record`` (an ``EventLog``) to
+  test a publisher or a consumer in a few lines (``core.testing.bus``).
 """
 
+from core.testing.bus import BusKit, EventLog, Received
 from core.testing.helpers import assert_problem, wait_for
 
-__all__ = ["assert_problem", "wait_for"]
+__all__ = ["BusKit", "EventLog", "Received", "assert_problem", "wait_for"]

@@ -1,8 +1,9 @@
-"""pytest plugin of core: throw-away databases, Redis namespaces, app clients.
+"""pytest plugin of core: throw-away databases, Redis namespaces, app clients, bus kits.
 
 Registered through the ``pytest11`` entry point, so any project that installs aioshop gets these
 fixtures. ``TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``) names
-the server on which throw-away databases are created.
+the server on which throw-away databases are created; ``TEST_AMQP_URL`` (default
+``amqp://guest:guest@127.0.0.1:5672/``) the RabbitMQ of ``amqp_bus_kit``.
 """
 
 from __future__ import annotations
@@ -10,20 +11,25 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.migrate import drop_database, upgrade
+from core.testing.bus import BusKit
 
 __all__ = [
+    "amqp_bus_kit",
+    "bus_kit",
+    "memory_bus_kit",
     "redis_namespace",
     "scratch_database_url",
     "service_client",
@@ -97,3 +103,28 @@ def service_client(
         return await aiohttp_client(app)
 
     return factory
+
+
+@pytest_asyncio.fixture
+async def memory_bus_kit() -> AsyncIterator[BusKit]:
+    """A ``BusKit`` on a shared in-memory transport of this test, closed after it."""
+    kit = BusKit("memory")
+    yield kit
+    await kit.close()
+
+
+@pytest_asyncio.fixture
+async def amqp_bus_kit() -> AsyncIterator[BusKit]:
+    """A ``BusKit`` on the real RabbitMQ, on an exchange of this test; its buses are stopped
+    and its durable queues and exchange deleted after the test."""
+    kit = BusKit("amqp")
+    yield kit
+    await kit.close()
+
+
+@pytest_asyncio.fixture(params=["memory", "amqp"])
+async def bus_kit(request: pytest.FixtureRequest) -> AsyncIterator[BusKit]:
+    """``memory_bus_kit`` and ``amqp_bus_kit`` in turn: the test runs on both transports."""
+    kit = BusKit(request.param)
+    yield kit
+    await kit.close()

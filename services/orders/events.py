@@ -1,10 +1,8 @@
-"""Events the orders service publishes and the inventory events it consumes (API.md "Bus events").
+"""Events the orders service publishes (API.md "Bus events"): its contracts, declared here only.
 
-The ``order.placed``, ``order.cancelled``, ``order.rejected`` and ``order.shipped`` classes, and
-the ``inventory.*`` answers, are the products service's own (``services.products.events``),
-imported rather than declared again: the bus resolves an envelope to *the* class registered for
-its ``(type, version)``, one per process, and the products consumer checks ``isinstance``
-against its classes, so a second declaration would break the single-process mode.
+The products service consumes ``order.placed``, ``order.cancelled``, ``order.rejected`` and
+``order.shipped``, importing this module (and nothing else of this service); this service
+consumes the ``inventory.*`` answers from ``services.products.events``.
 
 Published, through the outbox, in the transaction that appends the order's events:
 
@@ -16,8 +14,6 @@ Published, through the outbox, in the transaction that appends the order's event
   products service releases the order's stock (it does the same on ``order.rejected``);
 - ``order.shipped`` ``{order_id}``: commits the reservation;
 - ``payment.authorized`` / ``payment.declined`` / ``payment.refunded``.
-
-Consumed: ``inventory.reserved``, ``inventory.reservation_failed``, ``inventory.released``.
 """
 
 from __future__ import annotations
@@ -25,26 +21,12 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.bus import Event
-from services.products.events import (
-    InventoryReleased,
-    InventoryReservationFailed,
-    InventoryReserved,
-    OrderCancelled,
-    OrderLine,
-    OrderPlaced,
-    OrderRejected,
-    OrderShipped,
-)
 
 __all__ = [
-    "CONSUMED_EVENTS",
     "PUBLISHED_EVENTS",
-    "InventoryReleased",
-    "InventoryReservationFailed",
-    "InventoryReserved",
     "OrderCancelled",
     "OrderConfirmed",
     "OrderLine",
@@ -58,6 +40,61 @@ __all__ = [
 
 Cents = Annotated[int, Field(ge=0)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+Quantity = Annotated[int, Field(ge=1, le=1_000_000)]
+
+
+class OrderLine(BaseModel):
+    """A line of a placed order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product_id: UUID
+    quantity: Quantity
+    unit_price_cents: Annotated[int, Field(ge=0)]
+
+
+class OrderPlaced(Event):
+    """``order.placed`` (published by orders): reserve the lines of this order."""
+
+    event_type = "order.placed"
+    event_version = 1
+
+    order_id: UUID
+    user_id: UUID
+    items: Annotated[list[OrderLine], Field(min_length=1, max_length=1000)]
+    total_cents: Annotated[int, Field(ge=0)]
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+
+
+class OrderCancelled(Event):
+    """``order.cancelled`` (published by orders): release the order's reservation."""
+
+    event_type = "order.cancelled"
+    event_version = 1
+
+    order_id: UUID
+    reason: str | None = None
+
+
+class OrderRejected(Event):
+    """``order.rejected`` (published by orders): the saga failed; release whatever the order
+    holds (nothing, if its reservation failed), and refuse a late ``order.placed``."""
+
+    event_type = "order.rejected"
+    event_version = 1
+
+    order_id: UUID
+    user_id: UUID
+    reason: str
+
+
+class OrderShipped(Event):
+    """``order.shipped`` (published by orders): the reserved stock left the warehouse."""
+
+    event_type = "order.shipped"
+    event_version = 1
+
+    order_id: UUID
 
 
 class OrderConfirmed(Event):
@@ -116,9 +153,4 @@ PUBLISHED_EVENTS: tuple[type[Event], ...] = (
     PaymentAuthorized,
     PaymentDeclined,
     PaymentRefunded,
-)
-CONSUMED_EVENTS: tuple[type[Event], ...] = (
-    InventoryReserved,
-    InventoryReservationFailed,
-    InventoryReleased,
 )

@@ -41,8 +41,6 @@ from core.bus import Event
 from core.context import correlation_id
 from services.orders.aggregate import NewEvent, Order
 from services.orders.events import (
-    InventoryReservationFailed,
-    InventoryReserved,
     OrderConfirmed,
     OrderRejected,
     PaymentAuthorized,
@@ -52,6 +50,7 @@ from services.orders.events import (
 from services.orders.payment import PaymentProvider, PaymentResult, RefundResult
 from services.orders.repository import SagaRow
 from services.orders.service import Change, Decision, OrdersService
+from services.products.events import InventoryReservationFailed, InventoryReserved
 
 __all__ = [
     "SagaRunner",

@@ -1,4 +1,4 @@
-"""Events the products service publishes and the order events it consumes (API.md "Bus events").
+"""Events the products service publishes (API.md "Bus events"): its contracts, declared here only.
 
 Published, through the outbox, in the transaction of the change:
 
@@ -12,18 +12,13 @@ Published, through the outbox, in the transaction of the change:
 - ``inventory.released`` ``{order_id, items}``: the order's reservation was given back (``items``
   is empty when there was nothing to give back).
 
-Consumed from the order service, which imports these classes from here (one class per
-``(type, version)`` in a process)::
-
-    order.placed    {order_id, user_id, items: [{product_id, quantity, unit_price_cents}],
-                     total_cents, currency}
-    order.cancelled {order_id, reason?}
-    order.shipped   {order_id}
-
-``order.placed`` reserves all lines or none and answers ``inventory.reserved`` or
-``inventory.reservation_failed``; ``order.cancelled`` releases and answers ``inventory.released``;
-``order.shipped`` commits (``on_hand`` and ``reserved`` both drop). Each is keyed by ``order_id``:
-the same order again changes nothing and answers the first outcome again.
+The order service consumes the ``inventory.*`` answers, importing this module (and nothing
+else of this service). They answer the order events this service consumes
+(``services.orders.events``): ``order.placed`` reserves all lines or none and is answered by
+``inventory.reserved`` or ``inventory.reservation_failed``; ``order.cancelled`` and
+``order.rejected`` release and are answered by ``inventory.released``; ``order.shipped`` commits
+(``on_hand`` and ``reserved`` both drop). Each is keyed by ``order_id``: the same order again
+changes nothing and answers the first outcome again.
 """
 
 from __future__ import annotations
@@ -37,17 +32,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.bus import Event
 
 __all__ = [
-    "CONSUMED_EVENTS",
     "PUBLISHED_EVENTS",
     "InventoryChanged",
     "InventoryReleased",
     "InventoryReservationFailed",
     "InventoryReserved",
-    "OrderCancelled",
-    "OrderLine",
-    "OrderPlaced",
-    "OrderRejected",
-    "OrderShipped",
     "ProductCreated",
     "ProductDeleted",
     "ProductUpdated",
@@ -155,60 +144,6 @@ class InventoryReleased(Event):
     items: list[ReservedItem]
 
 
-class OrderLine(BaseModel):
-    """A line of a placed order."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    product_id: UUID
-    quantity: Quantity
-    unit_price_cents: Annotated[int, Field(ge=0)]
-
-
-class OrderPlaced(Event):
-    """``order.placed`` (published by orders): reserve the lines of this order."""
-
-    event_type = "order.placed"
-    event_version = 1
-
-    order_id: UUID
-    user_id: UUID
-    items: Annotated[list[OrderLine], Field(min_length=1, max_length=1000)]
-    total_cents: Annotated[int, Field(ge=0)]
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-
-
-class OrderCancelled(Event):
-    """``order.cancelled`` (published by orders): release the order's reservation."""
-
-    event_type = "order.cancelled"
-    event_version = 1
-
-    order_id: UUID
-    reason: str | None = None
-
-
-class OrderRejected(Event):
-    """``order.rejected`` (published by orders): the saga failed; release whatever the order
-    holds (nothing, if its reservation failed), and refuse a late ``order.placed``."""
-
-    event_type = "order.rejected"
-    event_version = 1
-
-    order_id: UUID
-    user_id: UUID
-    reason: str
-
-
-class OrderShipped(Event):
-    """``order.shipped`` (published by orders): the reserved stock left the warehouse."""
-
-    event_type = "order.shipped"
-    event_version = 1
-
-    order_id: UUID
-
-
 PUBLISHED_EVENTS: tuple[type[Event], ...] = (
     ProductCreated,
     ProductUpdated,
@@ -217,10 +152,4 @@ PUBLISHED_EVENTS: tuple[type[Event], ...] = (
     InventoryReserved,
     InventoryReservationFailed,
     InventoryReleased,
-)
-CONSUMED_EVENTS: tuple[type[Event], ...] = (
-    OrderPlaced,
-    OrderCancelled,
-    OrderRejected,
-    OrderShipped,
 )

@@ -58,7 +58,7 @@ async def listener() -> AsyncIterator[tuple[InMemoryTransport, list[MetricsSnaps
         assert isinstance(message.event, MetricsSnapshot)
         received.append(message.event)
 
-    outside.subscribe("metrics.snapshot", collect, queue="outside")
+    outside.subscribe("metrics.snapshot", collect, queue="outside", events=[MetricsSnapshot])
     await outside.start()
     yield transport, received
     await outside.stop()
@@ -210,7 +210,7 @@ async def test_snapshots_reach_a_subscriber_over_rabbitmq(
         assert isinstance(message.event, MetricsSnapshot)
         received.append(message.event)
 
-    watcher.subscribe("metrics.snapshot", collect, queue=queue)
+    watcher.subscribe("metrics.snapshot", collect, queue=queue, events=[MetricsSnapshot])
     await watcher.start()
     try:
         client = await service_client(app)

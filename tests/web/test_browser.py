@@ -33,9 +33,9 @@ from core.context import correlation_id
 from core.testing import wait_for
 from gateway import Settings as GatewaySettings
 from gateway import create_gateway_app
+from services.orders.events import OrderLine, OrderPlaced
 from services.products import Settings as ProductsSettings
 from services.products import create_products_app
-from services.products.events import OrderLine, OrderPlaced
 from services.users import Settings as UsersSettings
 from services.users import create_users_app
 from tests.web.conftest import WebSettingsFactory, envelope, snapshot_data

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from core.bus import Envelope
+from core.bus import Bus, Envelope
 from core.bus.amqp import AmqpTransport
 from core.snapshot import SNAPSHOT
 from core.testing import wait_for
@@ -23,7 +23,7 @@ from services.users import create_users_app
 from tests.web.conftest import WebSettingsFactory, envelope, operator, snapshot_data
 from web import create_web_app
 from web.app import FEED
-from web.feed import AmqpFeed
+from web.feed import open_feed
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 Client = TestClient[Any, Any]
@@ -77,10 +77,9 @@ async def test_two_dashboards_each_see_every_snapshot_and_event_over_rabbitmq(
         )
     )
     other: list[Envelope] = []
-    second = AmqpFeed(
-        AMQP_URL, f"test-second-{uuid.uuid4().hex[:8]}", other.append, exchange=exchange
-    )
-    await second.start()
+    watcher = Bus(AmqpTransport(AMQP_URL, exchange=exchange), source="second-dashboard")
+    await watcher.connect()
+    second = await open_feed(watcher, f"test-second-{uuid.uuid4().hex[:8]}", other.append)
     try:
         email = f"amqp-{uuid.uuid4().hex[:8]}@example.com"
         response = await users.post(
@@ -127,7 +126,7 @@ async def test_two_dashboards_each_see_every_snapshot_and_event_over_rabbitmq(
         await wait_for(second_saw_it, within=10)
         assert (await dashboard.get("/readyz")).status == 200
     finally:
-        await second.stop()
+        await watcher.stop()  # stops its broadcast subscription too
 
     feed_queue = dashboard.app[FEED].queue
     assert await _queue_exists(feed_queue)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -306,3 +307,57 @@ async def test_a_conflicting_queue_is_refused_and_the_transport_carries_on(
         await transport.consume(queue, [unique("key")], handle)
     assert transport.connected
     await transport.publish(unique("still.fine"), b"{}", message_id=uuid.uuid4().hex)
+
+
+async def _queue_exists(name: str) -> bool:
+    async with aiormq.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        try:
+            await channel.queue_declare(name, passive=True)
+        except aiormq.ChannelNotFoundEntity:
+            return False
+        except aiormq.ChannelLockedResource:
+            return True  # exclusive to its owner's connection, but there
+        return True
+
+
+async def test_a_broadcast_subscription_comes_back_after_a_lost_connection() -> None:
+    """Its exclusive queue dies with the connection; the transport declares it again (messages
+    published meanwhile are lost: telemetry), and deletes it on stop."""
+    name = unique("broadcast-conn")
+    transport = AmqpTransport(
+        f"{AMQP_URL}?name={name}",
+        exchange=unique("broadcast-exchange"),
+        reconnect_delays=(0.05, 0.2),
+    )
+    key = unique("pulse")
+    received: list[str | None] = []
+
+    async def handle(message: Incoming) -> None:
+        received.append(message.message_id)
+
+    await transport.start()
+    try:
+        subscription = await transport.broadcast([key], handle)
+        await transport.publish(key, b"{}", message_id="before")
+        await wait_for(holds(lambda: received == ["before"]), within=10)
+        assert await _queue_exists(subscription.queue)
+
+        killed = await close_named_connections(name)
+        assert killed
+
+        async def back() -> bool:
+            # Until the queue is declared again, what is published is lost: keep publishing.
+            if not any(r and r.startswith("after") for r in received):
+                with contextlib.suppress(PublishError):
+                    await transport.publish(key, b"{}", message_id=f"after-{uuid.uuid4().hex}")
+                return False
+            return True
+
+        await wait_for(back, within=15, interval=0.1)
+        assert subscription.connected
+        await subscription.stop()
+        assert not await _queue_exists(subscription.queue)
+    finally:
+        await transport.delete_topology([], exchange=True)
+        await transport.stop()

@@ -12,9 +12,9 @@ from collections.abc import Iterable
 import aiormq
 import asyncpg
 
-from core.bus import Bus, Event, Inbox, Message, Outbox, OutboxRelay, RetryPolicy
+from core.bus import Bus, Delivery, Event, Inbox, Message, Outbox, OutboxRelay, RetryPolicy
 from core.bus.amqp import AmqpTransport
-from core.db import Connection, transaction
+from core.db import transaction
 from core.testing import wait_for
 from tests.core.bus.conftest import AMQP_URL, close_named_connections, rabbitmqctl, unique
 
@@ -52,18 +52,17 @@ async def test_every_committed_event_takes_effect_once_across_connection_kills(
     )
     deliveries = 0
 
-    async def make(message: Message, conn: Connection) -> None:
-        assert isinstance(message.event, ItemMade)
-        await conn.execute("INSERT INTO things (name) VALUES ($1)", message.event.name)
-
-    once = Inbox(pool, consumer="e2e").handler(make)
+    async def make(event: ItemMade, ctx: Delivery) -> None:
+        await ctx.conn.execute("INSERT INTO things (name) VALUES ($1)", event.name)
 
     async def counting(message: Message) -> None:
         nonlocal deliveries
         deliveries += 1
-        await once(message)
 
-    consumer.subscribe(ItemMade.event_type, counting, queue=queue, retry=RetryPolicy((0.1,)))
+    consumer.consume(
+        make, queue=queue, inbox=Inbox(pool, consumer="e2e"), retry=RetryPolicy((0.1,))
+    )
+    consumer.subscribe(ItemMade.event_type, counting, queue=queue)  # sees every delivery
     await consumer.start()
     await producer.start()
     relay = OutboxRelay(pool, producer, dsn=bus_dsn, poll_interval=0.2)

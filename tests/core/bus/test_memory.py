@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from core.bus import Bus, Event, InMemoryTransport, Message
+from core.bus import Bus, Delivery, Event, Incoming, InMemoryTransport
+from core.testing import wait_for
+from tests.core.bus.conftest import holds
 
 
 class Tick(Event):
@@ -22,12 +24,11 @@ async def test_a_shared_transport_outlives_its_buses_and_drains_before_it_closes
     handled: list[int] = []
     gate = asyncio.Event()
 
-    async def slow(message: Message) -> None:
-        assert isinstance(message.event, Tick)
+    async def slow(event: Tick, ctx: Delivery) -> None:
         await gate.wait()
-        handled.append(message.event.n)
+        handled.append(event.n)
 
-    consumer.subscribe(Tick.event_type, slow, queue="ticks", events=[Tick])
+    consumer.consume(slow, queue="ticks")
     await consumer.start()
     await publisher.start()
     for n in range(20):
@@ -53,3 +54,28 @@ async def test_an_unshared_transport_stops_with_its_bus() -> None:
     assert transport.connected
     await bus.stop()
     assert not transport.connected
+
+
+async def test_a_broadcast_subscriber_keeps_only_the_newest_messages_when_behind() -> None:
+    transport = InMemoryTransport()
+    await transport.start()
+    gate = asyncio.Event()
+    got: list[str | None] = []
+
+    async def slow(message: Incoming) -> None:
+        got.append(message.message_id)
+        await gate.wait()
+
+    subscription = await transport.broadcast(["memory.#"], slow, max_length=2)
+    await transport.publish("memory.x", b"{}", message_id="0")
+    await wait_for(holds(lambda: got == ["0"]), within=5)  # taken, held by the handler
+    for n in range(1, 6):
+        await transport.publish("memory.x", b"{}", message_id=str(n))
+    gate.set()
+    await wait_for(holds(lambda: len(got) == 3), within=5)
+    assert got == ["0", "4", "5"]  # the oldest waiting ones were dropped
+    await subscription.stop()
+    await transport.publish("memory.x", b"{}", message_id="late")
+    assert await transport.drain(within=5, quiet=0.05)
+    assert got == ["0", "4", "5"]
+    await transport.close()

@@ -11,6 +11,7 @@ import pytest
 
 from core.bus import (
     Bus,
+    Delivery,
     Event,
     Inbox,
     InMemoryTransport,
@@ -21,7 +22,7 @@ from core.bus import (
     RetryPolicy,
 )
 from core.context import correlation_id
-from core.db import Connection, transaction
+from core.db import transaction
 from core.testing import wait_for
 
 
@@ -75,7 +76,7 @@ async def test_a_rolled_back_transaction_publishes_nothing(pool: asyncpg.Pool) -
     async def handler(message: Message) -> None:
         received.append(message)
 
-    sink.subscribe("thing.*", handler)
+    sink.subscribe("thing.*", handler, events=[ThingCreated])
     await sink.start()
     await source.start()
     outbox = Outbox(source.source)
@@ -166,16 +167,14 @@ async def test_a_lost_confirm_resends_and_the_inbox_drops_the_duplicate(
     deliveries: list[str] = []
     inbox = Inbox(pool, consumer="things")
 
-    async def make_thing(message: Message, conn: Connection) -> None:
-        assert isinstance(message.event, ThingCreated)
-        await conn.execute("INSERT INTO things (name) VALUES ($1)", message.event.name)
+    async def make_thing(event: ThingCreated, ctx: Delivery) -> None:
+        await ctx.conn.execute("INSERT INTO things (name) VALUES ($1)", event.name)
 
     async def counting(message: Message) -> None:
         deliveries.append(str(message.envelope.id))
-        await once(message)
 
-    once = inbox.handler(make_thing)
-    bus.subscribe("thing.created", counting, queue="things")
+    bus.consume(make_thing, queue="things", inbox=inbox)
+    bus.subscribe("thing.created", counting, queue="things")  # sees every delivery
     await bus.start()
     async with transaction(pool) as conn:
         await Outbox(bus.source).publish(conn, ThingCreated(name="only-once"))
@@ -197,19 +196,22 @@ async def test_a_failing_inbox_handler_rolls_back_and_is_retried(pool: asyncpg.P
     bus = Bus(transport, source="producer")
     inbox = Inbox(pool, consumer="retrying")
     calls: list[int] = []
+    committed: list[int] = []
 
-    async def flaky(message: Message, conn: Connection) -> None:
-        calls.append(message.attempt)
-        await conn.execute("INSERT INTO things (name) VALUES ($1)", f"t{message.attempt}")
-        if message.attempt == 1:
+    async def flaky(event: ThingCreated, ctx: Delivery) -> None:
+        calls.append(ctx.attempt)
+        await ctx.conn.execute("INSERT INTO things (name) VALUES ($1)", f"t{ctx.attempt}")
+        ctx.after_commit(lambda: committed.append(ctx.attempt))
+        if ctx.attempt == 1:
             raise RuntimeError("first try fails after writing")
 
-    bus.subscribe("thing.created", inbox.handler(flaky), retry=RetryPolicy((0.05,)))
+    bus.consume(flaky, inbox=inbox, retry=RetryPolicy((0.05,)))
     await bus.start()
     await bus.publish(ThingCreated(name="x"))
     await wait_for(lambda: _count(calls, 2), within=3)
     await wait_for(lambda: _things(pool, ["t2"]), within=3)
     assert calls == [1, 2]
+    assert committed == [2]  # the rolled-back attempt's after-commit action never ran
     await bus.stop()
 
 
@@ -225,11 +227,10 @@ async def test_two_relays_share_the_table_and_every_event_takes_effect_once(
     bus = Bus(transport, source="producer")
     inbox = Inbox(pool, consumer="many")
 
-    async def make_thing(message: Message, conn: Connection) -> None:
-        assert isinstance(message.event, ThingCreated)
-        await conn.execute("INSERT INTO things (name) VALUES ($1)", message.event.name)
+    async def make_thing(event: ThingCreated, ctx: Delivery) -> None:
+        await ctx.conn.execute("INSERT INTO things (name) VALUES ($1)", event.name)
 
-    bus.subscribe("thing.created", inbox.handler(make_thing), queue="many")
+    bus.consume(make_thing, queue="many", inbox=inbox)
     await bus.start()
     outbox = Outbox(bus.source)
     for batch in range(4):

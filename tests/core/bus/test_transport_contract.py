@@ -334,3 +334,45 @@ async def test_parked_limit_returns_the_oldest(harness: Harness) -> None:
     oldest = await harness.transport.parked(queue, limit=2)
     assert [p.message_id for p in oldest] == ids[:2]
     assert await harness.transport.replay(queue, limit=1) == 1
+
+
+async def test_broadcast_gives_every_subscriber_its_own_copy(harness: Harness) -> None:
+    key, queue = unique("telemetry"), harness.queue()
+    first, second, durable = Recorder(), Recorder(), Recorder()
+    await harness.consume(queue, [key], durable, prefetch=1)
+    one = await harness.transport.broadcast([key], first)
+    two = await harness.transport.broadcast([key], second, queue=unique("broadcast"))
+    assert one.queue != two.queue
+    assert one.connected
+    assert two.connected
+
+    ids = [await harness.publish(key) for _ in range(3)]
+    await wait_for(
+        holds(lambda: first.ids() == ids and second.ids() == ids and durable.ids() == ids),
+        within=10,
+    )
+    assert all(m.queue == one.queue and m.routing_key == key for m in first.received)
+    assert all(m.headers == {"x-source": "tests"} for m in first.received)
+
+    await one.stop()
+    assert not one.connected
+    await one.stop()  # twice: harmless
+    last = await harness.publish(key)
+    await wait_for(holds(lambda: second.ids()[-1:] == [last]), within=10)
+    await wait_for(holds(lambda: durable.ids()[-1:] == [last]), within=10)
+    assert first.ids() == ids
+
+
+async def test_a_failing_broadcast_handler_loses_that_message_only(harness: Harness) -> None:
+    key = unique("flaky.telemetry")
+    seen: list[str | None] = []
+
+    async def handle(message: Incoming) -> None:
+        seen.append(message.message_id)
+        if len(seen) == 1:
+            raise RuntimeError("the first one fails")
+
+    await harness.transport.broadcast([key], handle)
+    ids = [await harness.publish(key) for _ in range(3)]
+    await wait_for(holds(lambda: len(seen) >= 3), within=10)
+    assert seen == ids  # nothing retried, nothing lost after the failure

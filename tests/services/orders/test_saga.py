@@ -11,8 +11,7 @@ from core.bus import Bus, Envelope
 from core.keys import BUS
 from core.testing import assert_problem, wait_for
 from services.orders import Settings
-from services.orders.events import InventoryReserved
-from services.products.events import ReservedItem
+from services.products.events import InventoryReserved, ReservedItem
 from tests.services.orders.conftest import Services, ServicesFactory, issue
 from tests.services.orders.helpers import ORDERS, Shop, order_body
 from tests.services.products.conftest import Catalog

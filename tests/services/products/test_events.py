@@ -5,24 +5,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
 
-from core.bus import Bus, Envelope, InMemoryTransport, Message
-from core.testing import wait_for
+from core.bus import Envelope, Event
+from core.testing import BusKit, EventLog, Received, wait_for
+from services.orders.events import OrderCancelled, OrderLine, OrderPlaced, OrderShipped
 from services.products import Settings, create_products_app
 from services.products.events import (
+    PUBLISHED_EVENTS,
     InventoryChanged,
     InventoryReleased,
     InventoryReservationFailed,
     InventoryReserved,
-    OrderCancelled,
-    OrderLine,
-    OrderPlaced,
-    OrderShipped,
     ProductCreated,
     ProductDeleted,
     ProductUpdated,
@@ -36,33 +34,24 @@ from tests.services.products.helpers import (
     product_path,
 )
 
+E = TypeVar("E", bound=Event)
+
 
 @dataclass
 class Orders:
-    """An outside "orders" service on the shared in-memory transport."""
+    """An outside "orders" service on the test's bus kit: publishes order events, records the
+    products service's."""
 
-    bus: Bus
-    transport: InMemoryTransport
-    received: list[Message] = field(default_factory=list)
+    kit: BusKit
+    log: EventLog
 
-    def of(self, event_type: str, **data: Any) -> list[Message]:
-        """Received messages of ``event_type`` whose data has these values."""
-        wanted = {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in data.items()}
-        return [
-            m
-            for m in self.received
-            if m.envelope.type == event_type
-            and all(m.envelope.data.get(k) == v for k, v in wanted.items())
-        ]
+    async def one(self, event_cls: type[E], **data: Any) -> Received[E]:
+        """Wait for exactly one such event."""
+        return await self.log.one(event_cls, **data)
 
-    async def one(self, event_type: str, **data: Any) -> Message:
-        """Wait for exactly one such message."""
-
-        async def arrived() -> list[Message]:
-            return self.of(event_type, **data)
-
-        (message,) = await wait_for(arrived, within=5)
-        return message
+    def of(self, event_cls: type[E], **data: Any) -> list[Received[E]]:
+        """The received events of ``event_cls`` whose data has these values."""
+        return self.log.of(event_cls, **data)
 
     async def place(self, order_id: uuid.UUID, lines: list[tuple[str, int]]) -> Envelope:
         """Publish order.placed."""
@@ -76,23 +65,13 @@ class Orders:
             total_cents=100 * sum(qty for _, qty in lines),
             currency="USD",
         )
-        return await self.bus.publish(event)
+        return await self.kit.publish(event)
 
 
 @pytest.fixture
-async def orders() -> AsyncIterator[Orders]:
-    transport = InMemoryTransport()
-    bus = Bus(transport, source="orders")
-    world = Orders(bus, transport)
-
-    async def collect(message: Message) -> None:
-        world.received.append(message)
-
-    bus.subscribe("inventory.#", collect, queue="orders-test")
-    bus.subscribe("product.#", collect, queue="orders-test")
-    await bus.start()
-    yield world
-    await bus.stop()
+async def orders(memory_bus_kit: BusKit) -> Orders:
+    log = await memory_bus_kit.record(*PUBLISHED_EVENTS, patterns=["inventory.#", "product.#"])
+    return Orders(memory_bus_kit, log)
 
 
 @pytest.fixture
@@ -101,7 +80,9 @@ async def client(
     products_settings: Settings,
     orders: Orders,
 ) -> Client:
-    return await service_client(create_products_app(products_settings, transport=orders.transport))
+    return await service_client(
+        create_products_app(products_settings, transport=orders.kit.transport())
+    )
 
 
 @pytest.fixture
@@ -126,9 +107,9 @@ async def test_catalog_writes_publish_product_events_with_the_request_correlatio
     await client.patch(product_path(product["id"]), json={"price_cents": 2000}, headers=headers)
     await client.delete(product_path(product["id"]), headers=headers)
 
-    created = await orders.one("product.created", product_id=product["id"])
-    updated = await orders.one("product.updated", product_id=product["id"])
-    deleted = await orders.one("product.deleted", product_id=product["id"])
+    created = await orders.one(ProductCreated, product_id=product["id"])
+    updated = await orders.one(ProductUpdated, product_id=product["id"])
+    deleted = await orders.one(ProductDeleted, product_id=product["id"])
     assert isinstance(created.event, ProductCreated)
     assert (created.event.name, created.event.price_cents, created.event.stock) == (
         "Kettle",
@@ -153,7 +134,7 @@ async def test_order_placed_reserves_and_answers_inventory_reserved(
 
     placed = await orders.place(order, [(mug["id"], 3), (pot["id"], 2)])
 
-    answer = await orders.one("inventory.reserved", order_id=order)
+    answer = await orders.one(InventoryReserved, order_id=order)
     assert isinstance(answer.event, InventoryReserved)
     assert {(str(i.product_id), i.quantity) for i in answer.event.items} == {
         (mug["id"], 3),
@@ -161,7 +142,7 @@ async def test_order_placed_reserves_and_answers_inventory_reserved(
     }
     assert answer.envelope.causation_id == str(placed.id)
     assert answer.envelope.correlation_id == placed.correlation_id
-    changes = [orders.one("inventory.changed", product_id=pid) for pid in (mug["id"], pot["id"])]
+    changes = [orders.one(InventoryChanged, product_id=pid) for pid in (mug["id"], pot["id"])]
     for change in changes:
         message = await change
         assert isinstance(message.event, InventoryChanged)
@@ -192,8 +173,8 @@ async def test_an_order_that_cannot_be_served_is_answered_reservation_failed(
     await orders.place(short, [(mug["id"], 2)])
     await orders.place(unknown, [(mug["id"], 1), (ghost, 1)])
 
-    out_of_stock = await orders.one("inventory.reservation_failed", order_id=short)
-    not_found = await orders.one("inventory.reservation_failed", order_id=unknown)
+    out_of_stock = await orders.one(InventoryReservationFailed, order_id=short)
+    not_found = await orders.one(InventoryReservationFailed, order_id=unknown)
     assert isinstance(out_of_stock.event, InventoryReservationFailed)
     assert isinstance(not_found.event, InventoryReservationFailed)
     assert (out_of_stock.event.reason, out_of_stock.event.product_ids) == (
@@ -205,7 +186,7 @@ async def test_an_order_that_cannot_be_served_is_answered_reservation_failed(
         [uuid.UUID(ghost)],
     )
     assert (await catalog_state(products_db))["inventory"] == before["inventory"]
-    assert orders.of("inventory.changed", product_id=mug["id"]) == []
+    assert orders.of(InventoryChanged, product_id=mug["id"]) == []
 
 
 async def test_each_event_is_processed_once_and_each_order_decided_once(
@@ -214,15 +195,15 @@ async def test_each_event_is_processed_once_and_each_order_decided_once(
     mug = await shop.product(stock=10)
     order = shop.order()
     placed = await orders.place(order, [(mug["id"], 4)])
-    await orders.one("inventory.reserved", order_id=order)
+    await orders.one(InventoryReserved, order_id=order)
 
     # the same envelope again (a redelivery): dropped by the inbox, nothing published
-    await orders.bus.publish_envelope(placed)
+    await orders.kit.publish_envelope(placed)
     # the same order in a new envelope (orders re-sent it): the same answer, nothing changed
     await orders.place(order, [(mug["id"], 4)])
 
     async def two_answers() -> bool:
-        return len(orders.of("inventory.reserved", order_id=order)) == 2
+        return len(orders.of(InventoryReserved, order_id=order)) == 2
 
     await wait_for(two_answers)
     processed = await products_db.fetchval(
@@ -234,7 +215,7 @@ async def test_each_event_is_processed_once_and_each_order_decided_once(
         "reserved": 4,
         "available": 6,
     }
-    assert len(orders.of("inventory.changed", order_id=order)) == 1
+    assert len(orders.of(InventoryChanged, order_id=order)) == 1
 
 
 async def test_cancel_releases_and_ship_commits(
@@ -244,16 +225,16 @@ async def test_cancel_releases_and_ship_commits(
     cancelled, shipped = shop.order(), shop.order()
     await orders.place(cancelled, [(mug["id"], 2)])
     await orders.place(shipped, [(mug["id"], 3)])
-    await orders.one("inventory.reserved", order_id=cancelled)
-    await orders.one("inventory.reserved", order_id=shipped)
+    await orders.one(InventoryReserved, order_id=cancelled)
+    await orders.one(InventoryReserved, order_id=shipped)
 
-    await orders.bus.publish(OrderCancelled(order_id=cancelled, reason="customer asked"))
-    await orders.bus.publish(OrderShipped(order_id=shipped))
+    await orders.kit.publish(OrderCancelled(order_id=cancelled, reason="customer asked"))
+    await orders.kit.publish(OrderShipped(order_id=shipped))
 
-    released = await orders.one("inventory.released", order_id=cancelled)
+    released = await orders.one(InventoryReleased, order_id=cancelled)
     assert isinstance(released.event, InventoryReleased)
     assert [(str(i.product_id), i.quantity) for i in released.event.items] == [(mug["id"], 2)]
-    await orders.one("inventory.changed", order_id=shipped, reason="committed")
+    await orders.one(InventoryChanged, order_id=shipped, reason="committed")
     assert await inventory_row(products_db, mug["id"]) == {
         "on_hand": 7,
         "reserved": 0,
@@ -284,10 +265,10 @@ async def test_an_invalid_order_placed_is_parked_and_changes_nothing(
         },
     )
 
-    await orders.bus.publish_envelope(bad)
+    await orders.kit.publish_envelope(bad)
 
     async def parked() -> list[Any]:
-        return await orders.transport.parked("products")
+        return await orders.kit.parked("products")
 
     (message,) = await wait_for(parked)
     assert message.message_id == str(bad.id)

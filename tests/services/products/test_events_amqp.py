@@ -18,8 +18,9 @@ import pytest
 from core.bus import Bus, Message, RetryPolicy
 from core.bus.amqp import AmqpTransport, delay_queue_name, parking_queue_name
 from core.testing import wait_for
+from services.orders.events import OrderLine, OrderPlaced
 from services.products import Settings, create_products_app
-from services.products.events import InventoryReserved, OrderLine, OrderPlaced
+from services.products.events import PUBLISHED_EVENTS, InventoryReserved
 from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import Client, inventory_row
 
@@ -71,7 +72,7 @@ async def orders_bus(topology: Topology) -> AsyncIterator[tuple[Bus, list[Messag
     async def collect(message: Message) -> None:
         received.append(message)
 
-    bus.subscribe("inventory.*", collect, queue=topology.orders)
+    bus.subscribe("inventory.*", collect, queue=topology.orders, events=PUBLISHED_EVENTS)
     await bus.start()
     yield bus, received
     await bus.stop()
