@@ -1,8 +1,11 @@
-"""Running an application for real: uvloop, client timeouts, graceful shutdown on SIGINT/SIGTERM.
+"""Running an application for real: the one server runner of every service, the gateway and the
+dashboard.
 
-``serve`` is the one place every server starts (services, the dashboard and, with an SSL context,
-the gateway): its connections keep the header-read, body-read and keep-alive timeouts of
-``core.server`` (from the app's settings).
+``run`` serves an app on uvloop until SIGINT or SIGTERM; ``serve`` is the coroutine under it (for
+a caller that owns its loop). Connections keep the header-read, body-read and keep-alive timeouts
+of ``core.server`` (from the app's settings); with an SSL context (``server_ssl_context``) the
+server speaks HTTPS. On a signal the server stops accepting, drains the requests in flight for up
+to ``shutdown_timeout`` seconds and closes every resource of the app.
 """
 
 from __future__ import annotations
@@ -18,9 +21,19 @@ from aiohttp import web
 
 from core.server import ServerTimeouts, app_runner
 
-__all__ = ["run", "serve"]
+__all__ = ["run", "serve", "server_ssl_context"]
 
 log = logging.getLogger("core.runner")
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
+    """A server context for ``certfile``/``keyfile``: TLS 1.2 or later, the library's defaults."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certfile, keyfile)
+    return context
 
 
 async def serve(
@@ -34,13 +47,15 @@ async def serve(
     timeouts: ServerTimeouts | None = None,
 ) -> None:
     """Serve ``app`` (over TLS with ``ssl_context``) until SIGINT or SIGTERM, then drain and
-    close every resource. ``timeouts``: the clients' (default: from the app's settings)."""
+    close every resource. ``ready(url)`` is called once the socket listens; ``timeouts``: the
+    clients' (default: from the app's settings)."""
     runner = app_runner(app, timeouts=timeouts, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    if sys.platform != "win32":
-        for sig in (signal.SIGINT, signal.SIGTERM):
+    handled = sys.platform != "win32"
+    if handled:
+        for sig in _STOP_SIGNALS:
             loop.add_signal_handler(sig, stop.set)
     try:
         site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
@@ -52,14 +67,30 @@ async def serve(
         await stop.wait()
         log.info("shutting down")
     finally:
+        if handled:
+            # The loop may outlive the server (tests, embedding): a later signal must not be
+            # swallowed by a handler setting an event nobody waits on.
+            for sig in _STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
         await runner.cleanup()
 
 
-def run(app: web.Application, *, host: str, port: int) -> None:
-    """Serve ``app`` on uvloop (where available) until stopped."""
+def run(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    shutdown_timeout: float = 10.0,
+) -> None:
+    """Serve ``app`` (over TLS with ``ssl_context``) on uvloop, where available, until SIGINT or
+    SIGTERM."""
+    server = serve(
+        app, host=host, port=port, ssl_context=ssl_context, shutdown_timeout=shutdown_timeout
+    )
     if sys.platform != "win32":
         import uvloop
 
-        uvloop.run(serve(app, host=host, port=port))
+        uvloop.run(server)
     else:  # pragma: no cover
-        asyncio.run(serve(app, host=host, port=port))
+        asyncio.run(server)

@@ -7,7 +7,6 @@ upstream pools are its resources.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -34,7 +33,7 @@ from gateway.ratelimit import RateLimiter, RatePolicies, RatePolicy
 from gateway.retry import RetryBudget
 from gateway.routing import Route, RouteRule, RouteTable
 from gateway.settings import Settings, parse_rate
-from gateway.tls import hsts_hook, serve_gateway, ssl_context
+from gateway.tls import hsts_hook
 
 __all__ = ["create_gateway_app", "run_gateway"]
 
@@ -221,18 +220,11 @@ def run_gateway(
     settings: Settings | None = None, certfile: str | None = None, keyfile: str | None = None
 ) -> None:
     """Serve the gateway on ``settings.host:settings.port`` until SIGINT/SIGTERM, on uvloop;
-    over HTTPS (with HSTS) when ``certfile`` and ``keyfile`` are given."""
+    over HTTPS (with HSTS) when ``certfile`` and ``keyfile`` are given (``core.runner``)."""
+    from core.runner import run, server_ssl_context  # looked up at call time: patchable
+
     if (certfile is None) != (keyfile is None):
         raise ValueError("give both certfile and keyfile, or neither")
     settings = settings or Settings()
-    context = ssl_context(certfile, keyfile) if certfile and keyfile else None
-    app = create_gateway_app(settings)
-    serve = serve_gateway(app, host=settings.host, port=settings.port, context=context)
-    if sys.platform != "win32":
-        import uvloop
-
-        uvloop.run(serve)
-    else:  # pragma: no cover
-        import asyncio
-
-        asyncio.run(serve)
+    context = server_ssl_context(certfile, keyfile) if certfile and keyfile else None
+    run(create_gateway_app(settings), host=settings.host, port=settings.port, ssl_context=context)

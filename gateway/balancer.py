@@ -9,10 +9,11 @@ Envoy's least-request balancer). Every attempt is bracketed by ``Instance.begin`
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from gateway.breaker import BreakerState, CircuitBreaker
+from core.breaker import BreakerState, CircuitBreaker
 from gateway.metrics import GatewayMetrics
 from gateway.retry import RetryBudget
 
@@ -132,7 +133,7 @@ class Pool:
             cooldown=self.config.cooldown,
             max_cooldown=self.config.max_cooldown,
             on_change=on_change,
-            **({"clock": clock} if clock is not None else {}),
+            clock=clock if clock is not None else time.monotonic,
         )
         if metrics is not None:
             metrics.breaker_state.labels(self.name, instance_id).set(0)

@@ -15,7 +15,6 @@ Typical wiring::
 """
 
 from core.cache.app import Warmup, cache_ctx, cache_from_settings
-from core.cache.breaker import BreakerState, CircuitBreaker
 from core.cache.cache import TIER_NAMES, Cache
 from core.cache.decorator import BoundCachedFunction, CachedFunction, CacheResolver, cached
 from core.cache.keys import CacheKeyError, KeySpace
@@ -29,13 +28,11 @@ from core.cache.stats import CacheStats, FunctionStats
 __all__ = [
     "TIER_NAMES",
     "BoundCachedFunction",
-    "BreakerState",
     "Cache",
     "CacheKeyError",
     "CacheResolver",
     "CacheStats",
     "CachedFunction",
-    "CircuitBreaker",
     "FunctionStats",
     "InvalidRecord",
     "KeySpace",

@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 from redis.driver_info import DriverInfo
 
-from core.cache.breaker import CircuitBreaker
+from core.breaker import CircuitBreaker
 from core.cache.call import MISSING, Call, Missing, Plan
 from core.cache.invalidation import InvalidationListener, InvalidationSender
 from core.cache.keys import KeySpace, key_mark, tag_mark
@@ -55,6 +55,7 @@ from core.cache.redis_tier import RedisTier, Versions
 from core.cache.remote import RemoteTier
 from core.cache.serialize import InvalidRecord, Record, decode_record, encode_record
 from core.cache.stats import CacheCollector, CacheStats
+from core.retry import Backoff
 
 __all__ = ["TIER_NAMES", "Cache"]
 
@@ -145,7 +146,12 @@ class Cache:
         self._tasks: set[asyncio.Task[Any]] = set()
 
         def breaker() -> CircuitBreaker:
-            return CircuitBreaker(threshold=breaker_threshold, cooldown=breaker_cooldown)
+            # A probe whose caller was cancelled never reports: after a cooldown, another goes.
+            return CircuitBreaker(
+                failure_threshold=breaker_threshold,
+                cooldown=breaker_cooldown,
+                probe_timeout=breaker_cooldown,
+            )
 
         self.memory: MemoryTier | None = None
         self.redis: RedisTier | None = None
@@ -525,10 +531,10 @@ class Cache:
         reads_redis = redis in call.plan.remote
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.lock_wait
-        delay = _POLL_FIRST
+        # Full jitter: the callers waiting on one holder (in every instance) poll apart.
+        backoff = Backoff(base=_POLL_FIRST, cap=_POLL_MAX)
         while (remaining := deadline - loop.time()) > 0:
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, _POLL_MAX)
+            await asyncio.sleep(min(backoff.next_delay(), remaining))
             now = self._clock()
             found = await self._read_remote(call, now, count=False)  # retries the lock too
             if found is not None:

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from core.cache.keys import KeySpace
 from core.cache.redis_tier import RedisTier
+from core.retry import Backoff
 
 __all__ = ["InvalidationListener", "InvalidationSender", "decode_message", "encode_message"]
 
@@ -105,7 +106,9 @@ class InvalidationListener:
 
     ``on_ready()`` runs after every (re)subscription and whenever the channel has been quiet for
     ``ping`` seconds: the cache sends there the invalidations that could not be sent while Redis
-    was away. Reconnects back off from ``min_backoff`` to ``max_backoff`` seconds.
+    was away. Reconnects back off with full jitter (``core.retry.Backoff``): the first wait is
+    at most ``min_backoff`` seconds, no wait is longer than ``max_backoff``; a subscription
+    resets it. ``backoff.failures`` counts the failed attempts since the last subscription.
     """
 
     def __init__(
@@ -126,11 +129,9 @@ class InvalidationListener:
         self._on_marks = on_marks
         self._on_ready = on_ready
         self._ping = ping
-        self._min_backoff = min_backoff
-        self._max_backoff = max_backoff
         self._task: asyncio.Task[None] | None = None
         self._listening = False
-        self._backoff = min_backoff
+        self.backoff = Backoff(base=min_backoff, cap=max_backoff)
         self._down_logged = False
 
     @property
@@ -159,8 +160,7 @@ class InvalidationListener:
                 level = logging.DEBUG if self._down_logged else logging.WARNING
                 log.log(level, "cache invalidation listener: no Redis (%s)", type(exc).__name__)
                 self._down_logged = True
-            await asyncio.sleep(self._backoff)
-            self._backoff = min(self._backoff * 2, self._max_backoff)
+            await self.backoff.wait()
 
     async def _listen(self) -> None:
         pubsub = self._client.pubsub()
@@ -194,7 +194,7 @@ class InvalidationListener:
         kind = message.get("type")
         if kind == "subscribe":
             self._listening = True
-            self._backoff = self._min_backoff
+            self.backoff.reset()
             self._down_logged = False
             log.info("cache invalidation listener subscribed to %s", self._channel)
             if self._on_ready is not None:

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import aiomcache
 
-from core.cache.breaker import CircuitBreaker
+from core.breaker import CircuitBreaker
 from core.cache.remote import RemoteTier
 
 __all__ = ["MAX_MEMCACHED_TTL", "MemcachedTier", "memcached_address"]

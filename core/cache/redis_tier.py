@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from core.cache.breaker import CircuitBreaker
+from core.breaker import CircuitBreaker
 from core.cache.remote import RemoteTier
 
 __all__ = ["Lock", "RedisTier", "Versions"]

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from core.cache.breaker import CircuitBreaker
+from core.breaker import BreakerState, CircuitBreaker
 
 __all__ = ["RemoteTier"]
 
@@ -41,11 +41,11 @@ class RemoteTier:
     @property
     def available(self) -> bool:
         """``False`` while the breaker keeps calls away from the server."""
-        return self.breaker.state == "closed"
+        return self.breaker.state is BreakerState.CLOSED
 
     async def guard(self, op: Callable[[], Awaitable[T]], default: T) -> T:
         """``await op()`` within the timeout, or ``default`` if it fails or the breaker is open."""
-        if not self.breaker.allow():
+        if not self.breaker.acquire():
             return default
         if self._slots.locked():
             try:
@@ -54,7 +54,7 @@ class RemoteTier:
             except TimeoutError:
                 self.congested += 1
                 return default
-            if self.breaker.state == "open":  # it opened while this call waited
+            if self.breaker.state is BreakerState.OPEN:  # it opened while this call waited
                 self._slots.release()
                 return default
         else:
@@ -68,9 +68,9 @@ class RemoteTier:
             return default
         finally:
             self._slots.release()
-        if self.breaker.state != "closed":
+        if self.breaker.state is not BreakerState.CLOSED:
             log.warning("cache tier %s is back", self.name)
-        self.breaker.success()
+        self.breaker.record_success()
         return result
 
     async def get(self, key: str) -> bytes | None:
@@ -89,12 +89,12 @@ class RemoteTier:
 
     def _failed(self, exc: Exception) -> None:
         self.errors += 1
-        if self.breaker.failure():
+        if self.breaker.record_failure():
             log.warning(
                 "cache tier %s is unavailable (%s); skipping it for %.1f s",
                 self.name,
                 type(exc).__name__,
-                self.breaker.cooldown,
+                self.breaker.current_cooldown,
             )
         else:
             log.debug("cache tier %s operation failed: %r", self.name, exc)

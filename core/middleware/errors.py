@@ -1,7 +1,15 @@
 """Every error becomes RFC 9457 problem+json; nothing internal leaks to the client.
 
-Expected errors (4xx) log a warning, a failed dependency a 503 with ``Retry-After``, anything else
-a 500 and its traceback in the log (never in the response).
+- a ``ProblemError`` is its own status (``GatewayTimeout``, 504, when an upstream this service
+  waits on does not answer in time: the code that knows raises it);
+- a lost or refused connection to a dependency (``is_dependency_error``: PostgreSQL, Redis,
+  RabbitMQ, memcached, or a socket the kernel refused or reset) is a 503 with ``Retry-After``:
+  the request may succeed later;
+- anything else is a bug: a 500, its traceback logged once with the request's correlation id
+  (never in the response). A ``FileNotFoundError`` or a bare ``TimeoutError`` is one: an
+  ``OSError`` is not a dependency failure by itself.
+
+Expected errors (4xx) log a warning, 5xx an error.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ import asyncio
 import logging
 from typing import Any
 
+import aiomcache
 import asyncpg
 import orjson
 from aiohttp import web
@@ -17,27 +26,56 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core.bus.transport import PublishError
 from core.errors import ProblemError, ServiceUnavailable
 from core.middleware.correlation import CORRELATION_ID
 
-__all__ = ["DEPENDENCY_ERRORS", "error_middleware", "problem_from", "problem_response"]
+__all__ = [
+    "DEPENDENCY_ERRORS",
+    "error_middleware",
+    "is_dependency_error",
+    "problem_from",
+    "problem_response",
+]
 
 log = logging.getLogger("core.errors")
 
 PROBLEM_JSON = "application/problem+json"
 _KEPT_HEADERS = frozenset({"allow", "location", "www-authenticate", "retry-after"})
 
-# Failures of a dependency (database, cache, broker): the request may succeed later.
+# The connection errors of the dependencies (database, cache, broker): the request may succeed
+# later. Exceptions of these types always are; ``is_dependency_error`` adds the few that only
+# some instances of a broader type are.
 DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
+    # The builtin family: refused, reset, aborted, broken pipe (what a dead socket raises).
+    ConnectionError,
+    # asyncpg: a lost connection (ConnectionDoesNotExistError...), a server starting up or full.
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     RedisConnectionError,
     RedisTimeoutError,
-    ConnectionError,
-    TimeoutError,
-    OSError,
+    # The broker: aiormq's AMQPConnectionError is a ConnectionError (above); the bus raises
+    # PublishError when the broker refused a message or is gone, PublishTimeout without confirm.
+    PublishError,
 )
+
+# asyncpg's InterfaceError is mostly misuse (a bug); these messages are a closed pool/connection.
+_ASYNCPG_CLOSED = ("pool is closing", "pool is closed", "connection is closed")
+
+
+def is_dependency_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a dependency's connection failing (a 503), not a bug (a 500)."""
+    if isinstance(exc, DEPENDENCY_ERRORS):
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        message = str(exc)
+        return any(closed in message for closed in _ASYNCPG_CLOSED)
+    if isinstance(exc, aiomcache.ClientException):
+        # aiomcache reports a connection the server closed as an unexpected empty answer
+        # ("get failed: b''"); anything else it raises is about the call itself.
+        return not isinstance(exc, aiomcache.ValidationException) and str(exc).endswith(": b''")
+    return False
 
 
 def problem_response(
@@ -109,17 +147,24 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             title="Bad Request",
             detail="The request contains a value that cannot be stored",
         )
-    except DEPENDENCY_ERRORS as exc:
-        log.warning("dependency failure on %s %s: %r", request.method, request.path, exc)
-        return problem_from(
-            request,
-            ServiceUnavailable(
-                "A dependency of this service is unavailable; retry shortly",
-                headers={"Retry-After": "1"},
-            ),
-        )
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
+    except Exception as exc:
+        correlation = {"correlation_id": request.get(CORRELATION_ID)}
+        if is_dependency_error(exc):
+            log.warning(
+                "dependency failure on %s %s: %r",
+                request.method,
+                request.path,
+                exc,
+                extra=correlation,
+            )
+            return problem_from(
+                request,
+                ServiceUnavailable(
+                    "A dependency of this service is unavailable; retry shortly",
+                    headers={"Retry-After": "1"},
+                ),
+            )
+        log.exception("unhandled error on %s %s", request.method, request.path, extra=correlation)
         return problem_response(
             request,
             status=500,

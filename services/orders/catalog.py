@@ -8,8 +8,9 @@ ran. Reading ``GET /api/v1/products/batch?ids=...`` answers with the catalog's c
 all the order's products in one request (up to 100 ids, an order's maximum of lines), each served
 from the products service's per-product cache (never staler than a confirmed write plus one
 second), and an unknown product is refused at once with a 422. The cost is a dependency on the
-products service being up to *place* orders (503 otherwise); every later saga step goes over the
-bus. The batch route must be deployed on the products service before this client.
+products service being up to *place* orders (503 otherwise, 504 when it does not answer within
+``products_timeout``); every later saga step goes over the bus. The batch route must be
+deployed on the products service before this client.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from core.context import get_correlation_id
-from core.errors import ServiceUnavailable
+from core.errors import GatewayTimeout, ServiceUnavailable
 
-__all__ = ["CatalogClient", "CatalogUnavailable", "Price", "UnknownProducts"]
+__all__ = ["CatalogClient", "CatalogTimeout", "CatalogUnavailable", "Price", "UnknownProducts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,13 @@ class CatalogUnavailable(ServiceUnavailable):
         super().__init__("The catalog is unavailable; try again later")
 
 
+class CatalogTimeout(GatewayTimeout):
+    """The catalog did not answer within ``products_timeout`` (504)."""
+
+    def __init__(self) -> None:
+        super().__init__("The catalog did not answer in time; try again later")
+
+
 class CatalogClient:
     """Reads product prices from the products service: one request per ``BATCH`` products."""
 
@@ -72,7 +80,9 @@ class CatalogClient:
                 if resp.status != 200:
                     raise CatalogUnavailable()
                 body = await resp.json()
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        except TimeoutError as exc:  # aiohttp's timeouts too: ServerTimeoutError is one
+            raise CatalogTimeout() from exc
+        except (aiohttp.ClientError, ValueError) as exc:
             raise CatalogUnavailable() from exc
         try:
             prices = [

@@ -1,4 +1,5 @@
-"""The gateway's parts alone: routing, rules, settings, breaker, budget, balancer, identity."""
+"""The gateway's parts alone: routing, rules, settings, budget, balancer, identity (the breaker
+is core's: ``tests/core/test_breaker.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pydantic import ValidationError
 from core.auth import Principal
 from gateway.auth import identity_headers, verify_identity
 from gateway.balancer import BreakerConfig, Pool
-from gateway.breaker import BreakerState, CircuitBreaker
 from gateway.openapi import merge_documents
 from gateway.ratelimit import RateDecision, rate_limit_headers
 from gateway.retry import RetryBudget
@@ -91,53 +91,6 @@ def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings(_env_file=None, env="test")  # type: ignore[call-arg]
     assert settings.port == 9100
     assert settings.upstreams()["products"] == ["http://h1:8002", "http://h2:8002"]
-
-
-def test_breaker_opens_after_consecutive_failures_and_probes_once() -> None:
-    clock = Clock()
-    states: list[BreakerState] = []
-    breaker = CircuitBreaker(
-        failure_threshold=3, cooldown=5, max_cooldown=20, clock=clock, on_change=states.append
-    )
-    breaker.record_failure()
-    breaker.record_failure()
-    breaker.record_success()  # not consecutive: starts over
-    for _ in range(2):
-        breaker.record_failure()
-    assert breaker.state is BreakerState.CLOSED
-    breaker.record_failure()
-    assert breaker.state is BreakerState.OPEN
-    assert not breaker.allows()
-    clock.now += 5
-    assert breaker.state is BreakerState.HALF_OPEN
-    assert breaker.acquire()
-    assert not breaker.acquire(), "one probe at a time"
-    breaker.record_failure()  # the probe failed: open for twice as long
-    assert breaker.state is BreakerState.OPEN
-    clock.now += 9.9
-    assert breaker.state is BreakerState.OPEN
-    clock.now += 0.1
-    assert breaker.acquire()
-    breaker.release()  # a cancelled probe frees the slot
-    assert breaker.acquire()
-    breaker.record_success()
-    assert breaker.state is BreakerState.CLOSED
-    assert states == [
-        BreakerState.OPEN,
-        BreakerState.HALF_OPEN,
-        BreakerState.OPEN,
-        BreakerState.HALF_OPEN,
-        BreakerState.CLOSED,
-    ]
-
-
-def test_breaker_goes_half_open_when_a_health_check_passes() -> None:
-    clock = Clock()
-    breaker = CircuitBreaker(failure_threshold=1, cooldown=60, max_cooldown=60, clock=clock)
-    breaker.record_failure()
-    assert breaker.state is BreakerState.OPEN
-    breaker.trial()
-    assert breaker.state is BreakerState.HALF_OPEN
 
 
 def test_retry_budget_allows_a_floor_plus_a_ratio_and_forgets_old_traffic() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from core.breaker import BreakerState
 from core.cache import Cache, cached
 from core.testing import wait_for
 from tests.core.cache.conftest import (
@@ -53,8 +54,8 @@ async def test_calls_succeed_quickly_with_both_servers_unreachable(
     assert calls == list(range(20))
     assert cache.redis is not None
     assert cache.memcached is not None
-    assert cache.redis.breaker.state == "open"
-    assert cache.memcached.breaker.state == "open"
+    assert cache.redis.breaker.state is BreakerState.OPEN
+    assert cache.memcached.breaker.state is BreakerState.OPEN
     errors = cache.redis.errors, cache.memcached.errors
     await get(99)
     assert (cache.redis.errors, cache.memcached.errors) == errors  # not even tried: breakers
@@ -139,7 +140,7 @@ async def test_memcached_is_used_again_once_it_is_back(
         assert result == 10
         assert seconds < BOUND
     assert cache.memcached is not None
-    assert cache.memcached.breaker.state != "closed"
+    assert cache.memcached.breaker.state is not BreakerState.CLOSED
 
     await memcached_process.start()  # empty, as after a restart
 
@@ -150,7 +151,7 @@ async def test_memcached_is_used_again_once_it_is_back(
         return len(calls) == before + 1 if before else False
 
     await wait_for(in_use_again)
-    assert cache.memcached.breaker.state == "closed"
+    assert cache.memcached.breaker.state is BreakerState.CLOSED
 
 
 async def test_redis_is_used_again_once_it_is_back(
@@ -174,7 +175,7 @@ async def test_redis_is_used_again_once_it_is_back(
         assert result == 10
         assert seconds < BOUND
     assert cache.redis is not None
-    assert cache.redis.breaker.state != "closed"
+    assert cache.redis.breaker.state is not BreakerState.CLOSED
     assert len(calls) == 6
 
     await redis_process.start()
@@ -191,7 +192,7 @@ async def test_redis_is_used_again_once_it_is_back(
         return cache.listening
 
     await wait_for(listening_again)
-    assert cache.redis.breaker.state == "closed"
+    assert cache.redis.breaker.state is BreakerState.CLOSED
 
 
 async def test_both_servers_down_then_back(

@@ -8,7 +8,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from core.cache import Cache, cached
-from core.cache.invalidation import decode_message, encode_message
+from core.cache.invalidation import InvalidationListener, decode_message, encode_message
 from core.testing import wait_for
 from tests.core.cache.conftest import CacheFactory, ServerProcess
 
@@ -196,3 +196,38 @@ async def test_an_invalidation_made_while_redis_is_down_is_sent_when_it_is_back(
     await wait_for(resent)
     async with Redis.from_url(redis_process.url) as client:
         assert await client.get(writer.keyspace.version("k:item:1")) is not None
+
+
+async def test_the_listener_backs_off_while_redis_is_down_and_starts_over_once_back(
+    redis_process: ServerProcess,
+) -> None:
+    """Reconnects wait with ``core.retry.Backoff``: failures are counted while the server is
+    away, and a new subscription resets the count (the next outage starts from the base)."""
+    client = Redis.from_url(redis_process.url)
+    listener = InvalidationListener(
+        client,
+        "test:channel",
+        origin="me",
+        on_marks=lambda marks: None,
+        min_backoff=0.01,
+        max_backoff=0.05,
+    )
+    assert (listener.backoff.base, listener.backoff.cap) == (0.01, 0.05)
+    listener.start()
+    try:
+
+        async def subscribed() -> bool:
+            return listener.listening and listener.backoff.failures == 0
+
+        await wait_for(subscribed)
+        await redis_process.stop()
+
+        async def backing_off() -> bool:
+            return not listener.listening and listener.backoff.failures >= 3
+
+        await wait_for(backing_off)
+        await redis_process.start()
+        await wait_for(subscribed)
+    finally:
+        await listener.stop()
+        await client.aclose()

@@ -1,9 +1,14 @@
 """core.middleware.errors: every failure becomes problem+json, nothing internal leaks."""
 
+import asyncio
 import logging
-from collections.abc import Callable
+import socket
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar
 
+import aiohttp
+import aiomcache
+import aiormq
 import asyncpg
 import pytest
 import redis.exceptions
@@ -11,10 +16,13 @@ from aiohttp import web
 
 import core
 from core import Conflict, ProblemError, Router
+from core.bus import PublishError, PublishTimeout
+from core.errors import GatewayTimeout
+from core.middleware.errors import is_dependency_error
 from core.redis import create_redis
 from core.settings import BaseServiceSettings
 from core.testing import assert_problem
-from tests.core.conftest import CLOSED_REDIS_URL, ClientFactory
+from tests.core.conftest import CLOSED_REDIS_URL, POSTGRES_DSN, ClientFactory
 
 SECRET = "password=hunter2 host=10.20.30.40"
 
@@ -77,9 +85,25 @@ async def test_an_unexpected_error_is_a_500_without_details_and_logs_the_traceba
         pytest.param(lambda: asyncpg.CannotConnectNowError(SECRET), id="asyncpg-starting-up"),
         pytest.param(lambda: asyncpg.TooManyConnectionsError(SECRET), id="asyncpg-too-many"),
         pytest.param(lambda: redis.exceptions.ConnectionError(SECRET), id="redis-connection"),
+        pytest.param(
+            lambda: asyncpg.ConnectionDoesNotExistError(SECRET), id="asyncpg-connection-lost"
+        ),
+        pytest.param(lambda: asyncpg.InterfaceError("pool is closed"), id="asyncpg-pool-closed"),
+        pytest.param(
+            lambda: asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+            id="asyncpg-connection-closed",
+        ),
         pytest.param(lambda: redis.exceptions.TimeoutError(SECRET), id="redis-timeout"),
+        pytest.param(lambda: aiormq.exceptions.AMQPConnectionError(SECRET), id="amqp-connection"),
+        pytest.param(lambda: aiormq.exceptions.ConnectionClosed(320, SECRET), id="amqp-closed"),
+        pytest.param(lambda: PublishError(SECRET), id="bus-publish"),
+        pytest.param(lambda: PublishTimeout(SECRET), id="bus-publish-timeout"),
+        pytest.param(
+            lambda: aiomcache.ClientException("get failed", b""), id="memcached-connection-lost"
+        ),
         pytest.param(lambda: ConnectionRefusedError(111, SECRET), id="connection-refused"),
-        pytest.param(TimeoutError, id="timeout"),
+        pytest.param(lambda: ConnectionResetError(104, SECRET), id="connection-reset"),
+        pytest.param(lambda: BrokenPipeError(32, SECRET), id="broken-pipe"),
     ],
 )
 async def test_a_failed_dependency_is_a_503_with_retry_after(
@@ -119,6 +143,150 @@ async def test_real_connection_failures_are_503(
         await assert_problem(resp, 503)
         assert resp.headers["Retry-After"] == "1"
         assert ":1" not in await resp.text()
+
+
+@pytest.mark.parametrize(
+    "make_exc",
+    [
+        pytest.param(lambda: OSError(SECRET), id="oserror"),
+        pytest.param(lambda: FileNotFoundError(2, SECRET), id="file-not-found"),
+        pytest.param(lambda: PermissionError(13, SECRET), id="permission"),
+        pytest.param(lambda: KeyError(SECRET), id="keyerror"),
+        pytest.param(lambda: TimeoutError(SECRET), id="bare-timeout"),
+        pytest.param(lambda: socket.gaierror(-2, SECRET), id="name-resolution"),
+        pytest.param(
+            lambda: asyncpg.InterfaceError("cannot perform operation: another operation is in"),
+            id="asyncpg-misuse",
+        ),
+        pytest.param(lambda: aiomcache.ValidationException("invalid key", b""), id="mc-key"),
+        pytest.param(lambda: aiomcache.ClientException("duplicate keys"), id="mc-misuse"),
+        pytest.param(lambda: aiormq.exceptions.ChannelClosed(406, SECRET), id="amqp-channel"),
+    ],
+)
+async def test_any_other_error_is_a_500_logged_once_with_the_correlation_id(
+    service_client: ClientFactory,
+    settings: BaseServiceSettings,
+    caplog: pytest.LogCaptureFixture,
+    make_exc: Callable[[], BaseException],
+) -> None:
+    """An OSError is not a dependency failure by itself: a missing file is a bug, not a 503."""
+    expected = type(make_exc())
+    assert not is_dependency_error(make_exc())
+    client = await _client_raising(service_client, settings, make_exc)
+    with caplog.at_level(logging.DEBUG):
+        resp = await client.get("/boom", headers={"X-Correlation-ID": "bug-1"})
+    body = await assert_problem(resp, 500)
+    assert body["correlation_id"] == "bug-1"
+    assert "hunter2" not in await resp.text()
+    assert "Retry-After" not in resp.headers
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1, [r.getMessage() for r in tracebacks]
+    (record,) = tracebacks
+    assert record.name == "core.errors"
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None
+    assert record.exc_info[0] is expected
+    assert getattr(record, "correlation_id", None) == "bug-1"
+
+
+async def _refused_port() -> int:
+    """A port of 127.0.0.1 where nothing listens (bound, then released: connections are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_refused_and_closed_connections_of_every_dependency_are_503(
+    service_client: ClientFactory,
+    settings: BaseServiceSettings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Real sockets: a refused port, as each client library reports it, and a closed pool."""
+    port = await _refused_port()
+    router = Router()
+
+    @router.get("/socket")
+    async def raw_socket() -> None:
+        await asyncio.open_connection("127.0.0.1", port)
+
+    @router.get("/amqp")
+    async def amqp() -> None:
+        connection = await aiormq.connect(f"amqp://guest:guest@127.0.0.1:{port}/")
+        await connection.close()
+
+    @router.get("/memcached")
+    async def memcached() -> None:
+        client = aiomcache.Client("127.0.0.1", port)
+        try:
+            await client.get(b"anything")
+        finally:
+            await client.close()
+
+    @router.get("/pool-closed")
+    async def pool_closed() -> None:
+        pool = await asyncpg.create_pool(POSTGRES_DSN, min_size=1, max_size=1)
+        await pool.close()
+        await pool.fetchval("SELECT 1")
+
+    client = await service_client(core.create_app("t", settings, routers=[router]))
+    for name in ("socket", "amqp", "memcached", "pool-closed"):
+        correlation_id = f"dependency-{name}"
+        with caplog.at_level(logging.DEBUG):
+            resp = await client.get(f"/{name}", headers={"X-Correlation-ID": correlation_id})
+        body = await assert_problem(resp, 503)
+        assert resp.headers["Retry-After"] == "1"
+        assert str(port) not in await resp.text()
+        assert body["correlation_id"] == correlation_id
+        assert not [r for r in caplog.records if r.exc_info is not None], name  # no traceback
+        warned = [r for r in caplog.records if r.name == "core.errors"]
+        assert [getattr(r, "correlation_id", None) for r in warned] == [correlation_id]
+        caplog.clear()
+
+
+@pytest.fixture
+async def slow_upstream(
+    service_client: ClientFactory,
+) -> AsyncIterator[tuple[str, asyncio.Event]]:
+    """A real HTTP server whose ``/slow`` answers only once the test sets the event."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    upstream = web.Application()
+    upstream.router.add_get("/slow", slow)
+    client = await service_client(upstream)
+    yield str(client.make_url("/slow")), release
+    release.set()
+
+
+async def test_an_upstream_that_does_not_answer_in_time_is_a_504(
+    service_client: ClientFactory,
+    settings: BaseServiceSettings,
+    slow_upstream: tuple[str, asyncio.Event],
+) -> None:
+    url, _ = slow_upstream
+    router = Router()
+
+    @router.get("/relay")
+    async def relay() -> str:
+        timeout = aiohttp.ClientTimeout(total=0.2)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url) as response,
+            ):
+                return await response.text()
+        except TimeoutError as exc:
+            raise GatewayTimeout("The upstream did not answer in time") from exc
+
+    client = await service_client(core.create_app("t", settings, routers=[router]))
+    resp = await client.get("/relay")
+    body = await assert_problem(resp, 504)
+    assert body["title"] == "Gateway Timeout"
+    assert body["detail"] == "The upstream did not answer in time"
 
 
 async def test_an_unknown_route_is_a_404_problem(
