@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import Field, StringConstraints
 
 from core import Body, Path, Query, Router
+from core.errors import ValidationFailed
 from core.pagination import Cursor, Limit
 from core.schemas import Page
 from services.products.keys import PRODUCTS_SERVICE
@@ -27,6 +28,7 @@ from services.products.schemas import (
     ProductPatch,
     ProductSort,
 )
+from services.products.service import CatalogService, InventoryService
 
 __all__ = ["router"]
 
@@ -37,6 +39,14 @@ ProductId = Annotated[UUID, Path()]
 CategoryId = Annotated[UUID, Path()]
 
 
+def _catalog(request: web.Request) -> CatalogService:
+    return request.app[PRODUCTS_SERVICE].catalog
+
+
+def _inventory(request: web.Request) -> InventoryService:
+    return request.app[PRODUCTS_SERVICE].inventory
+
+
 # categories ------------------------------------------------------------------------------------
 
 
@@ -45,7 +55,7 @@ async def list_categories(
     request: web.Request, limit: Limit = 20, cursor: Cursor = None
 ) -> Page[CategoryOut]:
     """The categories, by slug; ``parent_id`` links them into a tree."""
-    page = await request.app[PRODUCTS_SERVICE].list_categories(limit=limit, cursor=cursor)
+    page = await _catalog(request).list_categories(limit=limit, cursor=cursor)
     return Page[CategoryOut](
         items=[CategoryOut.model_validate(c) for c in page.items], next_cursor=page.next_cursor
     )
@@ -62,7 +72,7 @@ async def list_categories(
 )
 async def create_category(request: web.Request, body: Annotated[CategoryIn, Body()]) -> CategoryOut:
     """Add a category (admin)."""
-    category = await request.app[PRODUCTS_SERVICE].create_category(
+    category = await _catalog(request).create_category(
         name=body.name, slug=body.slug, parent_id=body.parent_id
     )
     return CategoryOut.model_validate(category)
@@ -76,7 +86,7 @@ async def create_category(request: web.Request, body: Annotated[CategoryIn, Body
 )
 async def get_category(request: web.Request, category_id: CategoryId) -> CategoryOut:
     """One category."""
-    return CategoryOut.model_validate(await request.app[PRODUCTS_SERVICE].get_category(category_id))
+    return CategoryOut.model_validate(await _catalog(request).get_category(category_id))
 
 
 @router.patch(
@@ -90,7 +100,7 @@ async def patch_category(
     request: web.Request, category_id: CategoryId, body: Annotated[CategoryPatch, Body()]
 ) -> CategoryOut:
     """Rename a category or move it in the tree (admin)."""
-    category = await request.app[PRODUCTS_SERVICE].update_category(
+    category = await _catalog(request).update_category(
         category_id, body.model_dump(exclude_unset=True)
     )
     return CategoryOut.model_validate(category)
@@ -105,7 +115,7 @@ async def patch_category(
 )
 async def delete_category(request: web.Request, category_id: CategoryId) -> None:
     """Delete an empty category (admin)."""
-    await request.app[PRODUCTS_SERVICE].delete_category(category_id)
+    await _catalog(request).delete_category(category_id)
 
 
 # products --------------------------------------------------------------------------------------
@@ -139,7 +149,17 @@ async def list_products(
     ] = None,
 ) -> Page[ProductOut]:
     """Products, keyset-paginated, filtered and sorted."""
-    page = await request.app[PRODUCTS_SERVICE].list_products(
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise ValidationFailed(
+            [
+                {
+                    "loc": ["query", "max_price"],
+                    "msg": "max_price must not be below min_price",
+                    "type": "range_inverted",
+                }
+            ]
+        )
+    page = await _catalog(request).list_products(
         limit=limit,
         cursor=cursor,
         sort=sort.value if sort is not None else None,
@@ -174,7 +194,7 @@ async def get_products_batch(
     """Several products in one read, each from the per-product cache (as fresh as
     ``GET /products/{id}``); unknown ids are listed in ``missing``, not an error."""
     ids = list(dict.fromkeys(ids))  # "A..." and "a..." are one id once parsed
-    found = await request.app[PRODUCTS_SERVICE].get_many(ids)
+    found = await _catalog(request).get_many(ids)
     return ProductBatchOut(
         items=[ProductOut.model_validate(found[pid]) for pid in ids if pid in found],
         missing=[pid for pid in ids if pid not in found],
@@ -189,7 +209,7 @@ async def get_products_batch(
 )
 async def get_product(request: web.Request, product_id: ProductId) -> ProductOut:
     """One product, with its available ``stock``."""
-    return ProductOut.model_validate(await request.app[PRODUCTS_SERVICE].get(product_id))
+    return ProductOut.model_validate(await _catalog(request).get(product_id))
 
 
 @router.post(
@@ -203,7 +223,7 @@ async def get_product(request: web.Request, product_id: ProductId) -> ProductOut
 )
 async def create_product(request: web.Request, body: Annotated[ProductIn, Body()]) -> ProductOut:
     """Add a product (admin); ``stock`` sets its initial units on hand."""
-    product = await request.app[PRODUCTS_SERVICE].create(**body.model_dump())
+    product = await _catalog(request).create(**body.model_dump())
     return ProductOut.model_validate(product)
 
 
@@ -218,9 +238,7 @@ async def patch_product(
     request: web.Request, product_id: ProductId, body: Annotated[ProductPatch, Body()]
 ) -> ProductOut:
     """Change some fields of a product (admin)."""
-    product = await request.app[PRODUCTS_SERVICE].update(
-        product_id, body.model_dump(exclude_unset=True)
-    )
+    product = await _catalog(request).update(product_id, body.model_dump(exclude_unset=True))
     return ProductOut.model_validate(product)
 
 
@@ -233,7 +251,7 @@ async def patch_product(
 )
 async def delete_product(request: web.Request, product_id: ProductId) -> None:
     """Delete a product and its inventory (admin)."""
-    await request.app[PRODUCTS_SERVICE].delete(product_id)
+    await _catalog(request).delete(product_id)
 
 
 # inventory -------------------------------------------------------------------------------------
@@ -247,7 +265,7 @@ async def delete_product(request: web.Request, product_id: ProductId) -> None:
 )
 async def get_inventory(request: web.Request, product_id: ProductId) -> InventoryOut:
     """A product's stock: on hand, reserved by orders, available."""
-    return InventoryOut.model_validate(await request.app[PRODUCTS_SERVICE].inventory(product_id))
+    return InventoryOut.model_validate(await _inventory(request).get(product_id))
 
 
 @router.put(
@@ -261,5 +279,5 @@ async def put_inventory(
     request: web.Request, product_id: ProductId, body: Annotated[InventoryIn, Body()]
 ) -> InventoryOut:
     """Set the units on hand (admin)."""
-    inventory = await request.app[PRODUCTS_SERVICE].set_on_hand(product_id, body.on_hand)
+    inventory = await _inventory(request).set_on_hand(product_id, body.on_hand)
     return InventoryOut.model_validate(inventory)

@@ -15,7 +15,7 @@ from services.products.api import router
 from services.products.consumers import subscribe
 from services.products.events import PUBLISHED_EVENTS
 from services.products.keys import PRODUCTS_SERVICE
-from services.products.repository import ProductsRepository
+from services.products.repository import CatalogRepository, InventoryRepository
 from services.products.service import ProductsService
 from services.products.settings import Settings
 
@@ -25,7 +25,8 @@ __all__ = ["create_products_app"]
 def _service_ctx(settings: Settings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         app[PRODUCTS_SERVICE] = ProductsService(
-            ProductsRepository(app[DB_POOL]),
+            CatalogRepository(app[DB_POOL]),
+            InventoryRepository(app[DB_POOL]),
             outbox=app[OUTBOX],
             cache=app[CACHE] if settings.cache_enabled else None,
         )

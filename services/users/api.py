@@ -11,7 +11,8 @@ from core import Body, Path, Principal, Router
 from core.forwarded import client_address
 from core.pagination import Cursor, Limit
 from core.schemas import Page
-from services.users.repository import User
+from services.users.keys import USERS_SERVICE
+from services.users.models import User
 from services.users.roles import ROLE_PERMISSIONS, permissions_of
 from services.users.schemas import (
     LoginIn,
@@ -24,11 +25,8 @@ from services.users.schemas import (
     TokenPair,
     UserOut,
 )
-from services.users.service import UsersService
 
-__all__ = ["USERS_SERVICE", "router"]
-
-USERS_SERVICE = web.AppKey("users_service", UsersService)
+__all__ = ["router"]
 
 router = Router(prefix="/api/v1")
 

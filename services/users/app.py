@@ -12,8 +12,9 @@ from core.app import CleanupCtx, auth_ctx
 from core.auth import PasswordHasher, RevocationStore
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx
 from core.snapshot import add_figures
-from services.users.api import USERS_SERVICE, router
+from services.users.api import router
 from services.users.events import UserRegistered, UserRolesChanged
+from services.users.keys import USERS_SERVICE
 from services.users.repository import UsersRepository
 from services.users.service import UsersService
 from services.users.settings import Settings
@@ -27,8 +28,9 @@ log = logging.getLogger("services.users")
 def _service_ctx(settings: Settings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         hasher = PasswordHasher(rounds=settings.bcrypt_rounds)
+        repository = UsersRepository(app[DB_POOL])
         service = UsersService(
-            UsersRepository(app[DB_POOL]),
+            repository,
             hasher=hasher,
             codec=token_codec(settings, signing=True),
             revocations=RevocationStore(
@@ -45,7 +47,6 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
             ),
         )
         app[USERS_SERVICE] = service
-        repository = UsersRepository(app[DB_POOL])
 
         async def figures(app: web.Application) -> dict[str, int]:
             return {"registrations": await repository.count_users()}

@@ -5,39 +5,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from core.db import Connection, transaction
+from services.users.models import RefreshRecord, User
 
-__all__ = ["RefreshRecord", "User", "UsersRepository"]
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """A stored user."""
-
-    id: uuid.UUID
-    email: str
-    full_name: str
-    password_hash: str
-    roles: list[str]
-    created_at: datetime
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RefreshRecord:
-    """A stored refresh token (by its ``jti``)."""
-
-    jti: uuid.UUID
-    family_id: uuid.UUID
-    user_id: uuid.UUID
-    expires_at: datetime
-    used_at: datetime | None
-    revoked_at: datetime | None
+__all__ = ["UsersRepository"]
 
 
 def _user(row: asyncpg.Record | None) -> User | None:

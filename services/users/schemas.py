@@ -26,8 +26,17 @@ __all__ = [
 ]
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" for c in word)
+
+
 # email-validator refuses the special-use domains (RFC 6761 and kin): the schema says so too.
-_SPECIAL_USE = r"(?i)@(.+\.)?(arpa|invalid|local|localhost|onion|test)$"
+# JSON Schema patterns are ECMA-262 regexes, which have no inline (?i): letters spell both cases.
+_SPECIAL_USE = (
+    r"@(.+\.)?("
+    + "|".join(_any_case(d) for d in ("arpa", "invalid", "local", "localhost", "onion", "test"))
+    + ")$"
+)
 Email = Annotated[
     EmailStr,
     Field(max_length=254, json_schema_extra={"not": {"pattern": _SPECIAL_USE}}),

@@ -15,7 +15,8 @@ from core.db import Connection
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.pagination import InvalidCursor, decode_cursor, encode_cursor
 from services.users.events import UserRegistered, UserRolesChanged
-from services.users.repository import User, UsersRepository
+from services.users.models import User
+from services.users.repository import UsersRepository
 from services.users.roles import permissions_of
 from services.users.throttle import LoginThrottle
 
@@ -26,6 +27,7 @@ __all__ = [
     "InvalidCredentials",
     "Tokens",
     "UserNotFound",
+    "UserPage",
     "UsersService",
     "WrongCurrentPassword",
 ]

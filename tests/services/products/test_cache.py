@@ -62,7 +62,7 @@ async def test_a_product_read_is_served_from_the_cache_on_every_tier(
     assert cache is not None
     assert cache.redis is not None
     assert cache.memcached is not None
-    key = service._cached_product.key(pid)
+    key = service.catalog._cached_product.key(pid)
     assert await cache.redis.get(key) is not None
     assert await cache.memcached.get(key) is not None
     stats = cache.stats.function("products.product")

@@ -34,8 +34,8 @@ async def test_a_none_cursor_does_not_collide_with_page_one(
 
         # Below the API too: the cached reads of after=None and after="None" are two entries.
         service = products_client.app[PRODUCTS_SERVICE]
-        after_none_text = await service._cached_categories(100, "None")
-        first = await service._cached_categories(100, None)
+        after_none_text = await service.catalog._cached_categories(100, "None")
+        first = await service.catalog._cached_categories(100, None)
         assert slug not in [c.slug for c in after_none_text.items]
         assert slug in [c.slug for c in first.items]
     finally:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 import migrations
-from services.products.repository import ListingQuery, ProductsRepository, SortKey
+from services.products.repository import CatalogRepository, ListingQuery, SortKey
 from services.products.seed import seed
 
 PRODUCTS = 20_000
@@ -47,7 +47,7 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 async def plan_of(pool: asyncpg.Pool, query: ListingQuery) -> list[dict[str, Any]]:
     """The nodes of the plan of ``query`` as the repository runs it."""
-    repository = ProductsRepository(pool)
+    repository = CatalogRepository(pool)
     categories = await repository.subtree(query.category_id) if query.category_id else []
     sql, args = query.sql(categories)
     raw = await pool.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)

@@ -96,7 +96,7 @@ async def test_a_replayed_failure_stays_a_failure_even_once_stock_arrives(
     order = catalog.order()
 
     first = await service.reserve(order, [(pid, 3)])
-    await service.set_on_hand(pid, 100)
+    await service.inventory.set_on_hand(pid, 100)
     again = await service.reserve(order, [(pid, 3)])
 
     assert (first.status, first.reason, first.product_ids) == ("failed", "out_of_stock", [pid])
@@ -235,7 +235,7 @@ async def test_orders_locking_the_same_products_in_any_order_never_deadlock(
             service.reserve(catalog.order(), [(a, 1), (b, 1)] if n % 2 else [(b, 1), (a, 1)])
             for n in range(100)
         ),
-        *(service.set_on_hand(a, 1000) for _ in range(5)),
+        *(service.inventory.set_on_hand(a, 1000) for _ in range(5)),
     )
 
     assert all(getattr(o, "status", "reserved") == "reserved" for o in outcomes)

@@ -13,7 +13,7 @@ import pytest
 from core.auth import PasswordHasher
 from core.testing import assert_problem, wait_for
 from services.users import Settings, create_users_app
-from services.users.api import USERS_SERVICE
+from services.users.keys import USERS_SERVICE
 from tests.conftest import AccountFactory
 from tests.services.users.conftest import Register
 from tests.services.users.helpers import (

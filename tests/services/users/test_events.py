@@ -29,7 +29,7 @@ async def listener() -> AsyncIterator[tuple[InMemoryTransport, list[Message]]]:
     async def collect(message: Message) -> None:
         received.append(message)
 
-    outside.subscribe("user.#", collect, queue="outside")
+    outside.subscribe("user.#", collect, queue="outside", events=[UserRegistered, UserRolesChanged])
     await outside.start()
     yield transport, received
     await outside.stop()
