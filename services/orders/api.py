@@ -1,4 +1,5 @@
-"""HTTP handlers of the orders service: parse, authorize, call the service, shape the response."""
+"""HTTP handlers of the orders service: parse, authorize, call the service, and map the domain
+objects it returns (order views, stored events) to the response bodies of ``schemas``."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from aiohttp import web
 from core import Body, Header, Path, Principal, Query, Router
 from core.pagination import Cursor, Limit
 from core.schemas import Page
+from services.orders.aggregate import StoredEvent
 from services.orders.keys import ORDERS_SERVICE
-from services.orders.schemas import OrderEventOut, OrderIn, OrderOut
+from services.orders.projection import OrderView
+from services.orders.schemas import LineOut, OrderEventOut, OrderIn, OrderOut
 
 __all__ = ["router"]
 
@@ -22,12 +25,46 @@ OrderId = Annotated[UUID, Path()]
 _HIDDEN = {404: "No such order, or someone else's"}
 
 
+def order_out(view: OrderView) -> OrderOut:
+    """The response body of an order."""
+    return OrderOut(
+        id=view.id,
+        user_id=view.user_id,
+        status=view.status,
+        items=[
+            LineOut(
+                product_id=line.product_id,
+                quantity=line.quantity,
+                unit_price_cents=line.unit_price_cents,
+            )
+            for line in view.items
+        ],
+        total_cents=view.total_cents,
+        currency=view.currency,
+        shipping_address=view.shipping_address,
+        reason=view.reason,
+        created_at=view.created_at,
+        updated_at=view.updated_at,
+    )
+
+
+def event_out(event: StoredEvent) -> OrderEventOut:
+    """The response body of one event of an order's history."""
+    return OrderEventOut(
+        seq=event.seq, type=event.type, data=event.data, occurred_at=event.occurred_at
+    )
+
+
 @router.post(
     "/orders",
     status=202,
     response=OrderOut,
     auth=True,
-    responses={422: "Invalid lines, or unknown products", 503: "The catalog is unavailable"},
+    responses={
+        422: "Invalid lines, or unknown products",
+        503: "The catalog is unavailable",
+        504: "The catalog did not answer in time",
+    },
     idempotent=True,
 )
 async def place_order(
@@ -46,7 +83,7 @@ async def place_order(
     view = await request.app[ORDERS_SERVICE].place(
         UUID(principal.user_id), body, idempotency_key=idempotency_key
     )
-    return OrderOut.model_validate(view)
+    return order_out(view)
 
 
 @router.get("/orders", response=Page[OrderOut], auth=True)
@@ -63,15 +100,13 @@ async def list_orders(
     page = await request.app[ORDERS_SERVICE].list(
         principal, limit=limit, cursor=cursor, user_id=user_id
     )
-    return Page[OrderOut](
-        items=[OrderOut.model_validate(v) for v in page.items], next_cursor=page.next_cursor
-    )
+    return Page[OrderOut](items=[order_out(v) for v in page.items], next_cursor=page.next_cursor)
 
 
 @router.get("/orders/{order_id}", response=OrderOut, auth=True, responses=_HIDDEN)
 async def get_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
     """One order (its owner, or a holder of ``orders:read_all``)."""
-    return OrderOut.model_validate(await request.app[ORDERS_SERVICE].get(order_id, principal))
+    return order_out(await request.app[ORDERS_SERVICE].get(order_id, principal))
 
 
 @router.get("/orders/{order_id}/events", response=list[OrderEventOut], auth=True, responses=_HIDDEN)
@@ -80,7 +115,7 @@ async def order_events(
 ) -> list[OrderEventOut]:
     """The order's event history, oldest first (its owner, or ``orders:read_all``)."""
     events = await request.app[ORDERS_SERVICE].history(order_id, principal)
-    return [OrderEventOut.model_validate(e) for e in events]
+    return [event_out(e) for e in events]
 
 
 @router.post(
@@ -97,7 +132,7 @@ async def order_events(
 async def cancel_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
     """Cancel an order until it ships (its owner, or ``orders:cancel_any``): stock is
     released and the payment refunded."""
-    return OrderOut.model_validate(await request.app[ORDERS_SERVICE].cancel(order_id, principal))
+    return order_out(await request.app[ORDERS_SERVICE].cancel(order_id, principal))
 
 
 @router.post(
@@ -108,4 +143,4 @@ async def cancel_order(request: web.Request, principal: Principal, order_id: Ord
 )
 async def ship_order(request: web.Request, principal: Principal, order_id: OrderId) -> OrderOut:
     """Ship a confirmed order (``orders:ship``): its reserved stock leaves the warehouse."""
-    return OrderOut.model_validate(await request.app[ORDERS_SERVICE].ship(order_id, principal))
+    return order_out(await request.app[ORDERS_SERVICE].ship(order_id, principal))

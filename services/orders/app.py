@@ -61,8 +61,9 @@ def _catalog_ctx(settings: Settings) -> CleanupCtx:
 
 def _service_ctx(settings: Settings, provider: PaymentProvider | None) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        repository = OrdersRepository(app[DB_POOL])
         service = OrdersService(
-            OrdersRepository(app[DB_POOL]),
+            repository,
             outbox=app[OUTBOX],
             catalog=CatalogClient(app[CATALOG_SESSION], settings.products_url),
             settings=settings,
@@ -70,7 +71,6 @@ def _service_ctx(settings: Settings, provider: PaymentProvider | None) -> Cleanu
             cache=app[CACHE] if settings.cache_enabled else None,
         )
         app[ORDERS_SERVICE] = service
-        repository = OrdersRepository(app[DB_POOL])
 
         async def figures(app: web.Application) -> dict[str, Any]:
             return await repository.business_figures()

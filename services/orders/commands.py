@@ -13,74 +13,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from typing import Any
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
-from core.db import create_pool, transaction
-from services.orders.projection import VIEW_COLUMNS, rebuild
+from core.db import create_pool
+from services.orders.repository import OrdersRepository
 from services.orders.settings import Settings
 
 __all__ = ["add_commands", "check_read_model", "rebuild_read_model"]
 
 
+@asynccontextmanager
+async def _repository(dsn: str) -> AsyncIterator[OrdersRepository]:
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    try:
+        yield OrdersRepository(pool)
+    finally:
+        await pool.close()
+
+
 async def rebuild_read_model(dsn: str) -> int:
     """Rebuild the read model of the database at ``dsn``; return the number of orders."""
-    pool = await create_pool(dsn, min_size=1, max_size=1)
-    try:
-        async with transaction(pool) as conn:
-            return await rebuild(conn)
-    finally:
-        await pool.close()
-
-
-async def read_model(dsn: str) -> list[dict[str, Any]]:
-    """Every row of the read model, by id."""
-    pool = await create_pool(dsn, min_size=1, max_size=1)
-    try:
-        rows = await pool.fetch(
-            f"SELECT {', '.join(VIEW_COLUMNS)} FROM order_views ORDER BY id"  # noqa: S608  # nosec B608: constant columns
-        )
-        return [dict(r) for r in rows]
-    finally:
-        await pool.close()
+    async with _repository(dsn) as repository, repository.transaction() as conn:
+        return await repository.rebuild(conn)
 
 
 async def check_read_model(dsn: str) -> list[str]:
     """The ids of orders whose live view differs from a replay of their stream (rolled back)."""
-    pool = await create_pool(dsn, min_size=1, max_size=1)
-    columns = ", ".join(VIEW_COLUMNS)
-    try:
-        async with pool.acquire() as conn:
-            tx = conn.transaction()
-            await tx.start()
-            try:
-                await conn.execute(
-                    f"CREATE TEMP TABLE live_views ON COMMIT DROP AS "  # noqa: S608  # nosec B608: constant columns
-                    f"SELECT {columns} FROM order_views"
-                )
-                await rebuild(conn)
-                rows = await conn.fetch(
-                    f"""
-                    SELECT coalesce(a.id, b.id) AS id FROM
-                      (SELECT {columns} FROM live_views EXCEPT SELECT {columns} FROM order_views) a
-                      FULL JOIN
-                      (SELECT {columns} FROM order_views EXCEPT SELECT {columns} FROM live_views) b
-                      ON a.id = b.id
-                    """  # noqa: S608  # nosec B608: constant columns
-                )
-            finally:
-                await tx.rollback()
-        return sorted(str(r["id"]) for r in rows)
-    finally:
-        await pool.close()
+    async with _repository(dsn) as repository:
+        return sorted(str(order_id) for order_id in await repository.differing_from_replay())
 
 
 async def _sagas(dsn: str) -> dict[str, int]:
-    pool = await create_pool(dsn, min_size=1, max_size=1)
-    try:
-        rows = await pool.fetch("SELECT step, count(*) AS n FROM order_sagas GROUP BY step")
-        return {r["step"]: r["n"] for r in rows}
-    finally:
-        await pool.close()
+    async with _repository(dsn) as repository:
+        return await repository.sagas_by_step()
 
 
 def _dsn(args: argparse.Namespace) -> str:

@@ -4,11 +4,11 @@ A provider is idempotent per order: ``authorize`` called twice for one order cha
 answers the first outcome again); ``refund`` called twice refunds once. The saga relies on
 that to retry a step after a crash without charging twice.
 
-The simulated provider keeps its ledger in the ``payments`` table. Its tokens (API.md):
-``tok_visa`` is authorized, ``tok_decline`` is declined, ``tok_timeout`` never answers (the call
-hangs until the caller gives up); any other token is declined. Since ``tok_visa`` is public, the
-provider has no place where money is real: ``AIOSHOP_ENV=production`` refuses it unless
-``ORDERS_ALLOW_SIMULATED_PAYMENTS=true`` (see ``services.orders.settings``).
+The simulated provider keeps its ledger in the ``payments`` table (``repository.payments``). Its
+tokens (API.md): ``tok_visa`` is authorized, ``tok_decline`` is declined, ``tok_timeout`` never
+answers (the call hangs until the caller gives up); any other token is declined. Since
+``tok_visa`` is public, the provider has no place where money is real: ``AIOSHOP_ENV=production``
+refuses it unless ``ORDERS_ALLOW_SIMULATED_PAYMENTS=true`` (see ``services.orders.settings``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Literal, Protocol
 import asyncpg
 from pydantic import ValidationError
 from pydantic_core import PydanticCustomError
+
+from services.orders.repository.payments import PaymentsLedger
 
 __all__ = [
     "DECLINE_TOKEN",
@@ -103,7 +105,7 @@ class SimulatedPaymentProvider:
     """A provider in the service's own database, for development and tests."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+        self.ledger = PaymentsLedger(pool)
 
     async def authorize(
         self, order_id: uuid.UUID, *, token: str, amount_cents: int, currency: str
@@ -111,43 +113,24 @@ class SimulatedPaymentProvider:
         """See ``PaymentProvider``; ``tok_timeout`` waits until cancelled."""
         if token == TIMEOUT_TOKEN:
             await asyncio.Event().wait()  # never answers: the caller's deadline cancels it
-        status = "authorized" if token == VISA_TOKEN else "declined"
-        row = await self.pool.fetchrow(
-            """
-            INSERT INTO payments (order_id, payment_id, status, amount_cents, currency,
-                                  authorizations)
-            VALUES ($1, $2, $3, $4, $5, 1)
-            ON CONFLICT (order_id) DO UPDATE
-               SET authorizations = payments.authorizations + 1, updated_at = now()
-            RETURNING payment_id, status, amount_cents
-            """,
+        recorded = await self.ledger.authorize(
             order_id,
-            uuid.uuid4(),
-            status,
-            amount_cents,
-            currency,
+            payment_id=uuid.uuid4(),
+            status="authorized" if token == VISA_TOKEN else "declined",
+            amount_cents=amount_cents,
+            currency=currency,
         )
-        assert row is not None
         # A refunded payment was authorized first; its outcome was "authorized".
         outcome: Literal["authorized", "declined"] = (
-            "declined" if row["status"] == "declined" else "authorized"
+            "declined" if recorded.status == "declined" else "authorized"
         )
-        return PaymentResult(outcome, row["payment_id"], row["amount_cents"])
+        return PaymentResult(outcome, recorded.payment_id, recorded.amount_cents)
 
     async def refund(self, order_id: uuid.UUID) -> RefundResult | None:
         """See ``PaymentProvider``."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "SELECT payment_id, status, amount_cents FROM payments WHERE order_id = $1"
-                " FOR UPDATE",
-                order_id,
-            )
-            if row is None or row["status"] == "declined":
-                return None
-            if row["status"] == "refunded":
-                return RefundResult(row["payment_id"], row["amount_cents"], first=False)
-            await conn.execute(
-                "UPDATE payments SET status = 'refunded', updated_at = now() WHERE order_id = $1",
-                order_id,
-            )
-            return RefundResult(row["payment_id"], row["amount_cents"], first=True)
+        before = await self.ledger.refund(order_id)
+        if before is None or before.status == "declined":
+            return None
+        return RefundResult(
+            before.payment_id, before.amount_cents, first=before.status == "authorized"
+        )

@@ -35,9 +35,9 @@ from services.orders.aggregate import NewEvent, Order, StoredEvent
 from services.orders.catalog import CatalogClient, UnknownProducts
 from services.orders.events import OrderCancelled, OrderLine, OrderPlaced, OrderShipped
 from services.orders.metrics import OrderMetrics
-from services.orders.projection import project
+from services.orders.projection import OrderView
 from services.orders.repository import OrdersRepository, SagaRow
-from services.orders.schemas import OrderIn, OrderOut
+from services.orders.schemas import OrderIn
 from services.orders.settings import Settings
 
 __all__ = [
@@ -92,7 +92,7 @@ class Transition:
 class OrderPage:
     """A page of order views, newest first."""
 
-    items: list[OrderOut]
+    items: list[OrderView]
     next_cursor: str | None
 
 
@@ -134,7 +134,7 @@ class OrdersService:
         stored = await self.repository.append(conn, order_id, order.version, change.events)
         for event in stored:
             order.apply(event)
-        await project(conn, order_id, stored, before=stream)
+        await self.repository.project(conn, order_id, stored, before=stream)
         for bus_event in change.publish:
             await self.outbox.publish(conn, bus_event)
         if change.step is not None:
@@ -188,7 +188,7 @@ class OrdersService:
 
     async def place(
         self, user_id: uuid.UUID, body: OrderIn, *, idempotency_key: str | None = None
-    ) -> OrderOut:
+    ) -> OrderView:
         """Place an order: price its lines from the catalog, record ``order.placed``, start the
         saga; the order is ``pending`` until the saga ends.
 
@@ -264,7 +264,7 @@ class OrdersService:
                 correlation_id=get_correlation_id(),
             )
             stored = await self.repository.append(conn, order_id, 0, [placed])
-            view = await project(conn, order_id, stored)
+            view = await self.repository.project(conn, order_id, stored)
             await self.outbox.publish(
                 conn,
                 OrderPlaced(
@@ -276,11 +276,12 @@ class OrdersService:
                 ),
             )
         self.metrics.placed.inc()
-        return OrderOut.model_validate(view)
+        assert view is not None  # an order.placed always makes a view
+        return view
 
     async def _placed_before(
         self, user_id: uuid.UUID, body: OrderIn, order_id: uuid.UUID, fingerprint: str
-    ) -> OrderOut:
+    ) -> OrderView:
         if fingerprint != hashlib.sha256(body.model_dump_json().encode()).hexdigest():
             raise ValidationFailed(
                 [
@@ -292,11 +293,11 @@ class OrdersService:
                 ]
             )
         view = await self.repository.get_view(order_id)
-        if view is None or str(view["user_id"]) != str(user_id):
+        if view is None or view.user_id != user_id:
             raise NotFound("No such order")
-        return OrderOut.model_validate(view)
+        return view
 
-    async def cancel(self, order_id: uuid.UUID, principal: Principal) -> OrderOut:
+    async def cancel(self, order_id: uuid.UUID, principal: Principal) -> OrderView:
         """Cancel an order that has not shipped: its stock is released (``order.cancelled``)
         and an authorized payment refunded (by the saga's refund step).
 
@@ -325,7 +326,7 @@ class OrdersService:
         await self.transition(order_id, decide)
         return await self.get(order_id, principal)
 
-    async def ship(self, order_id: uuid.UUID, principal: Principal) -> OrderOut:
+    async def ship(self, order_id: uuid.UUID, principal: Principal) -> OrderView:
         """Ship a confirmed order (``orders:ship``, checked by the route): its reserved stock
         leaves ``on_hand``."""
         await self._visible(order_id, None)
@@ -349,18 +350,14 @@ class OrdersService:
         key="order:{order_id}",
         name="orders.view",
     )
-    async def _cached_view(self, order_id: uuid.UUID) -> OrderOut | None:
-        return await self._load_view(order_id)
+    async def _cached_view(self, order_id: uuid.UUID) -> OrderView | None:
+        return await self.repository.get_view(order_id)
 
-    async def _load_view(self, order_id: uuid.UUID) -> OrderOut | None:
-        view = await self.repository.get_view(order_id)
-        return OrderOut.model_validate(view) if view is not None else None
-
-    async def _visible(self, order_id: uuid.UUID, principal: Principal | None) -> OrderOut:
+    async def _visible(self, order_id: uuid.UUID, principal: Principal | None) -> OrderView:
         if self.cache is not None:
             view = await self._cached_view(order_id)
         else:
-            view = await self._load_view(order_id)
+            view = await self.repository.get_view(order_id)
         if view is None:
             raise OrderNotFound()
         if (
@@ -371,7 +368,7 @@ class OrdersService:
             raise OrderNotFound()  # someone else's order is not even acknowledged
         return view
 
-    async def get(self, order_id: uuid.UUID, principal: Principal | None) -> OrderOut:
+    async def get(self, order_id: uuid.UUID, principal: Principal | None) -> OrderView:
         """An order from the read model (``principal``: only if theirs, or ``orders:read_all``)."""
         return await self._visible(order_id, principal)
 
@@ -399,13 +396,13 @@ class OrdersService:
                 after = (datetime.fromisoformat(created), uuid.UUID(last))
             except (TypeError, ValueError) as exc:
                 raise InvalidCursor() from exc
-        rows = await self.repository.list_views(user_id=user_id, limit=limit + 1, after=after)
+        views = await self.repository.list_views(user_id=user_id, limit=limit + 1, after=after)
         next_cursor = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            last_row = rows[-1]
-            next_cursor = encode_cursor(last_row["created_at"].isoformat(), str(last_row["id"]))
-        return OrderPage([OrderOut.model_validate(r) for r in rows], next_cursor)
+        if len(views) > limit:
+            views = views[:limit]
+            last = views[-1]
+            next_cursor = encode_cursor(last.created_at.isoformat(), str(last.id))
+        return OrderPage(views, next_cursor)
 
 
 def _status_before(order: Order) -> str:

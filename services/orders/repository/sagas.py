@@ -1,33 +1,19 @@
-"""SQL of the orders service (asyncpg, parameterized only): event streams, sagas, read model."""
+"""Saga rows (``order_sagas``) and placement requests (``order_requests``).
+
+Placement writes both in one transaction: the idempotency key's request row, then the saga
+that the orchestrator drives from then on.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-import asyncpg
+from core.db import Connection
+from services.orders.repository.store import Store
 
-from core.db import Connection, transaction
-from core.errors import Conflict
-from services.orders.aggregate import NewEvent, StoredEvent
-from services.orders.projection import VIEW_COLUMNS
-
-__all__ = ["ConcurrentAppend", "OrdersRepository", "SagaRow"]
-
-_VIEW = ", ".join(VIEW_COLUMNS)
-
-
-class ConcurrentAppend(Conflict):
-    """Another writer appended to the stream since it was read (optimistic concurrency: 409,
-    or a retry of the bus message)."""
-
-    def __init__(self, order_id: uuid.UUID) -> None:
-        super().__init__("The order changed meanwhile; try again")
-        self.order_id = order_id
+__all__ = ["SagaRow", "SagaStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,79 +30,10 @@ class SagaRow:
     now: datetime
 
 
-class OrdersRepository:
-    """Reads and writes the orders database."""
+class SagaStore(Store):
+    """Reads and writes sagas and the placement requests that start them."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
-
-    async def business_figures(self) -> dict[str, Any]:
-        """Orders by status and the revenue of confirmed and shipped orders, per currency (the
-        dashboard's figures, from the read model)."""
-        rows = await self.pool.fetch(
-            "SELECT status, currency, count(*) AS n, sum(total_cents) AS cents"
-            "  FROM order_views GROUP BY status, currency"
-        )
-        by_status: dict[str, int] = {}
-        revenue: dict[str, int] = {}
-        for row in rows:
-            by_status[row["status"]] = by_status.get(row["status"], 0) + int(row["n"])
-            if row["status"] in ("confirmed", "shipped"):
-                revenue[row["currency"]] = revenue.get(row["currency"], 0) + int(row["cents"])
-        return {"orders_by_status": by_status, "revenue_cents": revenue}
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        """A connection inside a new transaction."""
-        async with transaction(self.pool) as conn:
-            yield conn
-
-    # event streams -----------------------------------------------------------------------------
-
-    async def load_stream(
-        self, order_id: uuid.UUID, conn: Connection | None = None
-    ) -> list[StoredEvent]:
-        """The order's events, oldest first (empty for an unknown order)."""
-        rows = await (conn or self.pool).fetch(
-            """
-            SELECT order_id, seq, type, data, occurred_at FROM order_events
-             WHERE order_id = $1 ORDER BY seq
-            """,
-            order_id,
-        )
-        return [
-            StoredEvent(r["order_id"], r["seq"], r["type"], r["data"], r["occurred_at"])
-            for r in rows
-        ]
-
-    async def append(
-        self, conn: Connection, order_id: uuid.UUID, expected: int, events: list[NewEvent]
-    ) -> list[StoredEvent]:
-        """Append ``events`` after version ``expected``; ``ConcurrentAppend`` if it moved."""
-        if not events:
-            return []
-        try:
-            rows = await conn.fetch(
-                """
-                INSERT INTO order_events (order_id, seq, type, data)
-                SELECT $1, $2 + n, t, d
-                  FROM unnest($3::text[], $4::jsonb[]) WITH ORDINALITY AS e(t, d, n)
-                RETURNING order_id, seq, type, data, occurred_at
-                """,
-                order_id,
-                expected,
-                [e.type for e in events],
-                [e.data for e in events],
-            )
-        except asyncpg.UniqueViolationError as exc:
-            raise ConcurrentAppend(order_id) from exc
-        stored = [
-            StoredEvent(r["order_id"], r["seq"], r["type"], r["data"], r["occurred_at"])
-            for r in rows
-        ]
-        return sorted(stored, key=lambda e: e.seq)
-
-    # sagas -------------------------------------------------------------------------------------
+    # placement ---------------------------------------------------------------------------------
 
     async def claim_request(
         self,
@@ -174,6 +91,8 @@ class OrdersRepository:
             correlation_id,
         )
 
+    # transitions -------------------------------------------------------------------------------
+
     async def lock_saga(self, conn: Connection, order_id: uuid.UUID) -> SagaRow | None:
         """The saga of an order, locked until the transaction ends (serializes its writers)."""
         row = await conn.fetchrow(
@@ -212,6 +131,8 @@ class OrdersRepository:
             deadline_in,
             keep_lease,
         )
+
+    # the orchestrator's work -------------------------------------------------------------------
 
     async def expired(self, step: str, limit: int) -> list[uuid.UUID]:
         """Orders whose saga waits at ``step`` past its deadline."""
@@ -273,6 +194,8 @@ class OrdersRepository:
             order_id,
         )
 
+    # figures -----------------------------------------------------------------------------------
+
     async def in_flight(self) -> int:
         """How many sagas are not done."""
         count: int = await self.pool.fetchval(
@@ -280,35 +203,7 @@ class OrdersRepository:
         )
         return count
 
-    # read model --------------------------------------------------------------------------------
-
-    async def get_view(self, order_id: uuid.UUID) -> dict[str, Any] | None:
-        """An order's view row."""
-        row = await self.pool.fetchrow(
-            f"SELECT {_VIEW} FROM order_views WHERE id = $1",  # noqa: S608  # nosec B608: constant columns
-            order_id,
-        )
-        return dict(row) if row is not None else None
-
-    async def list_views(
-        self,
-        *,
-        user_id: uuid.UUID | None,
-        limit: int,
-        after: tuple[datetime, uuid.UUID] | None,
-    ) -> list[dict[str, Any]]:
-        """Views newest first, of one user or all, after a keyset position."""
-        rows = await self.pool.fetch(
-            f"""
-            SELECT {_VIEW} FROM order_views
-             WHERE ($1::uuid IS NULL OR user_id = $1)
-               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
-             ORDER BY created_at DESC, id DESC
-             LIMIT $4
-            """,  # noqa: S608  # nosec B608: constant columns, values are parameters
-            user_id,
-            after[0] if after else None,
-            after[1] if after else None,
-            limit,
-        )
-        return [dict(r) for r in rows]
+    async def sagas_by_step(self) -> dict[str, int]:
+        """How many sagas are at each step."""
+        rows = await self.pool.fetch("SELECT step, count(*) AS n FROM order_sagas GROUP BY step")
+        return {r["step"]: r["n"] for r in rows}
