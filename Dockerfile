@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # One image for every aioshop process; the command picks the role:
-#   aioshop serve users|products|orders   python -m gateway   python -m web   aioshop migrate
+#   aioshop serve users|products|orders|gateway|web      aioshop migrate
 # Build: docker build -t aioshop .      Run it all: sh deploy/gen-secrets.sh && docker compose up
 # The image runs with AIOSHOP_ENV=production: give it a JWT key pair (docs/security.md).
 
@@ -49,4 +49,4 @@ USER 10001:10001
 EXPOSE 8000 8001 8002 8003 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"HEALTH_PORT\", \"8000\")}/healthz', timeout=2)"]
-CMD ["python", "-m", "gateway", "--host", "0.0.0.0"]
+CMD ["aioshop", "serve", "gateway", "--host", "0.0.0.0"]

@@ -1,51 +1,124 @@
-"""Structured JSON logs that carry the correlation id of the request or message being handled."""
+"""Logs for people and for machines, carrying the correlation id of the request or message.
+
+On a terminal each event is one readable line: time, level, process, message, and the correlation
+id when there is one::
+
+    14:03:07.412 INFO    users     serving on http://127.0.0.1:8001
+    14:03:09.020 WARNING gateway   attempt on products-0 failed (connect)  cid=9f2c41...
+
+Anywhere else (a file, a pipe, a log collector) each event is one JSON object a line. ``LOG_FORMAT``
+(``text`` or ``json``) chooses explicitly; unset, the output decides.
+
+The process name is the role by default (``users``); ``aioshop up`` names each child in
+``AIOSHOP_PROCESS`` (``products-1``) so that replicas can be told apart.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from datetime import datetime
+from typing import Any, Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
 from core.context import get_correlation_id
 
-__all__ = ["configure_logging"]
+__all__ = ["PROCESS_NAME_VAR", "TextFormatter", "configure_logging", "log_format"]
+
+PROCESS_NAME_VAR = "AIOSHOP_PROCESS"
+
+LogFormat = Literal["json", "text"]
 
 
 class _ContextFilter(logging.Filter):
-    """Adds ``service`` and ``correlation_id`` to every record."""
+    """Adds ``service``, ``process`` and ``correlation_id`` to every record."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, process: str) -> None:
         super().__init__()
         self.service = service
+        self.process_name = process
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.service = self.service
+        record.process_name = self.process_name
         if not hasattr(record, "correlation_id"):
             record.correlation_id = get_correlation_id()
         return True
 
 
-def configure_logging(service: str, *, level: str = "INFO", fmt: str = "json") -> None:
-    """Route every logger to stderr, one JSON object a line (``fmt="text"`` for humans)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_ContextFilter(service))
-    if fmt == "json":
-        handler.setFormatter(
-            JsonFormatter(
-                "{levelname}{name}{message}{service}{correlation_id}",
-                style="{",
-                rename_fields={"levelname": "level", "name": "logger"},
-                timestamp="ts",
-            )
-        )
-    else:
-        handler.setFormatter(
-            logging.Formatter(
-                "%(asctime)s %(levelname)s %(service)s %(name)s [%(correlation_id)s] %(message)s"
-            )
-        )
+class TextFormatter(logging.Formatter):
+    """One line per event for a person: ``time level process message [cid=...]``.
+
+    Line breaks inside the message are escaped, so that an event never looks like several; a
+    traceback, when the event has one, follows on its own indented lines.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line (plus its traceback, if any)."""
+        moment = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
+        process = getattr(record, "process_name", None) or getattr(record, "service", "")
+        message = record.getMessage().replace("\r", "\\r").replace("\n", "\\n")
+        line = f"{moment}.{int(record.msecs):03d} {record.levelname:<7} {process:<10} {message}"
+        correlation = getattr(record, "correlation_id", None)
+        if correlation:
+            line = f"{line}  cid={correlation}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = line + "\n" + "\n".join(f"    {row}" for row in record.exc_text.splitlines())
+        return line
+
+
+def log_format(settings: Any) -> LogFormat | None:
+    """The format ``settings`` ask for explicitly (``LOG_FORMAT`` in the environment, a file or
+    an argument), or ``None``: then ``configure_logging`` lets the output decide."""
+    fields_set: set[str] = getattr(settings, "model_fields_set", set())
+    if "log_format" not in fields_set:
+        return None
+    chosen: LogFormat = settings.log_format
+    return chosen
+
+
+def _json_formatter() -> logging.Formatter:
+    return JsonFormatter(
+        "{levelname}{name}{message}{service}{process_name}{correlation_id}",
+        style="{",
+        rename_fields={"levelname": "level", "name": "logger", "process_name": "process"},
+        timestamp="ts",
+    )
+
+
+def configure_logging(
+    service: str,
+    *,
+    level: str = "INFO",
+    fmt: str | None = None,
+    stream: TextIO | None = None,
+    process: str | None = None,
+) -> None:
+    """Route every logger to ``stream`` (stderr by default), one event a line.
+
+    ``fmt``: ``"text"`` (for people), ``"json"`` (for machines), or ``None``: text when the
+    stream is a terminal, JSON otherwise. ``process`` names this process in every line (default:
+    ``$AIOSHOP_PROCESS``, else ``service``).
+    """
+    stream = sys.stderr if stream is None else stream
+    process = process or os.environ.get(PROCESS_NAME_VAR) or service
+    if fmt is None:
+        fmt = "text" if _is_terminal(stream) else "json"
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_ContextFilter(service, process))
+    handler.setFormatter(_json_formatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # no isatty, or closed
+        return False

@@ -40,6 +40,7 @@ from pydantic_settings import (
 from core.auth.devkeys import DEV_PRIVATE_KEY, DEV_PUBLIC_KEY
 
 __all__ = [
+    "DEV_KEYS_WARNED_VAR",
     "SECRETS_DIR_VAR",
     "BaseServiceSettings",
     "FileEnvSettingsSource",
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 SECRETS_DIR_VAR = "AIOSHOP_SECRETS_DIR"
+# Set (to 1) by a parent that printed the development-key warning for its children.
+DEV_KEYS_WARNED_VAR = "AIOSHOP_DEV_KEYS_WARNED"
 _FILE_SUFFIX = "_FILE"
 _LOCAL_PG = "postgresql://postgres@127.0.0.1:5432"
 _KEY_HELP = (
@@ -150,7 +153,10 @@ def _using(value: str | SecretStr | None, dev_value: str) -> bool:
 
 @functools.cache
 def _warn_development_keys() -> None:
-    """Once per process: a warning for every settings object would drown the log."""
+    """Once per process: a warning for every settings object would drown the log. Not at all in
+    a process whose parent warned already (``AIOSHOP_DEV_KEYS_WARNED``: ``aioshop up``)."""
+    if os.environ.get(DEV_KEYS_WARNED_VAR):
+        return
     _log.warning(
         "using the public development JWT key pair: anyone can sign tokens these processes "
         "accept; %s",

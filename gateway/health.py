@@ -38,6 +38,8 @@ class HealthChecker:
         self.interval = interval
         self.timeout = timeout
         self._task: asyncio.Task[None] | None = None
+        # Instances seen healthy at least once: before that, one being down is one starting.
+        self._seen_up: set[str] = set()
 
     async def start(self) -> None:
         """Check every instance once, then keep checking in the background."""
@@ -59,8 +61,21 @@ class HealthChecker:
         for instance, ok in zip(instances, results, strict=True):
             was = instance.healthy
             instance.health_result(ok)
-            if instance.healthy != was:
-                log.warning("instance %s is %s", instance.id, "up" if instance.healthy else "down")
+            self._log_change(instance, was)
+
+    def _log_change(self, instance: Instance, was: bool) -> None:
+        """A warning when an instance seen up before goes down (or comes back); while the
+        system starts, an instance not up yet is no news (DEBUG), and its first up is INFO."""
+        now = instance.healthy
+        if instance.id not in self._seen_up:
+            if now:
+                self._seen_up.add(instance.id)
+                if not was:
+                    log.info("instance %s is up", instance.id)
+            elif was:
+                log.debug("instance %s is not up yet", instance.id)
+        elif now != was:
+            log.warning("instance %s is %s", instance.id, "up" if now else "down")
 
     async def _check(self, instance: Instance) -> bool:
         try:

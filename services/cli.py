@@ -1,4 +1,8 @@
-"""The ``aioshop`` command line: serve, migrate, create-admin, up, keygen, bus, seed, orders."""
+"""aioshop: run and manage the shop.
+
+Every process of the system is one `aioshop serve ROLE`; `aioshop up` runs them all on this
+machine. Settings come from environment variables (and a .env file): see the README.
+"""
 
 from __future__ import annotations
 
@@ -6,44 +10,243 @@ import argparse
 import asyncio
 import getpass
 import importlib.metadata
+import logging
 import os
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from pydantic_settings import SettingsError
 
-from core.logging import configure_logging
-from core.settings import describe_settings_error, load_settings
+from core.logging import configure_logging, log_format
+from core.settings import BaseServiceSettings, describe_settings_error, load_settings
 from services import registry
 
 if TYPE_CHECKING:
     from core.bus import Transport
 
-__all__ = ["main"]
+__all__ = ["StartupFailed", "build_parser", "censor_url", "describe_unreachable", "main"]
+
+log = logging.getLogger("services.cli")
+
+
+class StartupFailed(Exception):
+    """A command could not start: ``str(exc)`` is the one line that says why."""
 
 
 def _database_url(settings: Any) -> str:
     return str(settings.database_url)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Run one service in this process until SIGINT/SIGTERM."""
-    from core.runner import run
+# (top-level package of a client library, the server it talks to, the settings field of its URL)
+_SERVERS: tuple[tuple[str, str, str], ...] = (
+    ("asyncpg", "PostgreSQL", "database_url"),
+    ("psycopg", "PostgreSQL", "database_url"),
+    ("redis", "Redis", "redis_url"),
+    ("aiormq", "RabbitMQ", "amqp_url"),
+    ("aio_pika", "RabbitMQ", "amqp_url"),
+    ("pymongo", "MongoDB", "mongodb_url"),
+    ("motor", "MongoDB", "mongodb_url"),
+    ("aiomcache", "memcached", "memcached_url"),
+)
+_CONNECTION_ERRORS = {
+    "ConnectionError",
+    "TimeoutError",
+    "AuthenticationError",
+    "AMQPConnectionError",
+}
+_SECRET_QUERY_KEYS = ("password", "secret", "token")
 
-    entry = registry.get(args.service)
+
+def censor_url(url: str) -> str:
+    """``url`` with its password (and any password-like query value) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<an invalid URL>"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = parts.query
+    if query:
+        pairs = [
+            (k, "***" if any(word in k.lower() for word in _SECRET_QUERY_KEYS) else v)
+            for k, v in parse_qsl(query, keep_blank_values=True)
+        ]
+        query = urlencode(pairs, safe="*")
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _package(module: object) -> str:
+    return str(module or "").partition(".")[0]
+
+
+def _frames(tb: TracebackType | None) -> Iterator[str]:
+    while tb is not None:
+        yield _package(tb.tb_frame.f_globals.get("__name__"))
+        tb = tb.tb_next
+
+
+def _server_of(exc: BaseException) -> tuple[str, str] | None:
+    """(server, settings field) of the client library that raised ``exc``, if it is one."""
+    known = {package: (server, field) for package, server, field in _SERVERS}
+    for error in _chain(exc):
+        found = known.get(_package(type(error).__module__))
+        if found is not None:
+            return found
+    for error in _chain(exc):
+        if isinstance(error, OSError):  # raised by the socket layer: whose call was it?
+            for package in reversed(list(_frames(error.__traceback__))):
+                if package in known:
+                    return known[package]
+    return None
+
+
+_UNREACHABLE = "cannot reach {server}{where} ({detail}); check that it is running there and {var}"
+
+
+def _reason(exc: BaseException) -> str | None:
+    """The message template (``{server}``, ``{where}``, ``{var}``) for an ``exc`` that means a
+    server could not be reached or would not let this process in; ``None`` for anything else."""
+    for error in _chain(exc):
+        sqlstate = str(getattr(error, "sqlstate", "") or "")
+        if sqlstate == "3D000":
+            return (
+                "{server}{where} has no such database; run `aioshop migrate` (it creates it) "
+                "or check {var}"
+            )
+        if sqlstate.startswith("28"):
+            return "{server}{where} refused the user name or password; check {var}"
+        if sqlstate in ("57P03", "53300") or sqlstate.startswith("08"):
+            return "{server}{where} does not take connections now; check the server and {var}"
+        if isinstance(error, ConnectionRefusedError):
+            return _UNREACHABLE.replace("{detail}", "connection refused")
+        if isinstance(error, socket.gaierror):
+            return "cannot reach {server}{where} (unknown host name); check {var}"
+        if isinstance(error, TimeoutError):
+            return _UNREACHABLE.replace("{detail}", "no answer in time")
+        names = {cls.__name__ for cls in type(error).__mro__}
+        if "AuthenticationError" in names:
+            return "{server}{where} refused the password; check {var}"
+        if isinstance(error, OSError) or names & _CONNECTION_ERRORS:
+            detail = error.strerror if isinstance(error, OSError) and error.strerror else None
+            return _UNREACHABLE.replace("{detail}", (detail or "cannot connect").lower())
+    return None
+
+
+def _variable(settings: BaseServiceSettings, field: str) -> str:
+    info = type(settings).model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0].upper()
+    if isinstance(alias, str):
+        return alias.upper()
+    return field.upper()
+
+
+def describe_unreachable(exc: BaseException, settings: BaseServiceSettings | None) -> str | None:
+    """One line for a start-up that failed on a server it could not reach or use: which server,
+    where (password censored), what to check; ``None`` if ``exc`` is no such failure."""
+    server = _server_of(exc)
+    reason = _reason(exc)
+    if server is None or reason is None:
+        return None
+    name, field = server
+    url = getattr(settings, field, None) if settings is not None else None
+    where = f" at {censor_url(str(url))}" if url else ""
+    variable = _variable(settings, field) if settings is not None else field.upper()
+    return reason.format(server=name, where=where, var=variable)
+
+
+def _startup_failure(
+    exc: Exception, settings: BaseServiceSettings | Callable[[], BaseServiceSettings]
+) -> StartupFailed | None:
+    """``StartupFailed`` with the line of ``describe_unreachable``, or ``None`` (``settings``:
+    loaded only when needed)."""
+    if _server_of(exc) is None or _reason(exc) is None:
+        return None
+    loaded: BaseServiceSettings | None
+    try:
+        loaded = settings() if callable(settings) else settings
+    except (ValidationError, SettingsError):  # pragma: no cover: they loaded once already
+        loaded = None
+    line = describe_unreachable(exc, loaded)
+    if line is None:  # pragma: no cover: checked above
+        return None
+    log.debug("start-up failed", exc_info=exc)
+    return StartupFailed(line)
+
+
+def _serve_service(name: str, overrides: dict[str, Any]) -> int:
+    from core.runner import run  # looked up at call time: tests replace it
+
+    entry = registry.get(name)
+    settings = load_settings(entry.settings, **overrides)
+    configure_logging(entry.name, level=settings.log_level, fmt=log_format(settings))
+    app = entry.app_factory()(settings)
+    run(app, host=settings.host, port=settings.port)
+    return 0
+
+
+def _role_settings(role: str, overrides: dict[str, Any]) -> BaseServiceSettings:
+    if role == "gateway":
+        from gateway.settings import Settings as GatewaySettings
+
+        return GatewaySettings(**overrides)
+    if role == "web":
+        from web.settings import Settings as WebSettings
+
+        return WebSettings(**overrides)
+    return registry.get(role).settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run one role (a service, the gateway or the dashboard) in this process until
+    SIGINT/SIGTERM."""
+    if (args.certfile or args.keyfile) and args.role != "gateway":
+        print("--certfile and --keyfile are for the gateway only", file=sys.stderr)
+        return 2
+    if (args.certfile is None) != (args.keyfile is None):
+        print("--certfile and --keyfile go together", file=sys.stderr)
+        return 2
     overrides: dict[str, Any] = {}
     if args.port is not None:
         overrides["port"] = args.port
     if args.host is not None:
         overrides["host"] = args.host
-    settings = load_settings(entry.settings, **overrides)
-    configure_logging(entry.name, level=settings.log_level, fmt=settings.log_format)
-    app = entry.app_factory()(settings)
-    run(app, host=settings.host, port=settings.port)
-    return 0
+    try:
+        if args.role == "gateway":
+            from gateway.__main__ import serve as serve_gateway
+
+            return serve_gateway(
+                host=args.host, port=args.port, certfile=args.certfile, keyfile=args.keyfile
+            )
+        if args.role == "web":
+            from web.__main__ import serve as serve_web
+
+            return serve_web(host=args.host, port=args.port)
+        return _serve_service(args.role, overrides)
+    except Exception as exc:
+        failure = _startup_failure(exc, lambda: _role_settings(args.role, overrides))
+        if failure is None:
+            raise
+        raise StartupFailed(f"{args.role}: {failure}") from exc
 
 
 def _migrate(names: Sequence[str]) -> None:
@@ -52,7 +255,14 @@ def _migrate(names: Sequence[str]) -> None:
     for name in names:
         entry = registry.get(name)
         if entry.migrated:
-            migrations.upgrade(name, _database_url(entry.settings()))
+            settings = entry.settings()
+            try:
+                migrations.upgrade(name, _database_url(settings))
+            except Exception as exc:
+                failure = _startup_failure(exc, settings)
+                if failure is None:
+                    raise
+                raise StartupFailed(f"cannot migrate {name}: {failure}") from exc
             print(f"migrated {name}", file=sys.stderr)
 
 
@@ -237,8 +447,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     """Migrate, start every service (with replicas), the dashboard and the gateway as their own
     processes, print the URLs, stop all on Ctrl-C."""
-    from services.up import Supervisor, parse_replicas, plan
+    from services.up import Supervisor, child_environment, parse_replicas, plan
 
+    # This process only speaks up for warnings (the development-key one, once for everybody).
+    configure_logging("aioshop", level="WARNING", process="aioshop")
     try:
         replicas = parse_replicas(args.replicas)
     except ValueError as exc:
@@ -265,7 +477,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         _migrate(list(registry.SERVICES))
     if args.demo:
         _seed_demo(_database_url(registry.get("products").settings()), args.demo)
-    processes = plan(args.host, replicas, gateway=not args.no_gateway)
+    environment = child_environment(registry.get("users").settings(), sys.stderr)
+    processes = plan(args.host, replicas, gateway=not args.no_gateway, environment=environment)
     return Supervisor(processes, args.host).run()
 
 
@@ -276,26 +489,86 @@ def _version() -> str:
         return "unknown"
 
 
+_EPILOG = """\
+examples:
+  aioshop up                     everything on this machine, until Ctrl-C
+  aioshop serve products         one process (what a container runs)
+  aioshop migrate                create and update the databases
+
+Settings come from environment variables and a .env file (see the README).
+aioshop COMMAND --help tells more about a command.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``aioshop``."""
-    parser = argparse.ArgumentParser(prog="aioshop", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="aioshop",
+        description="Run and manage aioshop: its services, gateway and dashboard.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run one service")
-    serve.add_argument("service", choices=sorted(registry.SERVICES))
-    serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--host", default=None)
+    roles = ", ".join(registry.ROLES)
+    serve = sub.add_parser(
+        "serve",
+        help="run one part of the system in this process",
+        description=(
+            "Run one part of the system in this process until Ctrl-C or SIGTERM: a service "
+            "(users, products, orders), the gateway, or the dashboard (web). Every process of "
+            "aioshop is started this way, in containers and by `aioshop up`. Logs go to stderr: "
+            "readable lines on a terminal, JSON otherwise (LOG_FORMAT=text or json to choose)."
+        ),
+    )
+    serve.add_argument("role", choices=registry.ROLES, metavar="ROLE", help=f"one of {roles}")
+    serve.add_argument(
+        "--port", type=int, default=None, help="port to listen on (default: from the settings)"
+    )
+    serve.add_argument(
+        "--host", default=None, help="address to listen on (default: $HOST, else 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--certfile",
+        default=None,
+        metavar="FILE",
+        help="gateway only: a PEM certificate chain, to serve HTTPS",
+    )
+    serve.add_argument(
+        "--keyfile", default=None, metavar="FILE", help="gateway only: its private key (PEM)"
+    )
     serve.set_defaults(func=cmd_serve)
 
-    migrate = sub.add_parser("migrate", help="create and migrate the service databases")
-    migrate.add_argument("services", nargs="*", help=f"any of {', '.join(registry.SERVICES)}")
+    migrate = sub.add_parser(
+        "migrate",
+        help="create and update the service databases",
+        description=(
+            "Create each service's database if it does not exist and bring its tables up to "
+            "date. Safe to run again."
+        ),
+    )
+    migrate.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"only these (any of {', '.join(registry.SERVICES)}; default: all)",
+    )
     migrate.set_defaults(func=cmd_migrate)
 
-    admin = sub.add_parser("create-admin", help="create an admin account")
-    admin.add_argument("email")
-    admin.add_argument("--password-env", metavar="VAR", help="read the password from $VAR")
-    admin.add_argument("--full-name", default="Administrator")
+    admin = sub.add_parser(
+        "create-admin",
+        help="create an admin account",
+        description=(
+            "Create an account with the admin role. The password is asked for on a terminal, "
+            "read from the first line of standard input otherwise, or from --password-env."
+        ),
+    )
+    admin.add_argument("email", help="the admin's email address")
+    admin.add_argument(
+        "--password-env", metavar="VAR", help="read the password from environment variable VAR"
+    )
+    admin.add_argument("--full-name", default="Administrator", help="default: Administrator")
     admin.add_argument(
         "--promote-existing",
         action="store_true",
@@ -305,11 +578,18 @@ def build_parser() -> argparse.ArgumentParser:
     admin.set_defaults(func=cmd_create_admin)
 
     up = sub.add_parser(
-        "up", help="migrate and run every service, the dashboard and the gateway until Ctrl-C"
+        "up",
+        help="run the whole system on this machine until Ctrl-C",
+        description=(
+            "Migrate the databases, then run every service, the dashboard and the gateway, each "
+            "as its own process (`aioshop serve ROLE`), print their addresses and wait. Ctrl-C "
+            "stops everything. With no PostgreSQL, Redis or RabbitMQ around, everything runs in "
+            "one process on embedded servers instead."
+        ),
     )
-    up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--no-migrate", action="store_true")
-    up.add_argument("--no-gateway", action="store_true", help="only the services")
+    up.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    up.add_argument("--no-migrate", action="store_true", help="do not migrate the databases first")
+    up.add_argument("--no-gateway", action="store_true", help="run only the services")
     up.add_argument(
         "--embedded",
         action="store_true",
@@ -321,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="seed an empty catalog with N products first (aioshop seed's realistic data)",
+        help="put N example products in an empty catalog first (default 0: none)",
     )
     up.add_argument(
         "--data-dir",
@@ -337,26 +617,56 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
 
-    bus = sub.add_parser("bus", help="inspect and replay parked bus messages")
-    bus.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
-    bus_sub = bus.add_subparsers(dest="bus_command", required=True)
+    bus = sub.add_parser(
+        "bus",
+        help="look at and resend messages the services could not handle",
+        description=(
+            "Messages a service failed to handle, after its retries, are parked on a side "
+            "queue. List them, or send them back to their queue once the cause is fixed."
+        ),
+    )
+    bus.add_argument(
+        "--timeout", type=float, default=30.0, help="give up after this many seconds (default 30)"
+    )
+    bus_sub = bus.add_subparsers(dest="bus_command", required=True, metavar="ACTION")
     parked = bus_sub.add_parser("parked", help="list a queue's parked messages")
-    parked.add_argument("queue")
-    parked.add_argument("--limit", type=int, default=100)
-    parked.add_argument("-v", "--verbose", action="store_true", help="print bodies too")
+    parked.add_argument("queue", help="the queue's name (a service's, e.g. orders)")
+    parked.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    parked.add_argument("-v", "--verbose", action="store_true", help="print their bodies too")
     replay = bus_sub.add_parser("replay", help="send a queue's parked messages back to it")
-    replay.add_argument("queue")
-    replay.add_argument("--limit", type=int, default=None)
+    replay.add_argument("queue", help="the queue's name (a service's, e.g. orders)")
+    replay.add_argument("--limit", type=int, default=None, help="at most this many (default all)")
     bus.set_defaults(func=cmd_bus)
 
-    seed = sub.add_parser("seed", help="fill the products database with a realistic catalog")
-    seed.add_argument("--products", type=int, required=True, metavar="N")
-    seed.add_argument("--categories", type=int, default=40, metavar="M")
-    seed.add_argument("--batch-size", type=int, default=5000, metavar="B")
-    seed.add_argument("--seed", type=int, default=None, help="random seed of the content")
+    seed = sub.add_parser(
+        "seed",
+        help="fill the catalog with realistic example products",
+        description="Add generated products and categories to the products database.",
+    )
+    seed.add_argument("--products", type=int, required=True, metavar="N", help="how many products")
+    seed.add_argument(
+        "--categories", type=int, default=40, metavar="M", help="how many categories (default 40)"
+    )
+    seed.add_argument(
+        "--batch-size",
+        type=int,
+        default=5000,
+        metavar="B",
+        help="products written per statement (default 5000)",
+    )
+    seed.add_argument(
+        "--seed", type=int, default=None, help="a number, to generate the same content again"
+    )
     seed.set_defaults(func=cmd_seed)
 
-    keygen = sub.add_parser("keygen", help="print a new JWT key pair")
+    keygen = sub.add_parser(
+        "keygen",
+        help="print a new key pair for signing login tokens",
+        description=(
+            "Print a new Ed25519 key pair as JWT_PRIVATE_KEY=... and JWT_PUBLIC_KEY=... lines, "
+            "ready for a .env file. Only the users service needs the private key."
+        ),
+    )
     keygen.set_defaults(func=cmd_keygen)
 
     from services.orders.commands import add_commands as add_orders_commands
@@ -373,6 +683,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, SettingsError) as exc:
         # Invalid settings are the operator's to fix: one line, never a traceback or a value.
         print(describe_settings_error(exc), file=sys.stderr)
+        return 1
+    except StartupFailed as exc:  # a server that cannot be reached: one line, no traceback
+        print(exc, file=sys.stderr)
         return 1
     return result
 

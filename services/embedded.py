@@ -128,9 +128,22 @@ def run_embedded(
             report = asyncio.run(seed_if_empty(servers.database_url("products"), demo_products))
             if report is not None:
                 print(f"seeded {report.products} demo products", file=sys.stderr)
+        _configure_logging()
         return asyncio.run(_serve(host, servers, dashboard=dashboard))
     finally:
         servers.stop()
+
+
+def _configure_logging() -> None:
+    """Every app of this one process logs as ``aioshop``, at the shared ``LOG_LEVEL`` (set up
+    after the migrations: Alembic's start-up chatter is no news)."""
+    from core.logging import configure_logging, log_format
+    from core.settings import BaseServiceSettings, load_settings
+
+    settings = load_settings(BaseServiceSettings)
+    configure_logging("aioshop", level=settings.log_level, fmt=log_format(settings))
+    # pgserver narrates every command it runs at INFO: only its warnings are news here.
+    logging.getLogger("pgserver").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int:

@@ -1,4 +1,5 @@
-"""The services aioshop runs: their names, default ports, settings and app factories."""
+"""The services aioshop runs: their names, default ports, settings and app factories; and every
+role ``aioshop serve`` runs (the services, the gateway, the dashboard)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from aiohttp import web
 
 from core.settings import BaseServiceSettings
 
-__all__ = ["SERVICES", "ServiceEntry", "get"]
+__all__ = ["FRONTS", "ROLES", "SERVICES", "ServiceEntry", "get"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,11 @@ SERVICES: dict[str, ServiceEntry] = {
         ServiceEntry("orders", "services.orders"),
     )
 }
+
+
+# The processes in front of the services: run by ``aioshop serve`` from their own packages.
+FRONTS: tuple[str, ...] = ("gateway", "web")
+ROLES: tuple[str, ...] = (*SERVICES, *FRONTS)
 
 
 def get(name: str) -> ServiceEntry:

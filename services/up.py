@@ -1,9 +1,13 @@
 """``aioshop up``: every service (with replicas), the gateway and the dashboard as processes.
 
-The plan is computed first (``plan``), so that it can be printed and tested without starting
-anything; ``Supervisor`` then starts the services, waits for their ``/readyz``, starts the
-front processes (the gateway, and the dashboard when the ``web`` package is installed) pointed
-at every instance, and stops everything in reverse order on SIGINT/SIGTERM or when one exits.
+Every process is an ``aioshop serve ROLE``. The plan is computed first (``plan``), so that it can
+be printed and tested without starting anything; ``Supervisor`` then starts the services, waits
+for their ``/readyz``, starts the front processes (the gateway, and the dashboard when the ``web``
+package is installed) pointed at every instance, and stops everything in reverse order on
+SIGINT/SIGTERM or when one exits.
+
+The children write to this process's terminal (or wherever its stderr goes): ``child_environment``
+tells them which log format fits it, and that the development-key warning was printed already.
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TextIO
 
+from core.logging import PROCESS_NAME_VAR, log_format
+from core.settings import DEV_KEYS_WARNED_VAR
 from services import registry
 
-__all__ = ["Process", "Supervisor", "parse_replicas", "plan"]
+__all__ = ["Process", "Supervisor", "child_environment", "parse_replicas", "plan"]
 
 MAX_REPLICAS = 16
 
@@ -81,6 +88,35 @@ def parse_replicas(specs: Sequence[str]) -> dict[str, int]:
     return replicas
 
 
+def child_environment(settings: Any, stream: TextIO) -> dict[str, str]:
+    """The variables every child of ``aioshop up`` gets: ``LOG_FORMAT`` (text when ``stream``,
+    where they write, is a terminal, JSON otherwise), unless ``settings`` chose one explicitly;
+    and ``AIOSHOP_DEV_KEYS_WARNED``, since this process printed that warning already."""
+    env = {DEV_KEYS_WARNED_VAR: "1"}
+    if log_format(settings) is None:
+        try:
+            terminal = stream.isatty()
+        except (AttributeError, ValueError):
+            terminal = False
+        env["LOG_FORMAT"] = "text" if terminal else "json"
+    return env
+
+
+def _serve(role: str, host: str, port: int) -> list[str]:
+    """The command of one process: ``aioshop serve ROLE``, with this interpreter."""
+    return [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "serve",
+        role,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
 def _dashboard_available() -> bool:
     return importlib.util.find_spec("web") is not None and (
         importlib.util.find_spec("web.__main__") is not None
@@ -88,11 +124,17 @@ def _dashboard_available() -> bool:
 
 
 def plan(
-    host: str, replicas: Mapping[str, int], *, gateway: bool = True, dashboard: bool = True
+    host: str,
+    replicas: Mapping[str, int],
+    *,
+    gateway: bool = True,
+    dashboard: bool = True,
+    environment: Mapping[str, str] | None = None,
 ) -> list[Process]:
     """The processes ``aioshop up`` runs: each service's instances (the first on the service's
-    configured port, more on free ports), then the dashboard and the gateway in front."""
-    python = sys.executable
+    configured port, more on free ports), then the dashboard and the gateway in front. Each gets
+    ``environment`` (``child_environment``) and its name in ``AIOSHOP_PROCESS``."""
+    common = dict(environment or {})
     processes: list[Process] = []
     instances: dict[str, list[str]] = {}
     ports: dict[str, list[int]] = {}
@@ -113,28 +155,26 @@ def plan(
     trusted = {} if "TRUSTED_PROXIES" in os.environ else {"TRUSTED_PROXIES": proxies}
     for name, service_ports in ports.items():
         for i, port in enumerate(service_ports):
-            cmd = [python, "-m", "services.cli", "serve", name, "--host", host, "--port", str(port)]
             label = f"{name}-{i}" if len(service_ports) > 1 else name
-            processes.append(Process(label, name, cmd, port, env={**peers, **trusted}))
+            env = {**common, **peers, **trusted, PROCESS_NAME_VAR: label}
+            processes.append(Process(label, name, _serve(name, host, port), port, env=env))
     upstreams = {f"UPSTREAM_{name.upper()}": ",".join(urls) for name, urls in instances.items()}
     if dashboard and _dashboard_available():
         # Imported by name: the dashboard is an optional part of an installation.
         port = int(importlib.import_module("web.settings").Settings().port)
-        cmd = [python, "-m", "web", "--host", host, "--port", str(port)]
-        env = (
-            {}
-            if "DASHBOARD_TRUSTED_PROXIES" in os.environ
-            else {"DASHBOARD_TRUSTED_PROXIES": proxies}
-        )
-        web = Process("dashboard", "web", cmd, port, env=env, front=True)
+        env = {**common, PROCESS_NAME_VAR: "dashboard"}
+        if "DASHBOARD_TRUSTED_PROXIES" not in os.environ:
+            env["DASHBOARD_TRUSTED_PROXIES"] = proxies
+        web = Process("dashboard", "web", _serve("web", host, port), port, env=env, front=True)
         processes.append(web)
         upstreams["UPSTREAM_WEB"] = web.url(host)
     if gateway:
         from gateway.settings import Settings as GatewaySettings
 
         port = GatewaySettings().port
-        cmd = [python, "-m", "gateway", "--host", host, "--port", str(port)]
-        processes.append(Process("gateway", "gateway", cmd, port, env=upstreams, front=True))
+        env = {**common, **upstreams, PROCESS_NAME_VAR: "gateway"}
+        cmd = _serve("gateway", host, port)
+        processes.append(Process("gateway", "gateway", cmd, port, env=env, front=True))
     return processes
 
 

@@ -1,4 +1,9 @@
-"""One structured access line per request: method, route template, status, duration, correlation."""
+"""One structured access line per request: method, route template, status, duration, correlation.
+
+Probes (``/healthz``, ``/readyz``, ``/metrics``: load balancers, orchestrators, the gateway's
+health checks and scrapers call them every few seconds) are logged at DEBUG, everything else at
+INFO: an idle system stays quiet.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,12 @@ from aiohttp.typedefs import Handler
 
 from core.middleware.correlation import CORRELATION_ID
 
-__all__ = ["access_log_middleware", "route_template"]
+__all__ = ["PROBE_PATHS", "access_log_middleware", "route_template"]
 
 log = logging.getLogger("core.access")
+
+# The operational routes of ``core.app``: liveness, readiness, metrics.
+PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def route_template(request: web.Request) -> str:
@@ -35,8 +43,10 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status = exc.status
         raise
     finally:
-        if log.isEnabledFor(logging.INFO):
-            log.info(
+        level = logging.DEBUG if request.path in PROBE_PATHS else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
                 "%s %s %s",
                 request.method,
                 route_template(request),

@@ -69,11 +69,18 @@ def test_every_server_and_process_is_there(compose: dict[str, Any]) -> None:
     assert "management" in services["rabbitmq"]["image"]
     ours = {name for name, spec in services.items() if spec.get("image") == "aioshop:latest"}
     commands = [" ".join(services[name]["command"]) for name in ours]
-    for service in registry.SERVICES:
-        assert any(f"aioshop serve {service} " in c for c in commands), service
+    for role in registry.ROLES:  # every process is an `aioshop serve ROLE`
+        assert any(c.startswith(f"aioshop serve {role} ") for c in commands), role
     assert sum("aioshop serve products " in c for c in commands) == 2  # two product instances
-    assert any(c.startswith("python -m gateway") for c in commands)
-    assert any(c.startswith("python -m web") for c in commands)
+
+
+def test_the_image_runs_the_gateway_by_default_as_every_process_runs() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    cmd = re.findall(r"^CMD (.+)$", dockerfile, re.MULTILINE)
+    assert len(cmd) == 1
+    command = json.loads(cmd[0])
+    assert command[:3] == ["aioshop", "serve", "gateway"]
+    build_parser().parse_args(command[1:])
 
 
 def test_commands_parse_with_the_real_command_line(compose: dict[str, Any]) -> None:

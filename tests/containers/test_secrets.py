@@ -250,11 +250,14 @@ def _settings_classes(command: list[str]) -> list[type[BaseServiceSettings]]:
         ).Settings
         return cls
 
+    fronts: dict[str, list[type[BaseServiceSettings]]] = {
+        "gateway": [GatewaySettings],
+        "web": [WebSettings],
+    }
     if command[:2] == ["aioshop", "serve"]:
-        return [of(command[2])]
-    if command[:2] == ["aioshop", "migrate"]:
-        return [of(service) for service in registry.SERVICES]
-    return {"gateway": [GatewaySettings], "web": [WebSettings]}[command[2]]
+        return fronts[command[2]] if command[2] in fronts else [of(command[2])]
+    assert command[:2] == ["aioshop", "migrate"], command
+    return [of(service) for service in registry.SERVICES]
 
 
 def test_every_app_starts_from_its_compose_environment_as_the_image_runs_it(

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import aiormq
 import asyncpg
@@ -23,9 +27,12 @@ from prometheus_client.parser import text_string_to_metric_families
 import migrations
 from core.bus import Incoming, RetryPolicy
 from core.bus.amqp import AmqpTransport
+from core.logging import PROCESS_NAME_VAR
+from core.settings import DEV_KEYS_WARNED_VAR, BaseServiceSettings
 from core.testing import wait_for
 from services import registry
-from services.up import parse_replicas, plan
+from services.cli import main
+from services.up import child_environment, parse_replicas, plan
 
 CLI = [sys.executable, "-m", "services.cli"]
 RETRY_MS = (50, 1000, 5000, 30000)  # this file's retry policy, and the default one
@@ -97,6 +104,21 @@ def test_version(cli_env: dict[str, str]) -> None:
     result = _run(["--version"], cli_env)
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"aioshop \d+\.\d+\.\d+\S*\n", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["serve"], ["migrate"], ["create-admin"], ["up"], ["bus"], ["seed"], ["keygen"]]
+)
+def test_help_is_in_plain_words(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*command, "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: aioshop")
+    assert "``" not in text, text  # no markup
+    assert "%(" not in text, text  # nothing left unformatted
+    if command == ["serve"]:
+        assert all(role in text for role in registry.ROLES), text
 
 
 def test_migrate_unknown_service_is_an_error(cli_env: dict[str, str]) -> None:
@@ -270,6 +292,127 @@ def _served_by_instance(metrics_url: str, upstream: str) -> dict[str, float]:
     return served
 
 
+@pytest.mark.parametrize("command", [["serve", "users"], ["migrate", "users"]])
+def test_a_database_out_of_reach_is_one_line_and_exit_status_1(
+    command: list[str], cli_env: dict[str, str]
+) -> None:
+    refused = _free_port()  # nothing listens on it
+    url = f"postgresql://postgres:not-for-your-eyes@127.0.0.1:{refused}/aioshop_users"
+    env = {**cli_env, "USERS_DATABASE_URL": url}
+    port = ["--port", str(_free_port())] if command[0] == "serve" else []
+    result = _run([*command, *port], env)
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr  # no traceback
+    line = result.stderr.strip()
+    assert "not-for-your-eyes" not in line
+    assert f"PostgreSQL at postgresql://postgres:***@127.0.0.1:{refused}/aioshop_users" in line
+    assert "connection refused" in line
+    assert "USERS_DATABASE_URL" in line  # what to check
+
+
+@pytest.mark.parametrize("role", ["gateway", "web"])
+def test_serve_runs_the_gateway_and_the_dashboard(role: str, cli_env: dict[str, str]) -> None:
+    port, refused = _free_port(), _free_port()
+    env = {
+        **cli_env,
+        **{f"UPSTREAM_{name.upper()}": f"http://127.0.0.1:{refused}" for name in registry.ROLES},
+        "LOG_LEVEL": "INFO",
+    }
+    env.pop("LOG_FORMAT", None)
+    proc = subprocess.Popen(  # noqa: S603
+        [*CLI, "serve", role, "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while _get(f"http://127.0.0.1:{port}/healthz") != 200:
+            assert proc.poll() is None, f"{role} exited with {proc.returncode}"
+            assert time.monotonic() < deadline, f"{role} did not answer /healthz in time"
+            time.sleep(0.1)  # polling interval of a wait with a deadline
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        # Not a terminal: one JSON object per event, naming the process.
+        events = [json.loads(line) for line in proc.stderr.read().splitlines()]
+        assert any(f"serving on http://127.0.0.1:{port}" in e["message"] for e in events), events
+        assert {e["process"] for e in events} == {role}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def _collect(stream: IO[str], lines: list[tuple[float, str]]) -> None:
+    """Append each line of ``stream`` with the moment it arrived, until its end."""
+    for line in stream:
+        lines.append((time.monotonic(), line))
+
+
+def test_up_is_quiet_when_idle_and_warns_of_the_development_key_once(
+    cli_env: dict[str, str],
+) -> None:
+    ports = {name: _free_port() for name in registry.SERVICES}
+    gateway = _free_port()
+    queues = {name: f"test-idle-{name}-{uuid.uuid4().hex[:8]}" for name in registry.SERVICES}
+    env = {
+        **cli_env,
+        **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        **{f"{name.upper()}_BUS_QUEUE": queue for name, queue in queues.items()},
+        "GATEWAY_PORT": str(gateway),
+        "WEB_PORT": str(_free_port()),
+        "LOG_LEVEL": "INFO",  # what a developer sees by default
+        "AIOSHOP_ENV": "development",  # the development keys: their warning is wanted once
+    }
+    env.pop("LOG_FORMAT", None)
+    proc = subprocess.Popen(  # noqa: S603
+        [*CLI, "up", "--demo", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # the parent's and every child's lines, as on a terminal
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[tuple[float, str]] = []
+    reader = threading.Thread(target=_collect, args=(proc.stdout, lines), daemon=True)
+    reader.start()
+
+    def output() -> str:
+        return "".join(line for _, line in list(lines))
+
+    try:
+        deadline = time.monotonic() + 90
+        while "Ctrl-C stops everything" not in output():
+            assert proc.poll() is None, output()
+            assert time.monotonic() < deadline, output()
+            time.sleep(0.1)  # polling interval of a wait with a deadline
+        # The measurement: everything written during 10 s of idling, while something polls the
+        # gateway's health as a load balancer would.
+        start = time.monotonic()
+        end = start + 10
+        while time.monotonic() < end:
+            assert _get(f"http://127.0.0.1:{gateway}/healthz") == 200
+            time.sleep(0.5)  # the poller's interval
+        idle = [line for moment, line in list(lines) if start <= moment < end]
+        assert len(idle) <= 5, "".join(idle)
+        assert output().count("public development JWT key pair") == 1, output()
+        assert "is down" not in output(), output()
+
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+        proc.stdout.close()
+        asyncio.run(_delete_queues(*queues.values()))
+
+
 def test_up_refuses_unknown_services_and_bad_replica_counts(cli_env: dict[str, str]) -> None:
     for spec in ("nope=2", "products=0", "products=17", "products"):
         result = _run(["up", "--no-migrate", "--replicas", spec], cli_env)
@@ -292,6 +435,35 @@ def test_the_plan_puts_every_instance_behind_the_gateway() -> None:
     for process in processes:
         if process.role in registry.SERVICES:
             assert process.env["PRODUCTS_URL"] == instances[0], process
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_every_process_of_up_is_an_aioshop_serve_with_the_environment_of_the_terminal() -> None:
+    for stream, expected in ((_Terminal(), "text"), (io.StringIO(), "json")):
+        environment = child_environment(BaseServiceSettings(_env_file=None, env="test"), stream)  # type: ignore[call-arg]
+        assert environment == {"LOG_FORMAT": expected, DEV_KEYS_WARNED_VAR: "1"}
+    chosen = BaseServiceSettings(_env_file=None, env="test", log_format="json")  # type: ignore[call-arg]
+    assert "LOG_FORMAT" not in child_environment(chosen, _Terminal())  # an explicit choice stays
+
+    processes = plan("127.0.0.1", {}, environment={"LOG_FORMAT": "text"})
+    assert {p.role for p in processes} == set(registry.ROLES)
+    for process in processes:
+        assert process.cmd[1:] == [
+            "-m",
+            "services.cli",
+            "serve",
+            process.role,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(process.port),
+        ]
+        assert process.env["LOG_FORMAT"] == "text"
+        assert process.env[PROCESS_NAME_VAR] == process.name
 
 
 async def _cli(*args: str) -> tuple[int, str, str]:
