@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -24,6 +24,7 @@ from core.health import HealthChecks
 from core.keys import (
     AUTHENTICATOR,
     BUS,
+    BUS_COMPANIONS,
     HEALTH,
     METRICS,
     PROXIES,
@@ -45,6 +46,9 @@ from core.middleware import (
 from core.openapi import DOCS_INIT_JS, SWAGGER_ASSETS, build_openapi, docs_page
 from core.settings import BaseServiceSettings
 from core.snapshot import SNAPSHOT, Snapshotter
+
+if TYPE_CHECKING:
+    from core.bus.app import BusCompanion
 
 __all__ = ["METRICS_PERMISSION", "CleanupCtx", "auth_ctx", "create_app", "token_codec"]
 
@@ -116,6 +120,8 @@ def create_app(
     app[PROXIES] = TrustedProxies(settings.trusted_proxies)
     app[METRICS] = Metrics(name)
     app[SNAPSHOT] = Snapshotter(app, name, app[METRICS])
+    companions: list[BusCompanion] = [app[SNAPSHOT]]
+    app[BUS_COMPANIONS] = companions
     app[HEALTH] = HealthChecks()
     app[ROUTES] = []
     app.on_response_prepare.append(security_headers)

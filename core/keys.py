@@ -15,8 +15,10 @@ from core.settings import BaseServiceSettings
 if TYPE_CHECKING:
     # Neither bus module imports core.keys, directly or not (core.bus.outbox spells out
     # core.db's Connection rather than importing it): no import cycle.
+    from core.bus.app import BusCompanion
     from core.bus.bus import Bus
     from core.bus.outbox import Outbox
+    from core.bus.relay import OutboxRelay
     from core.cache.cache import Cache
     from core.forwarded import TrustedProxies
     from core.handlers import RouteDef
@@ -26,11 +28,13 @@ if TYPE_CHECKING:
 __all__ = [
     "AUTHENTICATOR",
     "BUS",
+    "BUS_COMPANIONS",
     "CACHE",
     "DB_POOL",
     "HEALTH",
     "METRICS",
     "OUTBOX",
+    "OUTBOX_RELAY",
     "PRINCIPAL",
     "PROXIES",
     "REDIS",
@@ -49,6 +53,8 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 ROUTES: web.AppKey[list[RouteDef]] = web.AppKey("routes")
 BUS: web.AppKey[Bus] = web.AppKey("bus")
 OUTBOX: web.AppKey[Outbox] = web.AppKey("outbox")
+OUTBOX_RELAY: web.AppKey[OutboxRelay] = web.AppKey("outbox_relay")
+BUS_COMPANIONS: web.AppKey[list[BusCompanion]] = web.AppKey("bus_companions")
 CACHE: web.AppKey[Cache] = web.AppKey("cache")
 PROXIES: web.AppKey[TrustedProxies] = web.AppKey("trusted_proxies")
 

@@ -43,7 +43,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.bus.events import Envelope, Event
-from core.keys import BUS, CACHE, SETTINGS
+from core.keys import BUS, CACHE, OUTBOX_RELAY, SETTINGS
 from core.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -213,7 +213,6 @@ class Snapshotter:
         self.host = socket.gethostname()
         self.instance = f"{self.host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.started_at = datetime.now(UTC)
-        self.has_outbox = False
         self.sent = 0
         self.dropped = 0
         self._providers: list[_Provider] = []
@@ -282,7 +281,7 @@ class Snapshotter:
             return None
         totals = bus.metrics.totals
         pending = lag = None
-        if self.has_outbox:
+        if OUTBOX_RELAY in self.app:
             pending = int(bus.metrics.outbox_pending._value.get())
             lag = round(float(bus.metrics.outbox_lag._value.get()), 3)
         return BusFigures(
@@ -336,8 +335,15 @@ class Snapshotter:
         self.sent += 1
         return True
 
-    def start(self, bus: Bus, *, interval: float) -> None:
-        """Publish a snapshot every ``interval`` seconds until ``stop``."""
+    def publishes(self) -> tuple[type[Event], ...]:
+        """What it publishes: ``metrics.snapshot``."""
+        return (MetricsSnapshot,)
+
+    def start(self, bus: Bus, *, interval: float | None = None) -> None:
+        """Publish a snapshot every ``interval`` seconds (default: ``snapshot_interval`` of the
+        app) until ``stop``."""
+        if interval is None:
+            interval = snapshot_interval(self.app)
         if interval <= 0 or self._task is not None:
             return
         self.metrics.window.take()  # the first interval starts now

@@ -1,25 +1,53 @@
-"""Wiring the bus into a core application: the bus itself, the outbox and its relay."""
+"""Wiring the bus into a core application: the bus itself, the outbox and its relay, and the
+companions that run while the bus is connected (``core.snapshot``'s publisher is one)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Protocol
 
 from aiohttp import web
 
 from core.bus.amqp import AmqpTransport
 from core.bus.bus import Bus
+from core.bus.events import Event
 from core.bus.memory import InMemoryTransport
 from core.bus.metrics import BusMetrics
 from core.bus.relay import OutboxRelay
 from core.bus.transport import Transport
-from core.keys import BUS, DB_POOL, HEALTH, METRICS, OUTBOX, SERVICE_NAME
+from core.keys import (
+    BUS,
+    BUS_COMPANIONS,
+    DB_POOL,
+    HEALTH,
+    METRICS,
+    OUTBOX,
+    OUTBOX_RELAY,
+    SERVICE_NAME,
+)
 from core.settings import BaseServiceSettings
-from core.snapshot import SNAPSHOT, MetricsSnapshot, snapshot_interval
 
-__all__ = ["bus_ctx", "bus_workers_ctx", "make_transport"]
+__all__ = ["BusCompanion", "bus_ctx", "bus_workers_ctx", "make_transport"]
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 Setup = Callable[[web.Application, Bus], None]
+
+
+class BusCompanion(Protocol):
+    """A part of an app that runs while its bus is connected: listed in ``app[BUS_COMPANIONS]``
+    before start-up, it is started once the bus connects and stopped before it closes."""
+
+    def publishes(self) -> tuple[type[Event], ...]:
+        """The event types it publishes (declared on the bus, so they appear in AsyncAPI)."""
+        ...
+
+    def start(self, bus: Bus) -> None:
+        """Begin (the bus is connected)."""
+        ...
+
+    async def stop(self) -> None:
+        """End (the bus is still connected)."""
+        ...
 
 
 def make_transport(settings: BaseServiceSettings) -> Transport:
@@ -40,8 +68,8 @@ def bus_ctx(
 ) -> CleanupCtx:
     """A ``cleanup_ctx`` giving ``app[BUS]`` (connected, publishing) and ``app[OUTBOX]``.
 
-    While the bus is up, the app's ``metrics.snapshot`` is published every
-    ``snapshot_interval(app)`` seconds (``core.snapshot``).
+    While the bus is up, the app's ``BUS_COMPANIONS`` run (the ``metrics.snapshot`` publisher
+    of ``core.snapshot`` in every app made by ``create_app``).
 
     ``setup(app, bus)`` runs first, to declare publications and subscriptions. Nothing is
     consumed and nothing relayed until ``bus_workers_ctx``, which goes last in the resources, so
@@ -59,13 +87,14 @@ def bus_ctx(
         )
         app[BUS] = bus
         app[OUTBOX] = bus.outbox
-        bus.declare_publishes(MetricsSnapshot)
+        companions = list(app.get(BUS_COMPANIONS, ()))
+        for companion in companions:
+            bus.declare_publishes(*companion.publishes())
         if setup is not None:
             setup(app, bus)
         await bus.connect()
-        snapshots = app.get(SNAPSHOT)  # None in an app not made by ``create_app``
-        if snapshots is not None:
-            snapshots.start(bus, interval=snapshot_interval(app))
+        for companion in companions:
+            companion.start(bus)
 
         async def check() -> None:
             if not bus.transport.connected:
@@ -76,8 +105,8 @@ def bus_ctx(
         try:
             yield
         finally:
-            if snapshots is not None:
-                await snapshots.stop()
+            for companion in reversed(companions):
+                await companion.stop()
             if ready_check:
                 app[HEALTH].remove("bus")
             await bus.stop()
@@ -93,9 +122,8 @@ def bus_workers_ctx(dsn: str | None, *, poll_interval: float = 1.0) -> CleanupCt
         bus = app[BUS]
         relay = None
         if dsn is not None:
-            if SNAPSHOT in app:
-                app[SNAPSHOT].has_outbox = True
             relay = OutboxRelay(app[DB_POOL], bus, dsn=dsn, poll_interval=poll_interval)
+            app[OUTBOX_RELAY] = relay
             await relay.start()
         try:
             await bus.start_consuming()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "BROADCAST_MAX_LENGTH",
     "BroadcastSubscription",
     "BusError",
     "Incoming",
