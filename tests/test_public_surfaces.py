@@ -15,6 +15,8 @@ import gateway
 import services
 import web
 
+pytestmark = pytest.mark.unit
+
 PACKAGES = (core, gateway, services, web)
 
 

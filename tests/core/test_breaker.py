@@ -8,6 +8,8 @@ import pytest
 
 from core.breaker import BreakerState, CircuitBreaker
 
+pytestmark = pytest.mark.unit
+
 
 class Clock:
     """A clock the test moves by hand."""

@@ -14,6 +14,8 @@ import pytest
 import core
 import core.auth
 
+pytestmark = pytest.mark.unit
+
 MODULES = sorted(info.name for info in pkgutil.walk_packages(core.__path__, prefix="core."))
 
 

@@ -16,6 +16,8 @@ from core.context import correlation_id
 from core.logging import PROCESS_NAME_VAR, configure_logging, log_format
 from core.settings import DEV_KEYS_WARNED_VAR, BaseServiceSettings
 
+pytestmark = pytest.mark.unit
+
 TEXT_LINE = re.compile(
     r"^\d\d:\d\d:\d\d\.\d{3} (?P<level>[A-Z]+) +(?P<process>\S+) +(?P<message>.*?)"
     r"(?:  cid=(?P<cid>\S+))?$"

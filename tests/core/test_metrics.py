@@ -2,6 +2,7 @@
 
 from typing import Annotated
 
+import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -10,6 +11,8 @@ from core import Path, Router
 from core.metrics import LATENCY_BUCKETS
 from core.settings import BaseServiceSettings
 from tests.core.conftest import ClientFactory
+
+pytestmark = pytest.mark.unit
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:

@@ -19,6 +19,8 @@ from core.settings import BaseServiceSettings
 from core.testing import assert_problem
 from tests.core.conftest import ClientFactory
 
+pytestmark = pytest.mark.unit
+
 
 class Dimensions(BaseModel):
     width_mm: int

@@ -14,6 +14,8 @@ from core.settings import BaseServiceSettings
 from core.testing import assert_problem
 from tests.core.conftest import ClientFactory
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "values",

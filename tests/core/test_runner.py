@@ -21,7 +21,10 @@ from core.runner import serve, server_ssl_context
 from core.testing import wait_for
 from tests.certificates import self_signed
 
-pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
+pytestmark = [
+    pytest.mark.unit,
+    pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals"),
+]
 
 
 def _free_port() -> int:

@@ -18,6 +18,8 @@ from gateway.retry import RetryBudget
 from gateway.routing import RouteRule, RouteTable, has_dot_segments
 from gateway.settings import DEFAULT_PUBLIC_ROUTES, DEFAULT_ROUTES, Settings, parse_instances
 
+pytestmark = pytest.mark.unit
+
 
 class Clock:
     """A clock the test moves by hand."""

@@ -4,6 +4,8 @@ import pytest
 
 from core.auth import PasswordHasher
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def hasher() -> PasswordHasher:

@@ -16,6 +16,8 @@ from core import Unauthorized, token_codec
 from core.auth import TokenCodec
 from core.settings import BaseServiceSettings
 
+pytestmark = pytest.mark.unit
+
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

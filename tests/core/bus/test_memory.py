@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from core.bus import Bus, Delivery, Event, Incoming, InMemoryTransport
 from core.testing import wait_for
 from tests.core.bus.conftest import holds
+
+pytestmark = pytest.mark.unit
 
 
 class Tick(Event):

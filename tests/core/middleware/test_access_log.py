@@ -11,6 +11,8 @@ from core import NotFound, Path, Router
 from core.settings import BaseServiceSettings
 from tests.core.conftest import ClientFactory
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 async def client(service_client: ClientFactory, settings: BaseServiceSettings) -> Any:

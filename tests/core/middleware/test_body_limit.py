@@ -11,6 +11,8 @@ from core import Body, Router
 from core.testing import assert_problem
 from tests.core.conftest import ClientFactory, SettingsFactory
 
+pytestmark = pytest.mark.unit
+
 LIMIT = 1024
 
 

@@ -14,6 +14,8 @@ from core.settings import BaseServiceSettings
 from core.testing import assert_problem
 from tests.core.conftest import ClientFactory
 
+pytestmark = pytest.mark.unit
+
 FRESH = re.compile(r"[0-9a-f]{32}")
 
 

@@ -9,6 +9,8 @@ from core import Router
 from core.testing import assert_problem
 from tests.core.conftest import ClientFactory, SettingsFactory
 
+pytestmark = pytest.mark.unit
+
 ALLOWED = "https://shop.example"
 
 

@@ -11,6 +11,8 @@ from core.middleware.security import API_CSP
 from core.openapi import DOCS_CSP
 from tests.core.conftest import ClientFactory, SettingsFactory
 
+pytestmark = pytest.mark.unit
+
 EXPECTED = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
