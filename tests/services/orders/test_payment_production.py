@@ -47,7 +47,7 @@ def test_serve_says_why_in_one_line_and_never_starts(
         raise AssertionError("the service started")
 
     monkeypatch.setattr(core.runner, "run", started)
-    monkeypatch.setattr(cli, "configure_logging", lambda *args, **kwargs: None)
+    monkeypatch.setattr("services.cli.serve.configure_logging", lambda *args, **kwargs: None)
     private, public = generate_key_pair()
     monkeypatch.setenv("AIOSHOP_ENV", "production")
     monkeypatch.setenv("JWT_PRIVATE_KEY", private)
