@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from core.bus import Envelope
-from core.snapshot import (
+from core.snapshot.events import (
     MAX_COUNT,
     MAX_FIGURE,
     BusFigures,

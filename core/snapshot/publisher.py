@@ -1,28 +1,5 @@
-"""``metrics.snapshot``: what each service instance publishes about itself, every second.
-
-A ``Snapshotter`` (``app[SNAPSHOT]``, made by ``create_app``) gathers, for the interval since
-its previous snapshot: requests (count, rate, p50/p95/p99 latency, 4xx/5xx), requests in flight,
-the process's CPU and resident memory, cache hits and misses per tier, bus traffic and outbox lag,
-and the business figures the service contributes. ``bus_workers_ctx`` runs its publishing loop
-while the app runs (``METRICS_SNAPSHOT_INTERVAL`` seconds apart, default 1, 0 turns it off).
-
-Snapshots are telemetry, not data: they go straight to the transport (no outbox, no retry, not
-counted in the bus's ``published``), a snapshot that cannot be sent within the interval is
-dropped, and nothing a request does ever waits for one.
-
-Business figures: a service registers a provider, any time before the app starts::
-
-    async def figures(app: web.Application) -> dict[str, Any]:
-        return {"registrations": await count_users(app[DB_POOL])}
-
-    add_figures(app, figures, every=5.0)
-
-``every`` caches a costly provider's answer for that many seconds. Values must be JSON: numbers,
-strings, or flat dicts of numbers (``{"orders_by_status": {"confirmed": 3}}``); the dashboard
-shows them by name and draws known ones (``registrations``, ``orders_by_status``,
-``revenue_cents``). Several providers merge their dicts; one that fails or takes more than half
-the interval is left out of that snapshot.
-"""
+"""The ``Snapshotter``: gathers an app's figures and publishes a ``MetricsSnapshot`` per interval
+(see the package's docstring)."""
 
 from __future__ import annotations
 
@@ -37,27 +14,29 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
 from core.bus.events import Envelope, Event
 from core.keys import BUS, CACHE, OUTBOX_RELAY, SETTINGS
 from core.metrics import Metrics
+from core.snapshot.events import (
+    BusFigures,
+    CacheTierFigures,
+    ErrorFigures,
+    MetricsSnapshot,
+    ProcessFigures,
+    RequestFigures,
+)
 
 if TYPE_CHECKING:
     from core.bus.bus import Bus
 
 __all__ = [
+    "DEFAULT_INTERVAL",
     "SNAPSHOT",
-    "BusFigures",
-    "CacheTierFigures",
-    "ErrorFigures",
     "FiguresProvider",
-    "MetricsSnapshot",
-    "ProcessFigures",
-    "RequestFigures",
     "Snapshotter",
     "add_figures",
     "snapshot_interval",
@@ -68,88 +47,6 @@ log = logging.getLogger("core.snapshot")
 DEFAULT_INTERVAL = 1.0
 
 FiguresProvider = Callable[[web.Application], Awaitable[Mapping[str, Any]]]
-
-
-# The figures' bounds are part of the contract: a consumer (the dashboard) validates what it
-# receives with these same models and drops a message that breaks them.
-MAX_COUNT = 2**53  # counters since start: exact as JSON numbers
-MAX_FIGURE = 1e15
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-Real = Annotated[float, Field(ge=0, le=MAX_FIGURE, allow_inf_nan=False)]
-Ratio = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-
-
-class _Figures(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class RequestFigures(_Figures):
-    """HTTP requests of the interval (latencies in milliseconds, None without requests)."""
-
-    count: Count
-    rate: Real
-    in_flight: Count
-    p50_ms: Real | None = None
-    p95_ms: Real | None = None
-    p99_ms: Real | None = None
-
-
-class ErrorFigures(_Figures):
-    """Error responses of the interval: 5xx (server) and 4xx (client)."""
-
-    server: Count
-    client: Count
-    server_rate: Real
-    client_rate: Real
-    ratio: Ratio
-
-
-class ProcessFigures(_Figures):
-    """The process the instance runs in (shared by every app of a single-process mode)."""
-
-    pid: Annotated[int, Field(ge=0, le=2**32)]
-    cpu_percent: Real
-    rss_bytes: Count
-
-
-class CacheTierFigures(_Figures):
-    """Lookups of one cache tier since start, over every cached function."""
-
-    hits: Count
-    misses: Count
-    ratio: Ratio | None
-
-
-class BusFigures(_Figures):
-    """Bus traffic since start; outbox figures only for a service with an outbox relay."""
-
-    connected: bool
-    published: Count
-    consumed: Count
-    retried: Count
-    parked: Count
-    outbox_pending: Count | None = None
-    outbox_lag_seconds: Real | None = None
-
-
-class MetricsSnapshot(Event):
-    """``metrics.snapshot``: one service instance's health and traffic over the last interval."""
-
-    event_type = "metrics.snapshot"
-    event_version = 1
-
-    service: str
-    instance: str
-    host: str
-    started_at: datetime
-    at: datetime
-    interval: float
-    requests: RequestFigures
-    errors: ErrorFigures
-    process: ProcessFigures
-    cache: dict[str, CacheTierFigures]
-    bus: BusFigures | None = None
-    business: dict[str, Any] = {}
 
 
 @dataclass
