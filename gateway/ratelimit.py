@@ -76,13 +76,21 @@ class RateDecision:
 RATE_DECISION = web.RequestKey("gateway_rate_decision", RateDecision)
 
 
+def _seconds(period: float) -> str:
+    """A window in plain decimal seconds (``:g`` would write a week as ``604800`` but a longer
+    window as ``1e+06``, which no client parses as a number of seconds)."""
+    if float(period).is_integer():
+        return str(int(period))
+    return f"{period:.3f}".rstrip("0").rstrip(".")
+
+
 def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
     """``RateLimit-Limit``/``-Remaining``/``-Reset``/``-Policy``, and ``Retry-After`` if refused."""
     headers = {
         "RateLimit-Limit": str(decision.limit),
         "RateLimit-Remaining": str(decision.remaining),
         "RateLimit-Reset": str(max(0, math.ceil(decision.reset))),
-        "RateLimit-Policy": f"{decision.limit};w={decision.period:g}",
+        "RateLimit-Policy": f"{decision.limit};w={_seconds(decision.period)}",
     }
     if not decision.allowed:
         headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))

@@ -471,3 +471,20 @@ def test_a_passing_health_check_lets_an_ejected_instance_probe_at_once() -> None
 
     assert pool.pick() is a
     assert pool.pick() is None
+
+
+@pytest.mark.parametrize(
+    ("period", "window"),
+    [
+        (60.0, "60"),
+        (1_000_000.0, "1000000"),
+        (1_234_567.0, "1234567"),
+        (0.5, "0.5"),
+        (2.25, "2.25"),
+    ],
+)
+def test_the_policy_window_is_plain_decimal_seconds(period: float, window: str) -> None:
+    decision = RateDecision(
+        policy="p", allowed=True, limit=10, period=period, remaining=9, reset=1.0, retry_after=0
+    )
+    assert rate_limit_headers(decision)["RateLimit-Policy"] == f"10;w={window}"
