@@ -2,21 +2,24 @@
 
 Single flight per key, a cross-process stampede lock, early refresh, invalidation by key and tag
 broadcast to every instance, negative caching, fail-open tiers behind circuit breakers, warm-up
-and per-function metrics. ``core.cache.cache`` explains how a call flows through the tiers and
-what staleness is bounded by.
+and per-function metrics. ``core.cache.cache`` explains what staleness is bounded by and which
+module does what; ``core.cache.flow`` how a call goes through the tiers.
 
-Typical wiring::
+Typical wiring (invalidations as broadcasts on the app's bus, so after ``bus_ctx``)::
 
-    app = create_app("products", settings, resources=[postgres_ctx(...), cache_ctx(settings)])
+    app = create_app("products", settings, resources=[
+        postgres_ctx(...), bus_ctx(settings), cache_ctx(settings, invalidation="bus"), ...
+    ])
 
     @cached(cache=lambda self: self.cache, ttl=60, key="product:{product_id}",
             tags=["product:{product_id}"])
     async def get(self, product_id: UUID) -> Product: ...
 """
 
-from core.cache.app import Warmup, cache_ctx, cache_from_settings
+from core.cache.app import Invalidation, Warmup, cache_ctx, cache_from_settings
 from core.cache.cache import TIER_NAMES, Cache
 from core.cache.decorator import BoundCachedFunction, CachedFunction, CacheResolver, cached
+from core.cache.events import CacheInvalidated
 from core.cache.keys import CacheKeyError, KeySpace
 from core.cache.memcached_tier import MemcachedTier
 from core.cache.memory import MemoryTier
@@ -29,12 +32,14 @@ __all__ = [
     "TIER_NAMES",
     "BoundCachedFunction",
     "Cache",
+    "CacheInvalidated",
     "CacheKeyError",
     "CacheResolver",
     "CacheStats",
     "CachedFunction",
     "FunctionStats",
     "InvalidRecord",
+    "Invalidation",
     "KeySpace",
     "MemcachedTier",
     "MemoryTier",

@@ -1,25 +1,19 @@
-"""The ``Cache``: ordered tiers, single flight, a stampede lock, invalidation, refresh, warming.
+"""The ``Cache``: ordered tiers, the read path, invalidation between instances, warming.
 
-One ``Cache`` per application (``cache_ctx``). A call of a ``@cached`` function goes:
+One ``Cache`` per application (``cache_ctx``). The modules it is made of:
 
-1. In-process tier: a hit returns a freshly decoded copy.
-2. Otherwise one lookup per key per process (single flight: concurrent callers of the key await
-   the first one's answer) through the remote tiers in order (Redis, memcached). Redis answers, in
-   one round trip (a Lua script), the record, the current invalidation versions of the call's key
-   and tags, and, when the record is absent, takes the key's short stampede lock. A record whose
-   stamps differ from the versions was computed before an invalidation and is skipped. A hit
-   fills the tiers above it.
-3. A miss computes, once. If another process holds the lock, this one polls the remote tiers for
-   that process's result until ``lock_wait`` (taking the lock if it frees up), then computes
-   anyway. The result is stamped with the versions read *before* computing and written to every
-   tier; the Redis write releases the lock in the same round trip.
+- ``core.cache.tiers``: the tiers, built from URLs in the order asked for;
+- ``core.cache.flow``: how a call goes through them (single flight, the stampede lock, early
+  refresh, stamps against invalidation versions);
+- ``core.cache.invalidation`` and ``core.cache.broadcast``: how invalidations reach the other
+  instances, over Redis pub/sub or the bus's broadcast.
 
-Invalidation bumps the version counter of each key and tag in Redis and publishes the change in
-the same ``MULTI``; every instance drops the matching in-process entries when the message arrives.
-Since a message can be lost while an instance is disconnected, an in-process entry is never
-served longer than ``l1_ttl`` (1 s by default) after its value was read or computed: no instance
-serves a value older than the last invalidation plus ``l1_ttl``. A record computed concurrently
-with an invalidation carries the old stamps, so it can be written but never read.
+Invalidation bumps the version counter of each key and tag in Redis and tells every instance,
+which drops the matching in-process entries when the message arrives. Since a message can be
+lost while an instance is disconnected, an in-process entry is never served longer than
+``l1_ttl`` (1 s by default) after its value was read or computed: no instance serves a value
+older than the last invalidation plus ``l1_ttl``. A record computed concurrently with an
+invalidation carries the old stamps, so it can be written but never read.
 
 Every remote operation is bounded by ``remote_timeout`` and guarded by a circuit breaker: a call
 never raises because a tier is down, it computes (fail-open). While Redis is unreachable, nothing
@@ -31,31 +25,30 @@ function itself carry the load.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
-from redis.driver_info import DriverInfo
 
-from core.breaker import CircuitBreaker
-from core.cache.call import MISSING, Call, Missing, Plan
-from core.cache.invalidation import InvalidationListener, InvalidationSender
+from core.cache.broadcast import BusChannel
+from core.cache.call import Limits
+from core.cache.flow import CallPath
+from core.cache.invalidation import InvalidationChannel, RedisChannel
 from core.cache.keys import KeySpace, key_mark, tag_mark
-from core.cache.memcached_tier import MemcachedTier, memcached_address
+from core.cache.memcached_tier import MemcachedTier
 from core.cache.memory import MemoryTier
-from core.cache.policy import CachedError, Policy, TierName
-from core.cache.redis_tier import RedisTier, Versions
+from core.cache.policy import Policy, TierName
+from core.cache.redis_tier import RedisTier
 from core.cache.remote import RemoteTier
-from core.cache.serialize import InvalidRecord, Record, decode_record, encode_record
 from core.cache.stats import CacheCollector, CacheStats
-from core.retry import Backoff
+from core.cache.tiers import TIER_NAMES, build_tiers
+
+if TYPE_CHECKING:
+    from core.bus.bus import Bus
 
 __all__ = ["TIER_NAMES", "Cache"]
 
@@ -63,46 +56,18 @@ log = logging.getLogger("core.cache")
 
 R = TypeVar("R")
 
-TIER_NAMES: tuple[TierName, ...] = ("memory", "redis", "memcached")
-_POLL_FIRST, _POLL_MAX = 0.005, 0.05
-
-
-class _Sentinel:
-    """An answer inside the cache that is not a result of the function."""
-
-
-_COMPUTE = _Sentinel()
-_RETRY = _Sentinel()
-
-
-@functools.cache
-def _driver_info() -> DriverInfo:
-    # redis-py reads its version from the package metadata (files) for every new connection
-    # unless told once: that is blocking I/O on the loop in the middle of a burst
-    return DriverInfo()
-
-
-def _redis_client(url: str) -> Redis:
-    """A client without retries (the breaker decides when to try again); the tier bounds how
-    many connections it uses."""
-    return Redis.from_url(
-        url,
-        socket_connect_timeout=1.0,
-        socket_timeout=2.0,
-        health_check_interval=30,
-        driver_info=_driver_info(),
-    )
-
 
 class Cache:
     """A multi-level cache: an in-process LRU, then Redis, then memcached (each optional).
 
     ``tiers`` orders the tiers; a tier whose URL is ``None`` is left out. Redis also carries the
-    coordination (invalidation versions, stampede locks, the invalidation channel); without it,
-    invalidation stays within this process (and a purely in-process cache lets entries live their
-    full ttl). ``redis_pool_size`` bounds the connections to Redis. Start
-    the invalidation listener with ``start()`` (or ``async with``); ``close()`` stops it and
-    closes the connections. ``clock`` (wall-clock seconds) can be replaced in tests.
+    coordination (invalidation versions, stampede locks); without it, invalidation stays within
+    this process (and a purely in-process cache lets entries live their full ttl). Invalidations
+    reach the other instances through ``bus`` (a broadcast, ``core.cache.broadcast``) when one is
+    given, through a Redis pub/sub channel otherwise. ``redis_pool_size`` bounds the
+    connections to Redis. Start listening for the others' invalidations with ``start()`` (or
+    ``async with``); ``close()`` stops it and closes the connections. ``clock`` (wall-clock
+    seconds) can be replaced in tests.
     """
 
     def __init__(
@@ -123,81 +88,77 @@ class Cache:
         lock_wait: float = 1.0,
         max_value_bytes: int = 1_000_000,
         max_ttl: float = 86_400.0,
+        bus: Bus | None = None,
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        unknown = set(tiers) - set(TIER_NAMES)
-        if unknown or len(set(tiers)) != len(tiers):
-            raise ValueError(f"tiers must be distinct names among {TIER_NAMES}, got {tiers}")
         self.keyspace = KeySpace(namespace)
         self.stats = CacheStats()
-        self.l1_ttl = l1_ttl
-        self.lock_ttl = lock_ttl
-        self.lock_wait = lock_wait
-        self.max_value_bytes = max_value_bytes
-        self.max_ttl = max_ttl
-        self._redis_pool_size = redis_pool_size
         self.origin = uuid.uuid4().hex
         self._clock = clock
-        self._seq = 0
-        self._plans: dict[Policy[Any], Plan] = {}
-        self._flights: dict[str, asyncio.Future[tuple[str, Any]]] = {}
-        self._refreshing: dict[str, asyncio.Task[Any]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-        def breaker() -> CircuitBreaker:
-            # A probe whose caller was cancelled never reports: after a cooldown, another goes.
-            return CircuitBreaker(
-                failure_threshold=breaker_threshold,
-                cooldown=breaker_cooldown,
-                probe_timeout=breaker_cooldown,
-            )
-
-        self.memory: MemoryTier | None = None
-        self.redis: RedisTier | None = None
-        self.memcached: MemcachedTier | None = None
-        ordered: list[MemoryTier | RemoteTier] = []
-        for name in tiers:
-            if name == "memory":
-                self.memory = MemoryTier(
-                    max_entries=l1_max_entries, max_bytes=l1_max_bytes, on_evict=self.stats.evicted
-                )
-                ordered.append(self.memory)
-            elif name == "redis" and redis_url is not None:
-                self.redis = RedisTier(
-                    _redis_client(redis_url),
-                    timeout=remote_timeout,
-                    breaker=breaker(),
-                    concurrency=redis_pool_size,
-                )
-                ordered.append(self.redis)
-            elif name == "memcached" and memcached_url is not None:
-                host, port = memcached_address(memcached_url)
-                self.memcached = MemcachedTier(
-                    host, port, timeout=remote_timeout, breaker=breaker()
-                )
-                ordered.append(self.memcached)
-        self.tiers: tuple[MemoryTier | RemoteTier, ...] = tuple(ordered)
-        self._remote = tuple(tier for tier in ordered if isinstance(tier, RemoteTier))
-        if self.redis is None and self._remote:
-            log.warning("cache without Redis: invalidations reach neither memcached nor others")
-        self._listener: InvalidationListener | None = None
-        self._sender: InvalidationSender | None = None
-        if self.redis is not None:
-            self._sender = InvalidationSender(
-                self.redis, self.keyspace, origin=self.origin, keep=max_ttl + 60
-            )
-            self._listener = InvalidationListener(
-                self.redis.client,
-                self.keyspace.channel,
-                origin=self.origin,
-                on_marks=self._drop_local,
-                on_ready=self._sender.flush,
-            )
+        self._redis_pool_size = redis_pool_size
+        built = build_tiers(
+            tiers,
+            redis_url=redis_url,
+            memcached_url=memcached_url,
+            l1_max_entries=l1_max_entries,
+            l1_max_bytes=l1_max_bytes,
+            remote_timeout=remote_timeout,
+            redis_pool_size=redis_pool_size,
+            breaker_threshold=breaker_threshold,
+            breaker_cooldown=breaker_cooldown,
+            on_evict=self.stats.evicted,
+        )
+        self.memory: MemoryTier | None = built.memory
+        self.redis: RedisTier | None = built.redis
+        self.memcached: MemcachedTier | None = built.memcached
+        self.tiers: tuple[MemoryTier | RemoteTier, ...] = built.ordered
+        self._remote = built.remote
+        limits = Limits(l1_ttl, lock_ttl, lock_wait, max_value_bytes, max_ttl)
+        self._path = CallPath(self.keyspace, built, self.stats, limits, clock=clock)
+        self._channel = self._make_channel(bus, keep=max_ttl + 60)
         self._registry = registry
         self.collector = CacheCollector(self.stats, memory=self.memory, remote=lambda: self._remote)
         if registry is not None:
             registry.register(self.collector)
+
+    def _make_channel(self, bus: Bus | None, *, keep: float) -> InvalidationChannel | None:
+        if self.redis is None:
+            if self._remote:
+                log.warning("cache without Redis: invalidations reach neither memcached nor others")
+            elif bus is not None:
+                log.warning("cache without Redis: invalidations stay in this process")
+            return None
+        if bus is not None:
+            return BusChannel(bus, self.redis, self.keyspace, origin=self.origin, keep=keep)
+        return RedisChannel(self.redis, self.keyspace, origin=self.origin, keep=keep)
+
+    # settings
+
+    @property
+    def l1_ttl(self) -> float:
+        """The longest an in-process entry is served after its value was read or computed."""
+        return self._path.limits.l1_ttl
+
+    @property
+    def lock_ttl(self) -> float:
+        """How long a stampede lock holds if its holder never releases it."""
+        return self._path.limits.lock_ttl
+
+    @property
+    def lock_wait(self) -> float:
+        """How long a caller waits for another instance's result before computing anyway."""
+        return self._path.limits.lock_wait
+
+    @property
+    def max_value_bytes(self) -> int:
+        """The largest encoded record stored."""
+        return self._path.limits.max_value_bytes
+
+    @property
+    def max_ttl(self) -> float:
+        """The longest a record lives in a remote tier."""
+        return self._path.limits.max_ttl
 
     # lifecycle
 
@@ -205,20 +166,17 @@ class Cache:
         """Start listening for other instances' invalidations, and open the Redis connections
         (within a second at most): a handshake is several round trips, each of which would wait
         behind a whole burst of calls on the loop if it happened during one."""
-        if self._listener is not None:
-            self._listener.start()
+        if self._channel is not None:
+            await self._channel.start(self._drop_local)
         if self.redis is not None:
-            warming = [self._spawn(self.redis.connect()) for _ in range(self._redis_pool_size)]
+            warming = [self._path.spawn(self.redis.connect()) for _ in range(self._redis_pool_size)]
             await asyncio.wait(warming, timeout=1.0)
 
     async def close(self) -> None:
-        """Stop the listener and background work, close the connections."""
-        if self._listener is not None:
-            await self._listener.stop()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop listening and the background work, close the connections."""
+        if self._channel is not None:
+            await self._channel.stop()
+        await self._path.close()
         for tier in self._remote:
             await tier.close()
         if self._registry is not None:
@@ -235,12 +193,12 @@ class Cache:
     @property
     def listening(self) -> bool:
         """Whether invalidations from other instances are being received."""
-        return self._listener is not None and self._listener.listening
+        return self._channel is not None and self._channel.listening
 
     @property
     def unsent_invalidations(self) -> int:
-        """Invalidated keys and tags waiting for Redis to come back."""
-        return 0 if self._sender is None else len(self._sender.pending)
+        """Invalidated keys and tags waiting to be sent again (Redis or the bus was away)."""
+        return 0 if self._channel is None else self._channel.unsent
 
     # public operations
 
@@ -248,15 +206,15 @@ class Cache:
         """Invalidate ``keys`` and every entry tagged with one of ``tags``, in every tier and
         every instance.
 
-        Returns ``False`` when Redis could not be reached: this instance has dropped its own
-        entries, and the invalidation is sent again as soon as Redis is back; until then other
-        instances serve their in-process entries for at most ``l1_ttl``.
+        Returns ``False`` when Redis (or the bus) could not be reached: this instance has
+        dropped its own entries, and the invalidation is sent again as soon as they are back;
+        until then other instances serve their in-process entries for at most ``l1_ttl``.
         """
         marks = [*map(key_mark, keys), *map(tag_mark, tags)]
         if not marks:
             return True
         self._drop_local(marks)
-        return True if self._sender is None else await self._sender.send(marks)
+        return True if self._channel is None else await self._channel.send(marks)
 
     async def warm(self, loads: Iterable[Awaitable[object]], *, concurrency: int = 8) -> int:
         """Await ``loads`` (calls of cached functions), ``concurrency`` at a time.
@@ -288,308 +246,21 @@ class Cache:
         """Where the result of ``policy``'s function for these arguments is stored."""
         return self.keyspace.record(policy.keys.key(args, kwargs), policy.version)
 
-    # the call path
-
-    async def call(self, policy: Policy[R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        """The result of ``policy.func(*args, **kwargs)``, from the cache when possible."""
-        started = time.perf_counter()
-        plan = self._plans.get(policy) or self._plan(policy)
-        call = Call(self.keyspace, self._seq, policy, plan, args, kwargs)
-        memory = plan.memory
-        if memory is not None:
-            now = self._clock()
-            entry = memory.get(call.record_key, now)
-            try:
-                result = MISSING if entry is None else policy.decode(entry.record)
-            except InvalidRecord:  # a value its own type does not read back: never served
-                memory.delete(call.record_key)
-                result = MISSING
-            if not isinstance(result, Missing):
-                assert entry is not None
-                plan.stats.hit("memory")
-                if policy.should_refresh(entry.record, now):
-                    self._start_refresh(call)
-                plan.stats.observe("memory", time.perf_counter() - started)
-                return self._unwrap(result)
-            plan.stats.miss("memory")
-        outcome = "miss"
-        try:
-            outcome, result = await self._single_flight(call)
-        finally:
-            plan.stats.observe(outcome, time.perf_counter() - started)
-        if result is _RETRY:
-            return await self.call(policy, args, kwargs)
-        return self._unwrap(result)  # type: ignore[no-any-return]
-
-    async def _single_flight(self, call: Call) -> tuple[str, Any]:
-        """The first caller of a key looks it up (and computes it); concurrent callers of the
-        same key await its answer. If that first caller is cancelled, they start over."""
-        flight = self._flights.get(call.record_key)
-        if flight is not None:
-            return await asyncio.shield(flight)
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[call.record_key] = flight
-        try:
-            answer = await self._fetch(call)
-        except asyncio.CancelledError:
-            flight.set_result(("miss", _RETRY))
-            raise
-        except BaseException as exc:
-            flight.set_exception(exc)
-            flight.exception()  # retrieved: no waiter is a normal case
-            raise
-        else:
-            flight.set_result(answer)
-            return answer
-        finally:
-            if self._flights.get(call.record_key) is flight:
-                del self._flights[call.record_key]
+    def call(
+        self, policy: Policy[R], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, R]:
+        """The result of ``policy.func(*args, **kwargs)``, from the cache when possible
+        (``core.cache.flow`` tells how); to be awaited. The read path's own coroutine: a hit
+        in memory takes no extra frame."""
+        return self._path.call(policy, args, kwargs)
 
     async def refresh(self, policy: Policy[R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """Compute the result now and store it in every tier (for warming or after a write)."""
-        plan = self._plans.get(policy) or self._plan(policy)
-        call = Call(self.keyspace, self._seq, policy, plan, args, kwargs)
-        call.resolve_marks(self.keyspace)
-        return await self._compute(call)  # type: ignore[no-any-return]
-
-    # internals
-
-    def _plan(self, policy: Policy[Any]) -> Plan:
-        wanted = TIER_NAMES if policy.tiers is None else policy.tiers
-        unknown = set(wanted) - set(TIER_NAMES)
-        if unknown:
-            raise ValueError(f"{policy.name}: unknown tiers {sorted(unknown)}")
-        memory = self.memory if "memory" in wanted else None
-        remote = tuple(tier for tier in self._remote if tier.name in wanted)
-        coordinate = self.redis is not None and bool(remote)
-        l1_ttl = policy.l1_ttl if policy.l1_ttl is not None else self.l1_ttl
-        if not self._remote:
-            l1_ttl = math.inf  # nothing shared, nobody else to invalidate: entries live their ttl
-        plan = Plan(memory, remote, l1_ttl, coordinate, self.stats.function(policy.name))
-        self._plans[policy] = plan
-        return plan
-
-    @staticmethod
-    def _unwrap(result: R | CachedError) -> R:
-        if isinstance(result, CachedError):
-            raise result.error
-        return result
-
-    async def _versions(self, call: Call) -> Versions | None:
-        if isinstance(call.versions, Missing):
-            if self.redis is None or not call.plan.coordinate:
-                call.versions = None
-            else:
-                call.versions = await self.redis.versions(call.version_keys)
-        return call.versions
-
-    async def _fetch(self, call: Call) -> tuple[str, Any]:
-        """The flight of a call that missed memory: ``(outcome, result)``."""
-        call.resolve_marks(self.keyspace)
-        call.prepare_lock(self.keyspace, self.lock_ttl)
-        try:
-            if call.plan.remote:
-                now = self._clock()
-                found = await self._read_remote(call, now, count=True)
-                if found is not None:
-                    index, record, raw, result = found
-                    self._fill(call, record, raw, above=index, now=now)
-                    if call.policy.should_refresh(record, now):
-                        self._start_refresh(call)
-                    return call.plan.remote[index].name, result
-            return "miss", await self._load(call, refresh=False)
-        finally:
-            if call.locked and call.lock is not None and self.redis is not None:
-                # taken by the read, then a lower tier had the record
-                call.locked = None
-                self._spawn(self.redis.unlock(call.lock[0], call.lock[1]))
-
-    async def _read_remote(
-        self, call: Call, now: float, *, count: bool
-    ) -> tuple[int, Record, bytes, Any] | None:
-        """The first valid record in the remote tiers: ``(tier index, record, raw, result)``."""
-        stats = call.plan.stats
-        for index, tier in enumerate(call.plan.remote):
-            if isinstance(tier, RedisTier):
-                lock = call.lock if call.locked is not True else None
-                answer = await tier.read(call.record_key, call.version_keys, lock)
-                if answer is None:
-                    raw, call.versions = None, None
-                    if call.locked is False:
-                        call.locked = None  # Redis cannot say who holds it: stop waiting
-                else:
-                    raw, locked, call.versions = answer
-                    call.locked = call.locked if locked is None else locked
-            else:
-                raw = await tier.get(call.record_key)
-            found = None if raw is None else await self._accept(call, tier.name, raw, now)
-            if found is None:
-                if count:
-                    stats.miss(tier.name)
-                continue
-            if count:
-                stats.hit(tier.name)
-            assert raw is not None
-            return index, found[0], raw, found[1]
-        return None
-
-    async def _accept(
-        self, call: Call, tier: str, raw: bytes, now: float
-    ) -> tuple[Record, Any] | None:
-        """The record in ``raw`` and its result, if valid, current and not expired."""
-        try:
-            record = decode_record(raw)
-            result = call.policy.decode(record)
-        except InvalidRecord as exc:
-            log.debug("%s: ignoring a record in %s: %s", call.policy.name, tier, exc)
-            invalid = call.plan.stats.invalid
-            invalid[tier] = invalid.get(tier, 0) + 1
-            return None
-        if now >= record.expires + call.policy.stale_ttl:
-            return None
-        if call.plan.coordinate and record.stamps != await self._versions(call):
-            # computed before an invalidation, or Redis cannot tell (then nothing can vouch
-            # for a shared record: an invalidation may have been missed)
-            return None
-        return record, result
-
-    def _fill(self, call: Call, record: Record, raw: bytes, *, above: int, now: float) -> None:
-        """Copy a record found in a remote tier to the tiers above it."""
-        self._store_memory(call, record, confirmed_at=now)
-        ttl = record.expires + call.policy.stale_ttl - now
-        for tier in call.plan.remote[:above]:
-            self._spawn(tier.set(call.record_key, raw, ttl))
-
-    def _store_memory(self, call: Call, record: Record, *, confirmed_at: float) -> None:
-        memory = call.plan.memory
-        if memory is None or self._seq != call.seq:
-            return  # an invalidation arrived meanwhile: the value may predate it
-        expires_at = min(record.expires + call.policy.stale_ttl, confirmed_at + call.plan.l1_ttl)
-        call.resolve_marks(self.keyspace)
-        memory.set(
-            call.record_key, record, expires_at=expires_at, owner=call.policy.name, marks=call.marks
-        )
-
-    def _start_refresh(self, call: Call) -> None:
-        if call.record_key in self._refreshing:
-            return
-        fresh = Call(self.keyspace, self._seq, call.policy, call.plan, call.args, call.kwargs)
-        fresh.resolve_marks(self.keyspace)
-        task = self._spawn(self._load(fresh, refresh=True))
-        self._refreshing[call.record_key] = task
-
-        def done(task: asyncio.Task[Any]) -> None:
-            if self._refreshing.get(call.record_key) is task:
-                del self._refreshing[call.record_key]
-            if task.cancelled():
-                return
-            error = task.exception()
-            if error is not None and not isinstance(error, call.policy.cache_errors):
-                log.warning("%s: background refresh failed: %r", call.policy.name, error)
-
-        task.add_done_callback(done)
-
-    def _spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _load(self, call: Call, *, refresh: bool) -> Any:
-        """Compute a missing (or refreshing) result once across processes, if Redis allows.
-
-        The lock was usually taken (or found taken) by the read; it is released by the write.
-        """
-        redis = self.redis if call.plan.coordinate else None
-        call.prepare_lock(self.keyspace, self.lock_ttl)
-        if redis is None or call.lock is None:
-            return await self._compute(call)
-        lock_key, token, ttl = call.lock
-        if call.locked is None:
-            call.locked = await redis.try_lock(lock_key, token, ttl)
-        if call.locked is False:
-            if refresh:
-                return None  # another instance is refreshing this key
-            found = await self._wait_for_other(call, redis)
-            if found is not _COMPUTE:
-                return found
-        try:
-            return await self._compute(call)
-        finally:
-            if call.locked:  # not released by the write (it failed, or Redis is not a tier)
-                call.locked = None
-                await redis.unlock(lock_key, token)
-
-    async def _wait_for_other(self, call: Call, redis: RedisTier) -> Any:
-        """Poll for the result of the instance holding the lock, at most ``lock_wait`` seconds.
-
-        Returns the result, or ``_COMPUTE`` once the lock is ours, the wait is over or Redis
-        is gone.
-        """
-        assert call.lock is not None
-        lock_key, token, ttl = call.lock
-        reads_redis = redis in call.plan.remote
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.lock_wait
-        # Full jitter: the callers waiting on one holder (in every instance) poll apart.
-        backoff = Backoff(base=_POLL_FIRST, cap=_POLL_MAX)
-        while (remaining := deadline - loop.time()) > 0:
-            await asyncio.sleep(min(backoff.next_delay(), remaining))
-            now = self._clock()
-            found = await self._read_remote(call, now, count=False)  # retries the lock too
-            if found is not None:
-                self._store_memory(call, found[1], confirmed_at=now)
-                return found[3]
-            if not reads_redis:
-                call.locked = await redis.try_lock(lock_key, token, ttl)
-            if call.locked is not False:
-                break  # ours, or Redis cannot say
-        return _COMPUTE
-
-    async def _compute(self, call: Call) -> Any:
-        """Run the function and store its result in every tier of the call."""
-        policy, plan = call.policy, call.plan
-        versions = await self._versions(call)
-        created = self._clock()
-        started = time.perf_counter()
-        plan.stats.loads += 1
-        try:
-            result = await policy.func(*call.args, **call.kwargs)
-        except policy.cache_errors as error:
-            failed = policy.error_record(error, created=created, now=self._clock(), stamps=versions)
-            await self._store(call, failed, confirmed_at=created)
-            raise
-        delta = time.perf_counter() - started
-        record = policy.record(
-            result, created=created, now=self._clock(), delta=delta, stamps=versions
-        )
-        if record is not None:
-            await self._store(call, record, confirmed_at=created)
-        return result
-
-    async def _store(self, call: Call, record: Record, *, confirmed_at: float) -> None:
-        raw = encode_record(record)
-        if len(raw) > self.max_value_bytes:
-            call.policy.warn_once("size", "result of %d bytes not cached", len(raw))
-            return
-        self._store_memory(call, record, confirmed_at=confirmed_at)
-        if call.plan.coordinate and record.stamps is None:
-            return  # computed while Redis was away: no reader could accept it
-        ttl = min(record.expires + call.policy.stale_ttl - self._clock(), self.max_ttl)
-        if not call.plan.remote or ttl <= 0:
-            return
-        writes = []
-        for tier in call.plan.remote:
-            if call.locked and call.lock is not None and isinstance(tier, RedisTier):
-                writes.append(tier.set_and_unlock(call.record_key, raw, ttl, call.lock))
-                call.locked = None  # released with the write
-            else:
-                writes.append(tier.set(call.record_key, raw, ttl))
-        await asyncio.gather(*writes)
+        return await self._path.refresh(policy, args, kwargs)
 
     def _drop_local(self, marks: Iterable[str]) -> None:
-        self._seq += 1
-        # a lookup in flight may return what preceded the invalidation: later callers start anew
-        self._flights.clear()
+        """Apply an invalidation to this process: the in-process entries carrying ``marks`` go,
+        and lookups in flight may return what preceded it, so later callers start anew."""
+        self._path.invalidated()
         if self.memory is not None:
             self.memory.drop_marks(marks)

@@ -1,9 +1,10 @@
-"""What the cache knows about one decorated function in one cache (``Plan``) and about one
-call while it goes through the tiers (``Call``)."""
+"""What the cache knows about one decorated function in one cache (``Plan``), about one call
+while it goes through the tiers (``Call``), and the bounds of that path (``Limits``)."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from core.cache.keys import KeySpace, key_mark, tag_mark
@@ -13,7 +14,7 @@ from core.cache.redis_tier import Lock, Versions
 from core.cache.remote import RemoteTier
 from core.cache.stats import FunctionStats
 
-__all__ = ["MISSING", "Call", "Missing", "Plan"]
+__all__ = ["MISSING", "Call", "Limits", "Missing", "Plan"]
 
 
 class Missing:
@@ -21,6 +22,17 @@ class Missing:
 
 
 MISSING = Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The bounds of a cache's read path (``Cache`` tells what each means)."""
+
+    l1_ttl: float
+    lock_ttl: float
+    lock_wait: float
+    max_value_bytes: int
+    max_ttl: float
 
 
 class Plan:

@@ -1,12 +1,22 @@
-"""Invalidations between instances: a Redis pub/sub channel, listened to with a reconnect loop.
+"""Invalidations between instances: the channel protocol, unsent marks, and Redis pub/sub.
 
-A message is ``{"o": origin, "m": [marks]}`` in JSON (``core.cache.keys`` defines marks). Each
-instance drops the in-process entries carrying those marks; its own messages are skipped, since it
-applied them when it sent them. Anything else published on the channel is ignored.
+Whatever the channel, an invalidation of marks (``core.cache.keys`` defines them) bumps each
+mark's version counter in Redis (what keeps the shared tiers and late readers right) and tells
+the other instances of the namespace, which drop the in-process entries carrying those marks;
+an instance skips its own messages, since it applied them when it sent them. Two channels keep
+the ``InvalidationChannel`` protocol:
 
-The subscription is checked by a ``PING`` whenever the channel has been quiet for ``ping``
-seconds; no answer within ``ping`` more seconds counts as a lost connection. While the listener is
-down, in-process entries are not dropped by messages, so ``Cache`` bounds their lifetime instead.
+- ``RedisChannel`` (here): the counters and a pub/sub message in one ``MULTI``, and a listener of
+  the namespace's channel with a reconnect loop; for a cache used without a bus;
+- ``core.cache.broadcast.BusChannel``: the counters, then a broadcast on the app's bus.
+
+Marks a channel could not send are kept (``InvalidationSender.pending``) and sent again. A
+message may still be lost while an instance is not listening, so ``Cache`` bounds how long an
+in-process entry is served instead (``l1_ttl``).
+
+A Redis message is ``{"o": origin, "m": [marks]}`` in JSON; anything else published on the
+channel is ignored. The subscription is checked by a ``PING`` whenever the channel has been
+quiet for ``ping`` seconds; no answer within ``ping`` more seconds counts as a lost connection.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -24,12 +34,98 @@ from core.cache.keys import KeySpace
 from core.cache.redis_tier import RedisTier
 from core.retry import Backoff
 
-__all__ = ["InvalidationListener", "InvalidationSender", "decode_message", "encode_message"]
+__all__ = [
+    "MAX_MARKS",
+    "InvalidationChannel",
+    "InvalidationListener",
+    "InvalidationSender",
+    "MarksHandler",
+    "RedisChannel",
+    "decode_message",
+    "encode_message",
+]
 
 log = logging.getLogger("core.cache")
 
-_MAX_MARKS = 10_000
+MAX_MARKS = 10_000  # marks in one message; more are sent in several
 _MAX_PENDING = 100_000
+
+MarksHandler = Callable[[list[str]], None]
+
+
+class InvalidationChannel(Protocol):
+    """How one cache's invalidations reach the other instances of its namespace."""
+
+    @property
+    def listening(self) -> bool:
+        """Whether invalidations from other instances are being received now."""
+        ...
+
+    @property
+    def unsent(self) -> int:
+        """Marks waiting to be sent again (their Redis, or their broker, was away)."""
+        ...
+
+    async def start(self, on_marks: MarksHandler) -> None:
+        """Start listening: ``on_marks(marks)`` for each invalidation from another instance."""
+        ...
+
+    async def send(self, marks: Sequence[str]) -> bool:
+        """Invalidate ``marks`` everywhere (and any unsent ones); ``False`` if they could not be
+        sent now: they are kept and sent again."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop listening and sending again."""
+        ...
+
+
+class InvalidationSender:
+    """Sends marks through ``publish(marks) -> bool`` (at most ``MAX_MARKS`` at a time).
+
+    Marks that could not be sent are kept (``pending``) and sent with the next invalidation or
+    by ``flush()``, which the channel calls when it can reach its servers again. Beyond
+    ``100_000`` pending marks, they are dropped (logged): ``l1_ttl`` still bounds staleness.
+    ``what`` names the servers in log lines.
+    """
+
+    def __init__(self, publish: Callable[[Sequence[str]], Awaitable[bool]], *, what: str) -> None:
+        self._publish = publish
+        self._what = what
+        self.pending: set[str] = set()
+
+    async def send(self, marks: Iterable[str]) -> bool:
+        """Send ``marks`` (and any pending ones); ``False`` if some could not be sent."""
+        if await self._send_all([*dict.fromkeys([*marks, *self.pending])]):
+            return True
+        if len(self.pending) > _MAX_PENDING:
+            log.error("cache: %d unsent invalidations, dropping them", len(self.pending))
+            self.pending.clear()
+        else:
+            log.warning("cache: invalidation not sent (%s unavailable); will retry", self._what)
+        return False
+
+    async def flush(self) -> bool:
+        """Send the pending marks, if any; whether none is left."""
+        if not self.pending:
+            return True
+        marks = list(self.pending)
+        if not await self._send_all(marks):
+            return False
+        log.info("cache: sent %d invalidations held while %s was away", len(marks), self._what)
+        return True
+
+    async def _send_all(self, marks: Sequence[str]) -> bool:
+        """Send ``marks`` in messages of at most ``MAX_MARKS``; from the first one that fails,
+        the rest is pending."""
+        for start in range(0, len(marks), MAX_MARKS):
+            chunk = marks[start : start + MAX_MARKS]
+            if await self._publish(chunk):
+                self.pending.difference_update(chunk)
+            else:
+                self.pending.update(marks[start:])
+                return False
+        return True
 
 
 def encode_message(origin: str, marks: Iterable[str]) -> bytes:
@@ -48,49 +144,69 @@ def decode_message(data: object) -> tuple[str, list[str]] | None:
     if not isinstance(message, dict):
         return None
     origin, marks = message.get("o"), message.get("m")
-    if not isinstance(origin, str) or not isinstance(marks, list) or len(marks) > _MAX_MARKS:
+    if not isinstance(origin, str) or not isinstance(marks, list) or len(marks) > MAX_MARKS:
         return None
     if not all(isinstance(mark, str) for mark in marks):
         return None
     return origin, marks
 
 
-class InvalidationSender:
-    """Records invalidations in Redis: bumps the version counter of each mark (kept ``keep``
-    seconds, longer than any record lives) and publishes them, in one ``MULTI``.
-
-    Marks Redis could not take are kept (``pending``) and sent with the next invalidation or by
-    ``flush()``, which the listener calls while it is connected.
+class RedisChannel:
+    """Invalidations over Redis alone: each mark's counter is bumped (kept ``keep`` seconds,
+    longer than any record lives) and a message published on the namespace's channel, in one
+    ``MULTI``; an ``InvalidationListener`` receives the others'. Pending marks are sent again
+    whenever the listener is (re)subscribed or its channel has been quiet for ``ping`` seconds.
     """
 
-    def __init__(self, redis: RedisTier, keyspace: KeySpace, *, origin: str, keep: float) -> None:
+    def __init__(
+        self,
+        redis: RedisTier,
+        keyspace: KeySpace,
+        *,
+        origin: str,
+        keep: float,
+        ping: float = 1.0,
+    ) -> None:
         self._redis = redis
         self._keyspace = keyspace
         self._origin = origin
         self._keep = keep
-        self.pending: set[str] = set()
+        self._ping = ping
+        self._sender = InvalidationSender(self._publish, what="Redis")
+        self._listener: InvalidationListener | None = None
+
+    @property
+    def listening(self) -> bool:
+        """Whether the subscription is established now."""
+        return self._listener is not None and self._listener.listening
+
+    @property
+    def unsent(self) -> int:
+        """Marks waiting for Redis to come back."""
+        return len(self._sender.pending)
+
+    async def start(self, on_marks: MarksHandler) -> None:
+        """Subscribe in the background (and keep subscribing)."""
+        if self._listener is None:
+            self._listener = InvalidationListener(
+                self._redis.client,
+                self._keyspace.channel,
+                origin=self._origin,
+                on_marks=on_marks,
+                on_ready=self._sender.flush,
+                ping=self._ping,
+            )
+            self._listener.start()
 
     async def send(self, marks: Sequence[str]) -> bool:
-        """Send ``marks`` (and any pending ones); ``False`` if Redis could not take them."""
-        marks = [*marks, *self.pending]
-        if await self._publish(marks):
-            self.pending.difference_update(marks)
-            return True
-        self.pending.update(marks)
-        if len(self.pending) > _MAX_PENDING:
-            log.error("cache: %d unsent invalidations, dropping them", len(self.pending))
-            self.pending.clear()
-        else:
-            log.warning("cache: invalidation not sent (Redis unavailable); will retry")
-        return False
+        """Bump the counters and publish ``marks`` (and any pending ones)."""
+        return await self._sender.send(marks)
 
-    async def flush(self) -> None:
-        """Send the pending marks, if any."""
-        if self.pending:
-            marks = list(self.pending)
-            if await self._publish(marks):
-                self.pending.difference_update(marks)
-                log.info("cache: sent %d invalidations held while Redis was away", len(marks))
+    async def stop(self) -> None:
+        """Stop the listener."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.stop()
 
     async def _publish(self, marks: Sequence[str]) -> bool:
         return await self._redis.invalidate(
@@ -117,7 +233,7 @@ class InvalidationListener:
         channel: str,
         *,
         origin: str,
-        on_marks: Callable[[list[str]], None],
+        on_marks: MarksHandler,
         on_ready: Callable[[], Awaitable[object]] | None = None,
         ping: float = 1.0,
         min_backoff: float = 0.05,

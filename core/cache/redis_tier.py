@@ -165,16 +165,23 @@ class RedisTier(RemoteTier):
         await self.guard(op, None)
 
     async def invalidate(
-        self, version_keys: Sequence[str], *, keep: float, channel: str, message: bytes
+        self,
+        version_keys: Sequence[str],
+        *,
+        keep: float,
+        channel: str | None = None,
+        message: bytes | None = None,
     ) -> bool:
-        """Bump ``version_keys`` (kept ``keep`` seconds) and publish ``message``, atomically."""
+        """Bump ``version_keys`` (kept ``keep`` seconds) and, given a ``channel``, publish
+        ``message`` on it, atomically; ``False`` if Redis could not take it."""
 
         async def op() -> bool:
             async with self.client.pipeline(transaction=True) as pipe:
                 for version_key in version_keys:
                     pipe.incr(version_key)
                     pipe.expire(version_key, math.ceil(keep))
-                pipe.publish(channel, message)
+                if channel is not None and message is not None:
+                    pipe.publish(channel, message)
                 await pipe.execute()
             return True
 

@@ -126,10 +126,12 @@ def create_orders_app(
         auth_ctx(settings),
         _catalog_ctx(settings),
     ]
-    if settings.cache_enabled:
-        resources.append(cache_ctx(settings))
+    resources.append(
+        bus_ctx(settings, setup=declare, transport=transport or transport_for(settings))
+    )
+    if settings.cache_enabled:  # after the bus: its invalidations are broadcasts on it
+        resources.append(cache_ctx(settings, invalidation="bus"))
     resources += [
-        bus_ctx(settings, setup=declare, transport=transport or transport_for(settings)),
         _service_ctx(settings, payment),
         bus_workers_ctx(settings.database_url),
         _saga_ctx,

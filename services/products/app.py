@@ -57,10 +57,10 @@ def create_products_app(
         ),
         auth_ctx(settings),
     ]
-    if settings.cache_enabled:
-        resources.append(cache_ctx(settings))
+    resources.append(bus_ctx(settings, setup=declare, transport=transport))
+    if settings.cache_enabled:  # after the bus: its invalidations are broadcasts on it
+        resources.append(cache_ctx(settings, invalidation="bus"))
     resources += [
-        bus_ctx(settings, setup=declare, transport=transport),
         _service_ctx(settings),
         bus_workers_ctx(settings.database_url),
     ]

@@ -1,5 +1,5 @@
 """Fixtures of the cache's tests: caches on the real Redis and memcached, and servers of our own
-(on spare ports) that a test may stop and start again."""
+(on spare ports) that a test may stop and start again, or a relay to RabbitMQ that it may cut."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from core.cache import Cache
 from core.testing import wait_for
+from tests.core.bus.conftest import BrokerProxy
 from tests.core.conftest import REDIS_URL
 
 MEMCACHED_URL = "memcached://127.0.0.1:11211"
@@ -139,3 +140,13 @@ async def redis_process() -> AsyncIterator[ServerProcess]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture
+async def broker_proxy() -> AsyncIterator[BrokerProxy]:
+    """A started relay to the real RabbitMQ (``tests.core.bus``'s), to cut in the test."""
+    proxy = BrokerProxy()
+    await proxy.start()
+    yield proxy
+    if proxy._server is not None:
+        await proxy.cut()

@@ -204,7 +204,7 @@ async def test_no_early_refresh_far_from_expiry_with_the_default_beta(
     for _ in range(200):
         await cold()
     assert calls == 1
-    assert not cache._refreshing
+    assert not cache._path._refreshing
 
 
 async def test_a_stale_value_is_served_while_it_is_recomputed() -> None:

@@ -1,0 +1,247 @@
+"""Invalidations as bus broadcasts: between caches on buses of their own, over RabbitMQ and in
+memory, through outages of the broker and of Redis, and as ``cache_ctx`` wires them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from redis.asyncio import Redis
+
+import core
+from core.bus import Bus, InMemoryTransport, Transport, bus_ctx
+from core.bus.amqp import AmqpTransport
+from core.cache import Cache, CacheInvalidated, cache_ctx, cached
+from core.keys import CACHE
+from core.testing import wait_for
+from core.testing.bus import BusKit
+from tests.core.bus.conftest import BrokerProxy
+from tests.core.cache.conftest import CacheFactory, ServerProcess
+from tests.core.conftest import ClientFactory, SettingsFactory
+
+Store = dict[int, str]
+Read = Callable[[int], Awaitable[str]]
+
+
+def catalog(cache: Cache, store: Store) -> Read:
+    """A cached read of ``store`` in ``cache``: what one instance of a service would have."""
+
+    @cached(cache=cache, ttl=60, key="item:{item}", tags=["item:{item}", "catalog"])
+    async def get(item: int) -> str:
+        return store[item]
+
+    return get
+
+
+def holds(cache: Cache, item: int) -> Callable[[], Awaitable[bool]]:
+    """A condition: ``cache``'s in-process tier holds ``item``'s entry."""
+    key = cache.keyspace.record(f"item:{item}", 1)
+
+    async def check() -> bool:
+        assert cache.memory is not None
+        return key in cache.memory
+
+    return check
+
+
+def dropped(cache: Cache, item: int) -> Callable[[], Awaitable[bool]]:
+    """A condition: ``cache``'s in-process tier no longer holds ``item``'s entry."""
+    held = holds(cache, item)
+
+    async def check() -> bool:
+        return not await held()
+
+    return check
+
+
+async def on_bus(make_cache: CacheFactory, bus: Bus, **options: Any) -> Cache:
+    """A started cache invalidating through ``bus`` (connected here), once it listens; its
+    in-process entries may live a minute: only a message can explain that one goes."""
+    await bus.connect()
+    options.setdefault("l1_ttl", 60)
+    cache = make_cache(bus=bus, **options)
+    await cache.start()
+
+    async def listening() -> bool:
+        return cache.listening
+
+    await wait_for(listening)
+    return cache
+
+
+async def subscribers(redis: Redis, cache: Cache) -> int:
+    """How many listen on ``cache``'s Redis pub/sub channel."""
+    [(_, count)] = await redis.pubsub_numsub(cache.keyspace.channel)
+    return int(count)
+
+
+async def test_an_invalidation_reaches_the_other_instance_over_the_bus(
+    bus_kit: BusKit, make_cache: CacheFactory, namespace: str, redis: Redis
+) -> None:
+    first = await on_bus(make_cache, bus_kit.bus("first"))
+    second = await on_bus(make_cache, bus_kit.bus("second"))
+    elsewhere = await on_bus(make_cache, bus_kit.bus("elsewhere"), namespace=f"{namespace}:other")
+    store = {1: "a1", 2: "b1"}
+    reads = [catalog(c, store) for c in (first, second, elsewhere)]
+    read_first, read_second, read_elsewhere = reads
+    for read in (read_first, read_second, read_elsewhere):
+        assert [await read(1), await read(2)] == ["a1", "b1"]
+    log = await bus_kit.record(CacheInvalidated)
+
+    store[1] = "a2"
+    invalidated_at = time.monotonic()
+    assert await first.invalidate(keys=["item:1"]) is True
+    await wait_for(dropped(second, 1), within=2.0, interval=0.005)
+    assert time.monotonic() - invalidated_at < 2.0
+    assert await read_second(1) == "a2"
+    assert await holds(second, 2)()  # only the invalidated key went
+    # the counter was bumped in Redis: the shared record of before is never served again
+    assert await redis.get(first.keyspace.version("k:item:1")) is not None
+    assert await subscribers(redis, first) == 0  # the bus carried it, not Redis pub/sub
+    received = await log.one(CacheInvalidated)
+    assert received.event.marks == ("k:item:1",)
+    assert (received.event.namespace, received.event.origin) == (namespace, first.origin)
+    assert received.envelope.source == "first"
+
+    store[2] = "b2"
+    assert await second.invalidate(tags=["catalog"]) is True
+    await wait_for(dropped(first, 2), within=2.0, interval=0.005)
+    assert [await read_first(1), await read_first(2)] == ["a2", "b2"]
+    assert await holds(elsewhere, 1)()  # another namespace on the same bus keeps its entries
+    assert await read_elsewhere(1) == "a1"
+    assert first.unsent_invalidations == second.unsent_invalidations == 0
+
+
+async def test_marks_held_while_the_broker_is_away_are_broadcast_once_it_is_back(
+    amqp_bus_kit: BusKit,
+    make_cache: CacheFactory,
+    broker_proxy: BrokerProxy,
+    redis: Redis,
+) -> None:
+    """The writer reaches RabbitMQ through a relay that the test cuts: a real outage for it."""
+    writer_bus = Bus(
+        AmqpTransport(broker_proxy.url, exchange=amqp_bus_kit.exchange, reconnect_delays=(0.05,)),
+        source="writer",
+    )
+    try:
+        writer = await on_bus(make_cache, writer_bus)
+        reader = await on_bus(make_cache, amqp_bus_kit.bus("reader"))
+        store = {1: "old"}
+        read_writer, read_reader = catalog(writer, store), catalog(reader, store)
+        assert [await read_writer(1), await read_reader(1)] == ["old", "old"]
+
+        await broker_proxy.cut()
+
+        async def disconnected() -> bool:
+            return not writer_bus.transport.connected and not writer.listening
+
+        await wait_for(disconnected)
+        store[1] = "new"
+        started = time.monotonic()
+        assert await writer.invalidate(keys=["item:1"]) is False
+        assert time.monotonic() - started < 0.5  # it does not wait for the broker
+        assert writer.unsent_invalidations == 1
+        assert await read_writer(1) == "new"  # its own entry went at once
+        # the counter is bumped already: what Redis holds is not served to anyone
+        assert await redis.get(writer.keyspace.version("k:item:1")) is not None
+        assert await holds(reader, 1)()
+
+        await broker_proxy.start()
+        await wait_for(dropped(reader, 1), within=10.0, interval=0.01)
+        assert await read_reader(1) == "new"
+
+        async def resent() -> bool:
+            return writer.unsent_invalidations == 0 and writer.listening
+
+        await wait_for(resent)
+    finally:
+        await writer_bus.stop()
+
+
+async def test_marks_held_while_redis_is_away_are_bumped_then_broadcast_once_it_is_back(
+    memory_bus_kit: BusKit, make_cache: CacheFactory, redis_process: ServerProcess
+) -> None:
+    options = {"redis_url": redis_process.url, "breaker_cooldown": 0.1}
+    writer = await on_bus(make_cache, memory_bus_kit.bus("writer"), **options)
+    reader = await on_bus(make_cache, memory_bus_kit.bus("reader"), **options)
+    log = await memory_bus_kit.record(CacheInvalidated)
+    store = {1: "old"}
+    read_writer, read_reader = catalog(writer, store), catalog(reader, store)
+    assert [await read_writer(1), await read_reader(1)] == ["old", "old"]
+
+    await redis_process.stop()
+    store[1] = "new"
+    assert await writer.invalidate(keys=["item:1"]) is False
+    assert writer.unsent_invalidations == 1
+    assert log.envelopes == []  # nothing is broadcast before its counter is bumped
+
+    await redis_process.start()  # an empty Redis: the marks are bumped there, then broadcast
+    await wait_for(dropped(reader, 1), within=10.0, interval=0.01)
+    assert await read_reader(1) == "new"
+    assert writer.unsent_invalidations == 0
+    async with Redis.from_url(redis_process.url) as client:
+        assert await client.get(writer.keyspace.version("k:item:1")) is not None
+
+
+def catalog_app(
+    settings: core.BaseServiceSettings, transport: Transport, **cache: Any
+) -> web.Application:
+    """An app with a bus and a cache invalidating through it, as the services are wired."""
+    return core.create_app(
+        "catalog",
+        settings,
+        resources=[bus_ctx(settings, transport=transport), cache_ctx(settings, **cache)],
+    )
+
+
+async def test_the_services_wiring_invalidates_over_the_bus(
+    amqp_bus_kit: BusKit,
+    service_client: ClientFactory,
+    make_settings: SettingsFactory,
+    redis: Redis,
+) -> None:
+    settings = make_settings()
+    apps = [catalog_app(settings, amqp_bus_kit.transport(), invalidation="bus") for _ in range(2)]
+    for app in apps:
+        await service_client(app)
+    first, second = (app[CACHE] for app in apps)
+
+    async def listening() -> bool:
+        return first.listening and second.listening
+
+    await wait_for(listening)
+    assert await subscribers(redis, first) == 0
+    store = {1: "old"}
+    read_first, read_second = catalog(first, store), catalog(second, store)
+    assert [await read_first(1), await read_second(1)] == ["old", "old"]
+    store[1] = "new"
+    await first.invalidate(tags=["catalog"])
+    await wait_for(dropped(second, 1), within=2.0, interval=0.005)
+    assert await read_second(1) == "new"
+
+
+async def test_on_an_in_memory_bus_the_app_cache_invalidates_over_redis(
+    service_client: ClientFactory, make_settings: SettingsFactory, redis: Redis
+) -> None:
+    """An in-memory transport never leaves its process: other instances are reached by Redis."""
+    settings = make_settings()
+    app = catalog_app(settings, InMemoryTransport(), invalidation="bus")
+    await service_client(app)
+    cache = app[CACHE]
+
+    async def subscribed() -> bool:
+        return cache.listening and await subscribers(redis, cache) == 1
+
+    await wait_for(subscribed)
+
+
+async def test_a_cache_on_the_bus_goes_after_the_bus(make_settings: SettingsFactory) -> None:
+    settings = make_settings()
+    app = core.create_app("catalog", settings, resources=[cache_ctx(settings, invalidation="bus")])
+    runner = web.AppRunner(app)
+    with pytest.raises(RuntimeError, match="after bus_ctx"):
+        await runner.setup()
+    await runner.cleanup()
