@@ -9,6 +9,8 @@ from pydantic import BaseModel
 from core.cache.keys import CacheKeyError, KeyBuilder, KeySpace
 from core.cache.memcached_tier import _memcached_key
 
+pytestmark = pytest.mark.unit
+
 
 class Query(BaseModel):
     q: str

@@ -1,7 +1,11 @@
 """The in-process tier: LRU by entries and bytes, expiry, marks."""
 
+import pytest
+
 from core.cache.memory import MemoryTier
 from core.cache.serialize import Record
+
+pytestmark = pytest.mark.unit
 
 
 def record(payload: bytes = b'"x"') -> Record:

@@ -21,6 +21,8 @@ from core.cache.serialize import (
     encode_record,
 )
 
+pytestmark = pytest.mark.unit
+
 
 class Product(BaseModel):
     id: int
