@@ -17,6 +17,7 @@ from core.cache import Cache, cached
 REDIS_URL = "redis://127.0.0.1:6379/0"
 MEMCACHED_URL = "memcached://127.0.0.1:11211"
 QUERY_SECONDS = 0.2  # how long the slow query the lock protects the database from takes
+LOCK_WAIT = 10.0  # how long a waiter waits for the lock holder (far longer than the query)
 
 
 def expensive(cache: Cache, redis: Redis, namespace: str):  # type: ignore[no-untyped-def]
@@ -34,7 +35,9 @@ def expensive(cache: Cache, redis: Redis, namespace: str):  # type: ignore[no-un
 async def main(namespace: str, calls: int) -> None:
     async with (
         Redis.from_url(REDIS_URL) as redis,
-        Cache(namespace, redis_url=REDIS_URL, memcached_url=MEMCACHED_URL) as cache,
+        Cache(
+            namespace, redis_url=REDIS_URL, memcached_url=MEMCACHED_URL, lock_wait=LOCK_WAIT
+        ) as cache,
     ):
         report = expensive(cache, redis, namespace)
         print("ready", flush=True)

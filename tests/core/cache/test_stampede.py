@@ -9,13 +9,15 @@ from redis.asyncio import Redis
 
 from core.cache import cached
 from tests.core.cache.conftest import CacheFactory
-from tests.core.cache.stampede_worker import expensive
+from tests.core.cache.stampede_worker import LOCK_WAIT, expensive
 
 
 async def test_two_instances_compute_a_cold_key_once(
     make_cache: CacheFactory, redis: Redis, namespace: str
 ) -> None:
-    first, second = make_cache(), make_cache()
+    # A waiter gives up on the holder after lock_wait and computes itself (bounded below): a
+    # generous one here, so that a slow machine cannot turn "once" into "twice".
+    first, second = make_cache(lock_wait=LOCK_WAIT), make_cache(lock_wait=LOCK_WAIT)
     on_first, on_second = expensive(first, redis, namespace), expensive(second, redis, namespace)
 
     results = await asyncio.gather(
@@ -42,7 +44,7 @@ async def test_two_processes_compute_a_cold_key_once(
     assert worker.stdout is not None
     async with asyncio.timeout(30):
         assert await worker.stdout.readline() == b"ready\n"
-    report = expensive(make_cache(), redis, namespace)
+    report = expensive(make_cache(lock_wait=LOCK_WAIT), redis, namespace)
 
     worker.stdin.write(b"go\n")
     await worker.stdin.drain()
