@@ -13,7 +13,7 @@ from aiohttp import web
 
 from core.keys import DB_POOL, HEALTH
 
-__all__ = ["Connection", "create_pool", "postgres_ctx", "transaction"]
+__all__ = ["Connection", "Repository", "create_pool", "postgres_ctx", "transaction"]
 
 Connection: TypeAlias = (
     "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
@@ -86,3 +86,28 @@ def postgres_ctx(
             await pool.close()
 
     return ctx
+
+
+class Repository:
+    """The base of a service's repositories: SQL on one pool.
+
+    Methods take an optional connection so that a service can group several calls, of one or of
+    several repositories on the same pool, in one transaction::
+
+        async with repo.transaction() as conn:
+            await repo.insert(..., conn=conn)
+            await other_repo.update(..., conn=conn)
+    """
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A connection inside a new transaction."""
+        async with transaction(self.pool) as conn:
+            yield conn
+
+    def _db(self, conn: Connection | None) -> Connection | asyncpg.Pool:
+        """``conn`` when the caller runs in a transaction, else the pool."""
+        return conn if conn is not None else self.pool

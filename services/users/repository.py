@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
 
-from core.db import Connection, transaction
+from core.db import Connection, Repository
 from services.users.models import RefreshRecord, User
 
 __all__ = ["UsersRepository"]
@@ -19,28 +18,13 @@ def _user(row: asyncpg.Record | None) -> User | None:
     return User(**dict(row)) if row is not None else None
 
 
-class UsersRepository:
-    """Reads and writes users and refresh tokens.
-
-    Methods take an optional connection so that the service can group several of them in one
-    transaction (``async with repo.transaction() as conn``).
-    """
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        """A connection inside a transaction."""
-        async with transaction(self._pool) as conn:
-            yield conn
-
-    def _db(self, conn: Connection | None) -> Connection | asyncpg.Pool:
-        return conn if conn is not None else self._pool
+class UsersRepository(Repository):
+    """Reads and writes users and refresh tokens (methods take an optional ``conn``: see
+    ``core.db.Repository``)."""
 
     async def count_users(self) -> int:
         """How many accounts exist (the dashboard's registrations figure)."""
-        count: int = await self._pool.fetchval("SELECT count(*) FROM users")
+        count: int = await self.pool.fetchval("SELECT count(*) FROM users")
         return count
 
     async def insert_user(
@@ -138,7 +122,7 @@ class UsersRepository:
     ) -> list[User]:
         """Users newest first, starting after the keyset ``after``."""
         if after is None:
-            rows = await self._pool.fetch(
+            rows = await self.pool.fetch(
                 """
                 SELECT id, email, full_name, password_hash, roles, created_at, updated_at
                 FROM users
@@ -148,7 +132,7 @@ class UsersRepository:
                 limit,
             )
         else:
-            rows = await self._pool.fetch(
+            rows = await self.pool.fetch(
                 """
                 SELECT id, email, full_name, password_hash, roles, created_at, updated_at FROM users
                  WHERE (created_at, id) < ($2, $3)

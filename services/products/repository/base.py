@@ -3,12 +3,8 @@ errors a constraint turns into."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import asyncpg
-
-from core.db import Connection, transaction
+from core.db import Connection
+from core.db import Repository as BaseRepository
 
 __all__ = ["TREE_LOCK", "MissingReference", "Repository", "UniqueTaken"]
 
@@ -32,24 +28,9 @@ class MissingReference(Exception):
         self.column = column
 
 
-class Repository:
-    """A repository over one pool.
-
-    Methods take an optional connection so that the service can group several of them, of
-    either repository, in one transaction (``async with repo.transaction() as conn``).
-    """
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        """A connection inside a transaction."""
-        async with transaction(self._pool) as conn:
-            yield conn
-
-    def _db(self, conn: Connection | None) -> Connection | asyncpg.Pool:
-        return conn if conn is not None else self._pool
+class Repository(BaseRepository):
+    """A products repository over one pool (see ``core.db.Repository``): several of them, of
+    either kind, can share one transaction."""
 
     async def lock_tree(self, conn: Connection, *, exclusive: bool = False) -> None:
         """Hold the category-tree lock until the transaction ends (the first lock of all).

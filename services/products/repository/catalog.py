@@ -76,7 +76,7 @@ class CatalogRepository(Repository):
 
     async def list_categories(self, *, limit: int, after: str | None) -> list[Category]:
         """Categories by slug, starting after slug ``after``."""
-        rows = await self._pool.fetch(
+        rows = await self.pool.fetch(
             """
             SELECT id, name, slug, parent_id FROM categories
              WHERE $2::text IS NULL OR slug > $2
@@ -220,7 +220,7 @@ class CatalogRepository(Repository):
 
     async def get_products(self, product_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Product]:
         """The products with these ids (those that exist), by id."""
-        rows = await self._pool.fetch(
+        rows = await self.pool.fetch(
             f"""
             SELECT {_PRODUCT_COLUMNS}
               FROM products p LEFT JOIN inventory i ON i.product_id = p.id
@@ -285,7 +285,7 @@ class CatalogRepository(Repository):
 
     async def subtree(self, category_id: uuid.UUID) -> list[uuid.UUID]:
         """The category and every category below it (none if it does not exist)."""
-        rows = await self._pool.fetch(
+        rows = await self.pool.fetch(
             """
             WITH RECURSIVE down AS (
                 SELECT id FROM categories WHERE id = $1
@@ -306,5 +306,5 @@ class CatalogRepository(Repository):
             if not categories:
                 return []
         sql, args = query.sql(categories)
-        rows = await self._pool.fetch(sql, *args)
+        rows = await self.pool.fetch(sql, *args)
         return [(row["id"], row["sort_key"]) for row in rows]
