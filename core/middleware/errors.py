@@ -64,9 +64,32 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
 _ASYNCPG_CLOSED = ("pool is closing", "pool is closed", "connection is closed")
 
 
+# The client libraries of the dependencies: an OSError (a timeout, an unknown or unreachable
+# host) raised while one of them was working is the dependency failing, not our code.
+_CLIENT_PACKAGES = frozenset({"asyncpg", "redis", "aiomcache", "aiormq", "pamqp"})
+
+
+def _raised_inside_a_client(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        module = tb.tb_frame.f_globals.get("__name__", "")
+        if isinstance(module, str) and module.partition(".")[0] in _CLIENT_PACKAGES:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def is_dependency_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is a dependency's connection failing (a 503), not a bug (a 500)."""
+    """Whether ``exc`` is a dependency's connection failing (a 503), not a bug (a 500).
+
+    By type for the connection errors of asyncpg, redis-py, aiormq (and the builtin
+    ``ConnectionError`` family); by origin for any other ``OSError``, ``TimeoutError`` included:
+    one raised inside a client library (a pool waiting for a connection, a host that does not
+    resolve) is the dependency's, one raised by our own code is a bug.
+    """
     if isinstance(exc, DEPENDENCY_ERRORS):
+        return True
+    if isinstance(exc, OSError) and _raised_inside_a_client(exc):
         return True
     if isinstance(exc, asyncpg.InterfaceError):
         message = str(exc)

@@ -229,8 +229,19 @@ async def test_refused_and_closed_connections_of_every_dependency_are_503(
         await pool.close()
         await pool.fetchval("SELECT 1")
 
+    @router.get("/pool-exhausted")
+    async def pool_exhausted() -> None:
+        # A TimeoutError, not a ConnectionError: a dependency's all the same, since it is
+        # raised inside asyncpg (a plain TimeoutError of our own code is a 500, above).
+        pool = await asyncpg.create_pool(POSTGRES_DSN, min_size=1, max_size=1)
+        try:
+            async with pool.acquire():
+                await pool.acquire(timeout=0.05)
+        finally:
+            await pool.close()
+
     client = await service_client(core.create_app("t", settings, routers=[router]))
-    for name in ("socket", "amqp", "memcached", "pool-closed"):
+    for name in ("socket", "amqp", "memcached", "pool-closed", "pool-exhausted"):
         correlation_id = f"dependency-{name}"
         with caplog.at_level(logging.DEBUG):
             resp = await client.get(f"/{name}", headers={"X-Correlation-ID": correlation_id})
