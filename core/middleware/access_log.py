@@ -43,7 +43,9 @@ async def access_log_middleware(request: web.Request, handler: Handler) -> web.S
         status = exc.status
         raise
     finally:
-        level = logging.DEBUG if request.path in PROBE_PATHS else logging.INFO
+        # Probes that pass are routine; a failing one (a 503 /readyz) is news.
+        probe = request.path in PROBE_PATHS and status < 400
+        level = logging.DEBUG if probe else logging.INFO
         if log.isEnabledFor(level):
             log.log(
                 level,

@@ -35,12 +35,11 @@ def subscribe(app: web.Application, bus: Bus, *, queue: str) -> None:
         if transition is None:
             return
 
-        async def committed() -> None:
-            await service.committed(transition)
-            if transition.change is not None and transition.change.step:
-                app[SAGA_RUNNER].wake()
-
-        ctx.after_commit(committed)
+        # Two callbacks, the wake first: a failing cache invalidation or metric must not leave
+        # the saga waiting for its next poll.
+        if transition.change is not None and transition.change.step:
+            ctx.after_commit(app[SAGA_RUNNER].wake)
+        ctx.after_commit(lambda: service.committed(transition))
 
     async def on_inventory_reserved(event: InventoryReserved, ctx: Delivery) -> None:
         timeout = app[ORDERS_SERVICE].settings.payment_timeout

@@ -56,3 +56,20 @@ async def test_at_info_a_probe_leaves_no_line(
         assert (await client.get("/things")).status == 200
     paths = [r.path for r in caplog.records if r.name == "core.access"]  # type: ignore[attr-defined]
     assert paths == ["/things"]
+
+
+async def test_a_failing_readiness_probe_is_logged_at_info(
+    service_client: ClientFactory, settings: BaseServiceSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = core.create_app("t", settings)
+
+    async def down() -> None:
+        raise ConnectionError("the database is away")
+
+    app[core.HEALTH].add("database", down)
+    client = await service_client(app)
+    with caplog.at_level(logging.INFO, logger="core.access"):
+        assert (await client.get("/readyz")).status == 503
+        assert (await client.get("/healthz")).status == 200
+    logged = [(r.path, r.levelno) for r in caplog.records if r.name == "core.access"]  # type: ignore[attr-defined]
+    assert logged == [("/readyz", logging.INFO)]
