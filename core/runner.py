@@ -2,7 +2,8 @@
 dashboard.
 
 ``run`` serves an app on uvloop until SIGINT or SIGTERM; ``serve`` is the coroutine under it (for
-a caller that owns its loop). Connections keep the header-read, body-read and keep-alive timeouts
+a caller that owns its loop), and ``serve_all`` serves several apps in one process (the embedded
+mode). Connections keep the header-read, body-read and keep-alive timeouts
 of ``core.server`` (from the app's settings); with an SSL context (``server_ssl_context``) the
 server speaks HTTPS. On a signal the server stops accepting, drains the requests in flight for up
 to ``shutdown_timeout`` seconds and closes every resource of the app.
@@ -15,13 +16,14 @@ import logging
 import signal
 import ssl
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from core.server import ServerTimeouts, app_runner
 
-__all__ = ["run", "serve", "server_ssl_context"]
+__all__ = ["Site", "run", "serve", "serve_all", "server_ssl_context"]
 
 log = logging.getLogger("core.runner")
 
@@ -34,6 +36,77 @@ def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile, keyfile)
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """One app to serve, where, and how (over TLS with ``ssl_context``)."""
+
+    app: web.Application
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None = None
+    timeouts: ServerTimeouts | None = None
+
+    @property
+    def url(self) -> str:
+        """Where it answers."""
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}"
+
+
+async def serve_all(
+    sites: Sequence[Site],
+    *,
+    ready: Callable[[Sequence[Site]], None] | None = None,
+    shutdown_timeout: float = 10.0,
+    signals: Sequence[signal.Signals] = _STOP_SIGNALS,
+    stopped: Callable[[], Awaitable[object]] | None = None,
+) -> None:
+    """Serve every site in this process until one of ``signals``, then shut down in order: stop
+    accepting everywhere, await ``stopped()`` (what must happen between, e.g. draining an
+    in-process bus), then drain each app's requests for up to ``shutdown_timeout`` seconds and
+    close its resources, the last site first."""
+    runners: list[web.AppRunner] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = sys.platform != "win32"
+    if handled:
+        for sig in signals:
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        for site in sites:
+            runner = app_runner(
+                site.app,
+                timeouts=site.timeouts,
+                access_log=None,
+                shutdown_timeout=shutdown_timeout,
+            )
+            await runner.setup()
+            runners.append(runner)
+            tcp = web.TCPSite(
+                runner, site.host, site.port, ssl_context=site.ssl_context, reuse_address=True
+            )
+            await tcp.start()
+            log.info("serving on %s", site.url)
+        if ready is not None:
+            ready(sites)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if handled:
+            # The loop may outlive the server (tests, embedding): a later signal must not be
+            # swallowed by a handler setting an event nobody waits on.
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+        for runner in runners:
+            for tcp_site in list(runner.sites):
+                await tcp_site.stop()
+        try:
+            if stopped is not None:
+                await stopped()
+        finally:
+            for runner in reversed(runners):
+                await runner.cleanup()
 
 
 async def serve(
@@ -49,30 +122,12 @@ async def serve(
     """Serve ``app`` (over TLS with ``ssl_context``) until SIGINT or SIGTERM, then drain and
     close every resource. ``ready(url)`` is called once the socket listens; ``timeouts``: the
     clients' (default: from the app's settings)."""
-    runner = app_runner(app, timeouts=timeouts, access_log=None, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    handled = sys.platform != "win32"
-    if handled:
-        for sig in _STOP_SIGNALS:
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context, reuse_address=True)
-        await site.start()
-        url = f"{'https' if ssl_context else 'http'}://{host}:{port}"
-        log.info("serving on %s", url)
-        if ready is not None:
-            ready(url)
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        if handled:
-            # The loop may outlive the server (tests, embedding): a later signal must not be
-            # swallowed by a handler setting an event nobody waits on.
-            for sig in _STOP_SIGNALS:
-                loop.remove_signal_handler(sig)
-        await runner.cleanup()
+    site = Site(app, host, port, ssl_context, timeouts)
+    await serve_all(
+        [site],
+        ready=None if ready is None else (lambda sites: ready(sites[0].url)),
+        shutdown_timeout=shutdown_timeout,
+    )
 
 
 def run(

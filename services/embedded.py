@@ -148,7 +148,7 @@ def _configure_logging() -> None:
 
 async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int:
     from core.bus import InMemoryTransport
-    from core.server import app_runner
+    from core.runner import Site, serve_all
     from services.up import gateway_cidrs
 
     transport = InMemoryTransport(shared=True)
@@ -190,31 +190,21 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
     gateway_app = create_gateway_app(gateway_settings, transport=transport)
     apps.append(("gateway", gateway_app, gateway_settings.port))
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: terminal closed
-        loop.add_signal_handler(signum, stop.set)
-    runners: list[web.AppRunner] = []
-    try:
-        for _, app, port in apps:
-            runner = app_runner(app, access_log=None)
-            await runner.setup()
-            runners.append(runner)
-            await web.TCPSite(runner, host, port).start()
-        _print_urls(host, [(name, port) for name, _, port in apps])
-        await stop.wait()
-        return 0
-    finally:
-        # Stop taking requests everywhere, let the bus deliver what is queued (events only
-        # live in memory here), then tear the apps down: the gateway first, the services last.
-        for runner in runners:
-            for site in list(runner.sites):
-                await site.stop()
+    async def drain_the_bus() -> None:
+        # Between "no more requests" and tearing the apps down: let the bus deliver what is
+        # queued (events only live in memory here).
         if not await transport.drain(within=10):
             log.warning("the in-memory bus was still busy after 10 s; stopping anyway")
         await transport.close()
-        for runner in reversed(runners):
-            await runner.cleanup()
+
+    # The gateway last, so that it is torn down first and the services last.
+    await serve_all(
+        [Site(app, host, port) for _, app, port in apps],
+        ready=lambda _: _print_urls(host, [(name, port) for name, _, port in apps]),
+        signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP),  # HUP: the terminal closed
+        stopped=drain_the_bus,
+    )
+    return 0
 
 
 def _client(host: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from core import BaseServiceSettings, create_app
-from core.runner import serve, server_ssl_context
+from core.runner import Site, serve, serve_all, server_ssl_context
 from core.testing import wait_for
 from tests.certificates import self_signed
 
@@ -132,3 +132,43 @@ async def test_https_then_a_graceful_stop_on_sigterm(
         if not server.done():
             server.cancel()
             await asyncio.gather(server, return_exceptions=True)
+
+
+async def test_several_apps_stop_accepting_then_the_hook_then_cleanup_last_first(
+    make_settings: Callable[..., BaseServiceSettings],
+) -> None:
+    """``serve_all`` (the embedded mode): every site stops accepting before ``stopped`` runs,
+    and the apps are torn down after it, the last site first."""
+    order: list[str] = []
+    ports = [_free_port(), _free_port()]
+
+    def resource(name: str) -> Callable[[web.Application], AsyncIterator[None]]:
+        async def ctx(app: web.Application) -> AsyncIterator[None]:
+            yield
+            order.append(f"cleanup {name}")
+
+        return ctx
+
+    async def stopped() -> None:
+        assert [await _refused(port) for port in ports] == [True, True]
+        order.append("stopped")
+
+    apps = [create_app(n, make_settings(), resources=[resource(n)]) for n in ("first", "last")]
+    ready: list[list[str]] = []
+    server = asyncio.create_task(
+        serve_all(
+            [Site(app, "127.0.0.1", port) for app, port in zip(apps, ports, strict=True)],
+            ready=lambda sites: ready.append([site.url for site in sites]),
+            stopped=stopped,
+        )
+    )
+
+    async def listening() -> bool:
+        assert not server.done(), server
+        return bool(ready)
+
+    await wait_for(listening)
+    assert ready == [[f"http://127.0.0.1:{port}" for port in ports]]
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(server, 10)
+    assert order == ["stopped", "cleanup last", "cleanup first"]
