@@ -25,7 +25,13 @@ from pythonjsonlogger.json import JsonFormatter
 
 from core.context import get_correlation_id
 
-__all__ = ["PROCESS_NAME_VAR", "TextFormatter", "configure_logging", "log_format"]
+__all__ = [
+    "PROCESS_NAME_VAR",
+    "TextFormatter",
+    "configure_early_logging",
+    "configure_logging",
+    "log_format",
+]
 
 PROCESS_NAME_VAR = "AIOSHOP_PROCESS"
 
@@ -115,6 +121,17 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def configure_early_logging(service: str) -> None:
+    """Logging for the moments before the settings are read (what reading them logs, such as
+    the development-key warning, must come out in the same format): ``LOG_LEVEL`` and
+    ``LOG_FORMAT`` straight from the environment, their defaults where they are not valid."""
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    if not isinstance(logging.getLevelName(level), int):
+        level = "INFO"
+    fmt = os.environ.get("LOG_FORMAT", "").lower()
+    configure_logging(service, level=level, fmt=fmt if fmt in ("text", "json") else None)
 
 
 def _is_terminal(stream: TextIO) -> bool:

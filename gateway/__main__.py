@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from core.logging import configure_logging, log_format
+from core.logging import configure_early_logging, configure_logging, log_format
 from core.settings import load_settings
 from gateway.app import run_gateway
 from gateway.settings import Settings
@@ -34,6 +34,7 @@ def serve(
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    configure_early_logging("gateway")
     settings = load_settings(Settings, **overrides)  # invalid: one line on stderr, exit 1
     configure_logging("gateway", level=settings.log_level, fmt=log_format(settings))
     run_gateway(settings, certfile=certfile, keyfile=keyfile)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from core.logging import configure_logging, log_format
+from core.logging import configure_early_logging, configure_logging, log_format
 from core.settings import load_settings
 from web.app import run_web
 from web.settings import Settings
@@ -26,6 +26,7 @@ def serve(*, host: str | None = None, port: int | None = None) -> int:
         overrides["host"] = host
     if port is not None:
         overrides["port"] = port
+    configure_early_logging("web")
     settings = load_settings(Settings, **overrides)  # invalid: one line on stderr, exit 1
     configure_logging("web", level=settings.log_level, fmt=log_format(settings))
     run_web(settings)

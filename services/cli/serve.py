@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import Any
 
-from core.logging import configure_logging, log_format
+from core.logging import configure_early_logging, configure_logging, log_format
 from core.settings import BaseServiceSettings, load_settings
 from services import registry
 from services.cli.startup import StartupFailed, startup_failure
@@ -19,6 +19,7 @@ def _serve_service(name: str, overrides: dict[str, Any]) -> int:
     from core.runner import run  # looked up at call time: tests replace it
 
     entry = registry.get(name)
+    configure_early_logging(entry.name)
     settings = load_settings(entry.settings, **overrides)
     configure_logging(entry.name, level=settings.log_level, fmt=log_format(settings))
     app = entry.app_factory()(settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -165,3 +166,31 @@ def test_the_development_key_warning_is_once_and_not_again_in_children(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert result.stderr.count("public development JWT key pair") == expected, result.stderr
+
+
+@pytest.mark.parametrize("role", ["users", "gateway"])
+def test_what_reading_the_settings_logs_comes_out_in_the_chosen_format(
+    role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The development-key warning is logged while the settings are read, before the settings
+    can configure logging: it still comes out as JSON when ``LOG_FORMAT=json``."""
+    for variable in ("JWT_PUBLIC_KEY", "JWT_PRIVATE_KEY", "AIOSHOP_ENV", DEV_KEYS_WARNED_VAR):
+        monkeypatch.delenv(variable, raising=False)
+    env = {**os.environ, "LOG_FORMAT": "json", "AIOSHOP_ENV": "development"}
+    code = (
+        "import sys\n"
+        "import core.runner\n"
+        "core.runner.run = lambda *a, **k: sys.exit(0)\n"  # read the settings, do not serve
+        "from services.cli import main\n"
+        f"sys.exit(main(['serve', {role!r}, '--port', '0']))\n"
+    )
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    warnings = [
+        json.loads(line)
+        for line in result.stderr.splitlines()
+        if "public development JWT key pair" in line
+    ]
+    assert len(warnings) == 1, result.stderr
+    assert (warnings[0]["level"], warnings[0]["logger"]) == ("WARNING", "core.settings")
