@@ -336,22 +336,19 @@ async def bench(
 
 async def delete_topology(exchange: str, queues: list[str]) -> None:
     """Delete the run's exchange and queues (with their retry and parking queues)."""
-    import aiormq
-
     from core.bus import RetryPolicy
-    from core.bus.amqp import delay_queue_name, parking_queue_name
+    from core.bus.amqp import AmqpTransport, delay_queue_name, parking_queue_name
 
-    connection = await aiormq.connect(AMQP_URL)
+    names: list[str] = []
+    for queue in queues:
+        names += [queue, parking_queue_name(queue)]
+        names += [delay_queue_name(queue, d) for d in RetryPolicy().delays]
+    transport = AmqpTransport(AMQP_URL, exchange=exchange)
+    await transport.start()
     try:
-        channel = await connection.channel()
-        for queue in queues:
-            names = [queue, parking_queue_name(queue)]
-            names += [delay_queue_name(queue, d) for d in RetryPolicy().delays]
-            for name in names:
-                await channel.queue_delete(name)
-        await channel.exchange_delete(exchange)
+        await transport.delete_topology(names, exchange=True)
     finally:
-        await connection.close()
+        await transport.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@
 The event class is read from the first parameter's annotation. With an ``Inbox`` the handler
 runs once per event id in a transaction of the consumer's database that also records the id;
 ``ctx.conn`` is that transaction's connection, ``ctx.publish`` writes to the outbox in it, and
-``ctx.after_commit`` callbacks run once it committed (never when it rolled back).
+``ctx.after_commit`` callbacks run once it committed (never when it rolled back), at most once
+(see ``Delivery.after_commit``).
 """
 
 from __future__ import annotations
@@ -76,6 +77,14 @@ class Delivery:
         """Run ``callback()`` (awaited if it returns an awaitable) once the transaction has
         committed; not at all if the handler fails. Without an inbox: once the handler
         returned. A failing callback is logged: the event is processed and will not come back.
+
+        With an inbox the callbacks run at most once, not at least once: if the process dies
+        between the commit and the acknowledgement, the broker delivers the event again, the
+        inbox sees a duplicate and skips the handler, and its after-commit callbacks do not run
+        again (those that had not run yet are lost). Only register actions whose loss is
+        bounded: a cache entry that expires anyway, a wake-up of the saga runner, which also
+        polls. Work that must happen belongs in the transaction (``ctx.conn``,
+        ``ctx.publish``).
         """
         self._after_commit.append(callback)
 

@@ -16,9 +16,11 @@ first), never acknowledged, retried or parked, and gone with its subscriber. A h
 raises loses that message (logged). They are for telemetry and cache invalidation, not for work.
 
 Subscriptions survive reconnects: a transport restores its topology and consumers by itself.
-``start()`` does not raise when the broker is down: it keeps reconnecting in the background and
-``publish`` fails fast (``PublishError``) until it is back. A message published after ``consume``
-returns is routed to that queue.
+``start()`` does not raise when the broker is down: it keeps reconnecting in the background.
+Meanwhile ``publish`` waits for the connection, within the transport's publish timeout
+(``BUS_PUBLISH_TIMEOUT``, 5 s by default, confirm included): it succeeds if the connection is
+back in time and raises ``PublishError`` otherwise; it never hangs. A message published after
+``consume`` returns is routed to that queue.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 Each subscription declares an exclusive, auto-deleted queue (gone with its consumer or its
 connection), bounded by ``x-max-length`` with the oldest dropped first, bound to its patterns,
 and consumes it without acknowledgements: telemetry is never redelivered, retried or parked. A
-task keeps it attached: whenever the connection or only its channel comes back it declares the
-queue again, waiting with ``core.retry.Backoff`` between failed attempts.
+task keeps it attached: whenever the connection or only its channel comes back, and after the
+broker cancelled its consumer (its queue deleted, its node failed), it declares the queue again,
+waiting with ``core.retry.Backoff`` between attempts; it is not ``connected`` meanwhile.
 """
 
 from __future__ import annotations
@@ -46,15 +47,22 @@ class AmqpBroadcast(BroadcastSubscription):
         self._forget = forget
         self._restarts: Backoff = link.backoff()
         self._channel: AbstractChannel | None = None
+        self._consumer_tag: str | None = None
         self._attached = asyncio.Event()
+        self._cancelled = asyncio.Event()  # the broker cancelled the current consumer
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
 
     @property
     def connected(self) -> bool:
-        """Whether the private queue is consumed right now."""
+        """Whether the private queue is consumed right now (not after the broker cancelled it)."""
         channel = self._channel
-        return self._attached.is_set() and channel is not None and not channel.is_closed
+        return (
+            self._attached.is_set()
+            and not self._cancelled.is_set()
+            and channel is not None
+            and not channel.is_closed
+        )
 
     def start(self) -> None:
         """Start (or restart) the task that keeps the subscription attached."""
@@ -83,6 +91,10 @@ class AmqpBroadcast(BroadcastSubscription):
         if channel is not None and not channel.is_closed:
             try:
                 async with asyncio.timeout(self._link.connect_timeout):
+                    if self._consumer_tag is not None:
+                        # Ours first: deleting a consumed queue makes the broker cancel it,
+                        # which aiormq logs as a warning.
+                        await channel.basic_cancel(self._consumer_tag)
                     await channel.queue_delete(self.queue)
             except Exception as exc:  # the connection is going: the queue goes with it
                 log.debug("deleting broadcast queue %s failed: %r", self.queue, exc)
@@ -96,8 +108,9 @@ class AmqpBroadcast(BroadcastSubscription):
             if connection is None or connection.is_closed:
                 await self._restarts.wait()  # the supervisor is reconnecting
                 continue
+            self._cancelled = cancelled = asyncio.Event()
             try:
-                channel = await self._open(connection)
+                channel = await self._open(connection, cancelled)
             except asyncio.CancelledError:
                 if cancelled_by_caller():
                     raise
@@ -118,17 +131,28 @@ class AmqpBroadcast(BroadcastSubscription):
             self._attached.set()
             log.info("broadcast %s consuming %s", self.queue, ", ".join(self.patterns))
             try:
-                await wait_closing(channel)
+                await wait_closing(channel, asyncio.ensure_future(cancelled.wait()))
             finally:
                 self._attached.clear()
-            log.warning("broadcast %s lost its channel, subscribing again", self.queue)
+            if cancelled.is_set():
+                # The queue was deleted, or its node failed: the channel is still open but
+                # nothing arrives on it any more. Close it and declare the queue again.
+                log.warning("the broker cancelled broadcast %s: subscribing again", self.queue)
+                if self._channel is channel:
+                    self._channel = None
+                await self._link.close_quietly(channel)
+            else:
+                log.warning("broadcast %s lost its channel, subscribing again", self.queue)
             await self._restarts.wait()
 
-    async def _open(self, connection: AbstractConnection) -> AbstractChannel:
+    async def _open(
+        self, connection: AbstractConnection, cancelled: asyncio.Event
+    ) -> AbstractChannel:
         link = self._link
         async with asyncio.timeout(link.connect_timeout):
             channel = await connection.channel(publisher_confirms=False)
             try:
+                channel.on_consumer_cancel_callbacks.add(lambda _frame: cancelled.set())
                 await channel.queue_declare(
                     self.queue,
                     durable=False,
@@ -138,10 +162,11 @@ class AmqpBroadcast(BroadcastSubscription):
                 )
                 for pattern in self.patterns:
                     await channel.queue_bind(self.queue, link.exchange, routing_key=pattern)
-                await channel.basic_consume(self.queue, self._on_message, no_ack=True)
+                ok = await channel.basic_consume(self.queue, self._on_message, no_ack=True)
             except BaseException:
                 await link.close_quietly(channel)
                 raise
+        self._consumer_tag = ok.consumer_tag
         return channel
 
     async def _on_message(self, message: DeliveredMessage) -> None:

@@ -12,6 +12,7 @@ import aiormq
 import pytest
 
 from core.bus.amqp import AmqpTransport, delay_queue_name
+from core.bus.amqp.broadcast import AmqpBroadcast
 from core.bus.transport import (
     BusError,
     Incoming,
@@ -27,6 +28,7 @@ from tests.core.bus.conftest import (
     BrokerProxy,
     close_named_connections,
     holds,
+    rabbitmqctl,
     unique,
 )
 
@@ -198,7 +200,8 @@ async def test_recovers_when_the_broker_goes_away_and_comes_back(
     broker_proxy: BrokerProxy, amqp_cleanup: Cleanup
 ) -> None:
     """Sockets die without a goodbye and connections are refused for a while, then the broker
-    is back: publishing fails fast meanwhile, and the consumer resumes by itself."""
+    is back: publishing fails meanwhile (within the publish timeout), and the consumer resumes
+    by itself."""
     transport = AmqpTransport(
         broker_proxy.url, publish_timeout=0.5, reconnect_delays=(0.05, 0.1, 0.2), drain_timeout=5
     )
@@ -356,6 +359,61 @@ async def test_a_broadcast_subscription_comes_back_after_a_lost_connection() -> 
 
         await wait_for(back, within=15, interval=0.1)
         assert subscription.connected
+        await subscription.stop()
+        assert not await _queue_exists(subscription.queue)
+    finally:
+        await transport.delete_topology([], exchange=True)
+        await transport.stop()
+
+
+async def test_a_broadcast_subscription_comes_back_after_the_broker_cancels_it() -> None:
+    """An operator deletes its queue (a failed cluster node does the same): the broker cancels
+    the consumer while the channel stays open. The subscription says it is not connected,
+    declares its queue again and receives what is published afterwards."""
+    transport = AmqpTransport(
+        AMQP_URL, exchange=unique("broadcast-exchange"), reconnect_delays=(0.05, 0.2)
+    )
+    key = unique("pulse")
+    received: list[str | None] = []
+
+    async def handle(message: Incoming) -> None:
+        received.append(message.message_id)
+
+    await transport.start()
+    try:
+        subscription = await transport.broadcast([key], handle)
+        assert isinstance(subscription, AmqpBroadcast)
+        await transport.publish(key, b"{}", message_id="before")
+        await wait_for(holds(lambda: received == ["before"]), within=10)
+        assert subscription.connected
+
+        # Whether it still claims to be connected right after the cancel: looked at on the
+        # loop's next turn, after every cancel callback ran and long before a new queue could
+        # be declared (that takes round trips to the broker).
+        loop = asyncio.get_running_loop()
+        seen: list[bool] = []
+        channel = subscription._channel
+        assert channel is not None
+        channel.on_consumer_cancel_callbacks.add(
+            lambda _frame: loop.call_soon(lambda: seen.append(subscription.connected))
+        )
+
+        # The queue is exclusive: no other connection may delete it, the operator's tool may.
+        await rabbitmqctl("delete_queue", subscription.queue)
+        await wait_for(holds(lambda: seen), within=10)
+        assert seen == [False]
+
+        async def back() -> bool:
+            # Until the queue is declared again, what is published is lost: keep publishing.
+            if not any(r and r.startswith("after") for r in received):
+                with contextlib.suppress(PublishError):
+                    await transport.publish(key, b"{}", message_id=f"after-{uuid.uuid4().hex}")
+                return False
+            return True
+
+        await wait_for(back, within=15, interval=0.1)
+        assert subscription.connected
+        assert await _queue_exists(subscription.queue)
         await subscription.stop()
         assert not await _queue_exists(subscription.queue)
     finally:
