@@ -25,10 +25,10 @@ from gateway.balancer import BreakerConfig, Pool
 from gateway.edge import edge_middleware, rate_limit_hook
 from gateway.headers import Forwarding
 from gateway.health import HealthChecker
-from gateway.keys import EDGE_AUTH, GATEWAY_METRICS, OPENAPI, POOLS, PROXY, RATE_LIMITER
+from gateway.keys import EDGE_AUTH, GATEWAY_METRICS, OPENAPI, POOLS, RATE_LIMITER
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import OpenAPIMerger
-from gateway.proxy import Proxy, create_session
+from gateway.proxy import PROXY, Proxy, create_session
 from gateway.ratelimit import RateLimiter, RatePolicies, RatePolicy
 from gateway.retry import RetryBudget
 from gateway.routing import Route, RouteRule, RouteTable

@@ -11,14 +11,12 @@ if TYPE_CHECKING:
     from gateway.balancer import Pool
     from gateway.metrics import GatewayMetrics
     from gateway.openapi import OpenAPIMerger
-    from gateway.proxy import Proxy
     from gateway.ratelimit import RateLimiter
 
-__all__ = ["EDGE_AUTH", "GATEWAY_METRICS", "OPENAPI", "POOLS", "PROXY", "RATE_LIMITER"]
+__all__ = ["EDGE_AUTH", "GATEWAY_METRICS", "OPENAPI", "POOLS", "RATE_LIMITER"]
 
 POOLS: web.AppKey[dict[str, Pool]] = web.AppKey("gateway_pools")
 GATEWAY_METRICS: web.AppKey[GatewayMetrics] = web.AppKey("gateway_metrics")
 EDGE_AUTH: web.AppKey[EdgeAuth] = web.AppKey("gateway_edge_auth")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("gateway_rate_limiter")
-PROXY: web.AppKey[Proxy] = web.AppKey("gateway_proxy")
 OPENAPI: web.AppKey[OpenAPIMerger] = web.AppKey("gateway_openapi")

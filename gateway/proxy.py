@@ -38,7 +38,7 @@ from gateway.settings import Settings
 from gateway.streams import StreamLease, StreamLimiter, StreamRoutes
 from gateway.websocket import is_websocket, relay_websocket
 
-__all__ = ["IDEMPOTENT_METHODS", "Proxy", "create_session"]
+__all__ = ["IDEMPOTENT_METHODS", "PROXY", "Proxy", "create_session"]
 
 log = logging.getLogger("gateway.proxy")
 
@@ -442,3 +442,8 @@ class Proxy:
         elif request.transport is not None:
             request.transport.close()
         return response
+
+
+# Defined beside the class it holds: gateway.keys would otherwise import this module, which
+# imports gateway.edge, which imports gateway.keys.
+PROXY = web.AppKey("gateway_proxy", Proxy)

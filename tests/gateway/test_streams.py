@@ -23,7 +23,7 @@ from core.auth import TokenCodec
 from core.errors import ServiceUnavailable, TooManyRequests
 from core.keys import AUTHENTICATOR
 from core.testing import assert_problem, wait_for
-from gateway.keys import PROXY
+from gateway.proxy import PROXY
 from gateway.streams import StreamLimiter
 from tests.gateway.conftest import Client, FakeFactory, FakeUpstream, GatewayFactory, metric
 
