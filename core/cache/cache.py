@@ -206,9 +206,15 @@ class Cache:
         """Invalidate ``keys`` and every entry tagged with one of ``tags``, in every tier and
         every instance.
 
-        Returns ``False`` when Redis (or the bus) could not be reached: this instance has
-        dropped its own entries, and the invalidation is sent again as soon as they are back;
-        until then other instances serve their in-process entries for at most ``l1_ttl``.
+        Returns ``True`` once the version counters are bumped in Redis (or when there is no
+        Redis to bump): from then on no instance is served a record of before from Redis or
+        memcached, and no in-process entry of before outlives ``l1_ttl``. Telling the other
+        instances, so that they drop their in-process entries sooner, is not waited for: over
+        the bus it is broadcast in the background (and again after an outage of the broker);
+        over Redis pub/sub it goes with the bump. ``False`` when Redis could not be reached:
+        this instance has dropped its own entries, and the invalidation is sent again as soon
+        as Redis is back; until then other instances serve their in-process entries for at most
+        ``l1_ttl``, but memcached records are not served either (nothing can check them).
         """
         marks = [*map(key_mark, keys), *map(tag_mark, tags)]
         if not marks:

@@ -71,8 +71,9 @@ class InvalidationChannel(Protocol):
         ...
 
     async def send(self, marks: Sequence[str]) -> bool:
-        """Invalidate ``marks`` everywhere (and any unsent ones); ``False`` if they could not be
-        sent now: they are kept and sent again."""
+        """Invalidate ``marks`` everywhere (and any unsent ones); whether their version counters
+        were bumped in Redis. ``False``: they are kept and sent again. Telling the other
+        instances may follow later (``BusChannel`` broadcasts in the background)."""
         ...
 
     async def stop(self) -> None:

@@ -44,34 +44,54 @@ class RemoteTier:
         return self.breaker.state is BreakerState.CLOSED
 
     async def guard(self, op: Callable[[], Awaitable[T]], default: T) -> T:
-        """``await op()`` within the timeout, or ``default`` if it fails or the breaker is open."""
+        """``await op()`` within the timeout, or ``default`` if it fails or the breaker is open.
+
+        A call admitted as the half-open probe that ends without a verdict (it never got a
+        slot in time, the breaker opened while it waited, its caller was cancelled) gives the
+        probe back at once, so the next call probes instead of waiting for ``probe_timeout``.
+        """
+        probe = self.breaker.state is BreakerState.HALF_OPEN
         if not self.breaker.acquire():
             return default
-        if self._slots.locked():
+        verdict = False
+        try:
+            if not await self._take_slot():
+                return default
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self._slots.acquire()
-            except TimeoutError:
-                self.congested += 1
+                    result = await op()
+            except Exception as exc:  # fail open: the caller computes instead
+                verdict = True
+                self._failed(exc)
+                await self.reset()
                 return default
-            if self.breaker.state is BreakerState.OPEN:  # it opened while this call waited
+            finally:
                 self._slots.release()
-                return default
-        else:
+            if self.breaker.state is not BreakerState.CLOSED:
+                log.warning("cache tier %s is back", self.name)
+            verdict = True
+            self.breaker.record_success()
+            return result
+        finally:
+            if probe and not verdict:
+                self.breaker.release()
+
+    async def _take_slot(self) -> bool:
+        """Wait (``timeout`` at most) for a free slot; ``False``, holding none, if there was
+        none in time (congestion, counted) or the breaker opened meanwhile."""
+        if not self._slots.locked():
             await self._slots.acquire()  # free: returns at once
+            return True
         try:
             async with asyncio.timeout(self.timeout):
-                result = await op()
-        except Exception as exc:  # fail open: the caller computes instead
-            self._failed(exc)
-            await self.reset()
-            return default
-        finally:
+                await self._slots.acquire()
+        except TimeoutError:
+            self.congested += 1
+            return False
+        if self.breaker.state is BreakerState.OPEN:  # it opened while this call waited
             self._slots.release()
-        if self.breaker.state is not BreakerState.CLOSED:
-            log.warning("cache tier %s is back", self.name)
-        self.breaker.record_success()
-        return result
+            return False
+        return True
 
     async def get(self, key: str) -> bytes | None:
         """The record stored under ``key``; ``None`` if absent or the tier is down."""

@@ -3,6 +3,7 @@ memory, through outages of the broker and of Redis, and as ``cache_ctx`` wires t
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ import core
 from core.bus import Bus, InMemoryTransport, Transport, bus_ctx
 from core.bus.amqp import AmqpTransport
 from core.cache import Cache, CacheInvalidated, cache_ctx, cached
+from core.context import correlation_id
 from core.keys import CACHE
 from core.testing import wait_for
 from core.testing.bus import BusKit
@@ -93,7 +95,11 @@ async def test_an_invalidation_reaches_the_other_instance_over_the_bus(
 
     store[1] = "a2"
     invalidated_at = time.monotonic()
-    assert await first.invalidate(keys=["item:1"]) is True
+    write = correlation_id.set("write-1")  # the write that invalidates
+    try:
+        assert await first.invalidate(keys=["item:1"]) is True
+    finally:
+        correlation_id.reset(write)
     await wait_for(dropped(second, 1), within=2.0, interval=0.005)
     assert time.monotonic() - invalidated_at < 2.0
     assert await read_second(1) == "a2"
@@ -105,6 +111,8 @@ async def test_an_invalidation_reaches_the_other_instance_over_the_bus(
     assert received.event.marks == ("k:item:1",)
     assert (received.event.namespace, received.event.origin) == (namespace, first.origin)
     assert received.envelope.source == "first"
+    # broadcast in the background, yet under the write's correlation id
+    assert received.envelope.correlation_id == "write-1"
 
     store[2] = "b2"
     assert await second.invalidate(tags=["catalog"]) is True
@@ -115,13 +123,24 @@ async def test_an_invalidation_reaches_the_other_instance_over_the_bus(
     assert first.unsent_invalidations == second.unsent_invalidations == 0
 
 
-async def test_marks_held_while_the_broker_is_away_are_broadcast_once_it_is_back(
-    amqp_bus_kit: BusKit,
-    make_cache: CacheFactory,
-    broker_proxy: BrokerProxy,
-    redis: Redis,
+def records(caplog: pytest.LogCaptureFixture, level: int, text: str) -> list[logging.LogRecord]:
+    """The ``core.cache`` log records of ``level`` whose message holds ``text``."""
+    return [
+        record
+        for record in caplog.records
+        if record.name == "core.cache" and record.levelno == level and text in record.getMessage()
+    ]
+
+
+BUS_AWAY = "cannot announce invalidations: bus away"
+BUS_BACK = "announcing invalidations again"
+
+
+async def test_an_invalidation_does_not_wait_for_a_broker_that_does_not_confirm(
+    amqp_bus_kit: BusKit, make_cache: CacheFactory, broker_proxy: BrokerProxy, redis: Redis
 ) -> None:
-    """The writer reaches RabbitMQ through a relay that the test cuts: a real outage for it."""
+    """A broker that holds its confirms (a memory or disk alarm; here a relay holding every
+    byte) must not hold the write: the counters are bumped, the broadcast follows later."""
     writer_bus = Bus(
         AmqpTransport(broker_proxy.url, exchange=amqp_bus_kit.exchange, reconnect_delays=(0.05,)),
         source="writer",
@@ -133,30 +152,90 @@ async def test_marks_held_while_the_broker_is_away_are_broadcast_once_it_is_back
         read_writer, read_reader = catalog(writer, store), catalog(reader, store)
         assert [await read_writer(1), await read_reader(1)] == ["old", "old"]
 
+        broker_proxy.freeze()
+        store[1] = "new"
+        # returned with the broker still silent: it cannot have waited for its confirm
+        assert await writer.invalidate(keys=["item:1"]) is True
+        assert await redis.get(writer.keyspace.version("k:item:1")) is not None
+        assert writer.unsent_invalidations == 1  # the broadcast is still to be confirmed
+        assert await holds(reader, 1)()
+        assert await read_writer(1) == "new"
+
+        broker_proxy.thaw()
+        await wait_for(dropped(reader, 1), within=10.0, interval=0.01)
+        assert await read_reader(1) == "new"
+
+        async def confirmed() -> bool:
+            return writer.unsent_invalidations == 0
+
+        await wait_for(confirmed, within=10.0)
+    finally:
+        broker_proxy.thaw()
+        await writer_bus.stop()
+
+
+async def test_marks_held_while_the_broker_is_away_are_broadcast_once_it_is_back(
+    amqp_bus_kit: BusKit,
+    make_cache: CacheFactory,
+    broker_proxy: BrokerProxy,
+    redis: Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The writer reaches RabbitMQ through a relay that the test cuts: a real outage for it."""
+    caplog.set_level(logging.DEBUG, logger="core.cache")
+    writer_bus = Bus(
+        AmqpTransport(broker_proxy.url, exchange=amqp_bus_kit.exchange, reconnect_delays=(0.05,)),
+        source="writer",
+    )
+    try:
+        writer = await on_bus(make_cache, writer_bus)
+        reader = await on_bus(make_cache, amqp_bus_kit.bus("reader"))
+        store = {1: "old", 2: "old", 3: "old"}
+        read_writer, read_reader = catalog(writer, store), catalog(reader, store)
+        for item in store:
+            assert [await read_writer(item), await read_reader(item)] == ["old", "old"]
+
         await broker_proxy.cut()
 
         async def disconnected() -> bool:
             return not writer_bus.transport.connected and not writer.listening
 
         await wait_for(disconnected)
-        store[1] = "new"
-        started = time.monotonic()
-        assert await writer.invalidate(keys=["item:1"]) is False
-        assert time.monotonic() - started < 0.5  # it does not wait for the broker
-        assert writer.unsent_invalidations == 1
-        assert await read_writer(1) == "new"  # its own entry went at once
-        # the counter is bumped already: what Redis holds is not served to anyone
-        assert await redis.get(writer.keyspace.version("k:item:1")) is not None
-        assert await holds(reader, 1)()
+        for item in store:
+            store[item] = "new"
+            # the counter is bumped: what Redis holds is not served to anyone
+            assert await writer.invalidate(keys=[f"item:{item}"]) is True
+            assert await redis.get(writer.keyspace.version(f"k:item:{item}")) is not None
+            assert await read_writer(item) == "new"  # its own entry went at once
+        assert writer.unsent_invalidations == 3
+        for item in store:
+            assert await holds(reader, item)()
+
+        async def retried_after_the_writes() -> bool:
+            return len(records(caplog, logging.DEBUG, "broadcast failed again")) >= 2
+
+        await wait_for(retried_after_the_writes, within=10.0)
+        assert len(records(caplog, logging.WARNING, BUS_AWAY)) == 1  # once for the outage
+        assert records(caplog, logging.WARNING, "invalidation") == records(
+            caplog, logging.WARNING, BUS_AWAY
+        )  # and nothing per write
 
         await broker_proxy.start()
-        await wait_for(dropped(reader, 1), within=10.0, interval=0.01)
-        assert await read_reader(1) == "new"
+        for item in store:
+            await wait_for(dropped(reader, item), within=10.0, interval=0.01)
+            assert await read_reader(item) == "new"
 
         async def resent() -> bool:
             return writer.unsent_invalidations == 0 and writer.listening
 
         await wait_for(resent)
+
+        async def back() -> bool:
+            return bool(records(caplog, logging.INFO, BUS_BACK))
+
+        await wait_for(back)
+        assert len(records(caplog, logging.INFO, BUS_BACK)) == 1
+        assert len(records(caplog, logging.WARNING, BUS_AWAY)) == 1
     finally:
         await writer_bus.stop()
 
