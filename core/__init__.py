@@ -6,6 +6,7 @@ resources, health and metrics, and pytest fixtures (``core.testing``).
 
 from core.app import auth_ctx, create_app, token_codec
 from core.auth import Principal
+from core.bus.app import BUS, OUTBOX
 from core.db import postgres_ctx, transaction
 from core.errors import (
     BadRequest,
@@ -18,17 +19,9 @@ from core.errors import (
     ValidationFailed,
 )
 from core.handlers import Body, Header, Path, Query, Router
-from core.keys import (
-    AUTHENTICATOR,
-    BUS,
-    DB_POOL,
-    HEALTH,
-    METRICS,
-    OUTBOX,
-    PRINCIPAL,
-    REDIS,
-    SETTINGS,
-)
+from core.health import HEALTH
+from core.keys import AUTHENTICATOR, DB_POOL, PRINCIPAL, REDIS, SETTINGS
+from core.metrics import METRICS
 from core.redis import redis_ctx
 from core.settings import BaseServiceSettings
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -16,24 +16,14 @@ from aiohttp import web
 from core.auth.authenticator import Authenticator
 from core.auth.revocation import RevocationStore
 from core.auth.tokens import TokenCodec
+from core.bus.app import BUS, BUS_COMPANIONS, BusCompanion
 from core.bus.asyncapi import build_asyncapi
 from core.errors import Forbidden
-from core.forwarded import TrustedProxies
-from core.handlers import RouteDef, Router
-from core.health import HealthChecks
-from core.keys import (
-    AUTHENTICATOR,
-    BUS,
-    BUS_COMPANIONS,
-    HEALTH,
-    METRICS,
-    PROXIES,
-    REDIS,
-    ROUTES,
-    SERVICE_NAME,
-    SETTINGS,
-)
-from core.metrics import Metrics, metrics_handler
+from core.forwarded import PROXIES, TrustedProxies
+from core.handlers import ROUTES, RouteDef, Router
+from core.health import HEALTH, HealthChecks
+from core.keys import AUTHENTICATOR, REDIS, SERVICE_NAME, SETTINGS
+from core.metrics import METRICS, Metrics, metrics_handler
 from core.middleware import (
     access_log_middleware,
     body_limit_middleware,
@@ -46,9 +36,6 @@ from core.middleware import (
 from core.openapi import DOCS_INIT_JS, SWAGGER_ASSETS, build_openapi, docs_page
 from core.settings import BaseServiceSettings
 from core.snapshot import SNAPSHOT, Snapshotter
-
-if TYPE_CHECKING:
-    from core.bus.app import BusCompanion
 
 __all__ = ["METRICS_PERMISSION", "CleanupCtx", "auth_ctx", "create_app", "token_codec"]
 

@@ -11,7 +11,8 @@ import asyncpg.pool
 import orjson
 from aiohttp import web
 
-from core.keys import DB_POOL, HEALTH
+from core.health import HEALTH
+from core.keys import DB_POOL
 
 __all__ = ["Connection", "Repository", "create_pool", "postgres_ctx", "transaction"]
 

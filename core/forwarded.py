@@ -7,9 +7,11 @@ from collections.abc import Iterable
 
 from aiohttp import hdrs, web
 
-from core.keys import PROXIES
-
-__all__ = ["TrustedProxies", "client_address"]
+__all__ = [
+    "PROXIES",
+    "TrustedProxies",
+    "client_address",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # An X-Forwarded-For hop is at most an IPv6 address with a zone: longer is the client's noise.
@@ -54,3 +56,6 @@ def client_address(request: web.BaseRequest) -> str:
     """The client's address as the app's ``TRUSTED_PROXIES`` tell it (``app[PROXIES]``)."""
     proxies = request.app.get(PROXIES) if isinstance(request, web.Request) else None
     return proxies.client_ip(request) if proxies is not None else request.remote or "unknown"
+
+
+PROXIES = web.AppKey("trusted_proxies", TrustedProxies)

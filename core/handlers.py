@@ -44,11 +44,20 @@ from core.auth.tokens import Principal
 from core.errors import BadRequest, ProblemError, UnsupportedMediaType, ValidationFailed
 from core.forwarded import client_address
 from core.idempotency import IDEMPOTENCY_HEADER, IdempotencyStore, fingerprint
-from core.keys import AUTHENTICATOR, PRINCIPAL, REDIS, ROUTES, SERVICE_NAME, SETTINGS
+from core.keys import AUTHENTICATOR, PRINCIPAL, REDIS, SERVICE_NAME, SETTINGS
 from core.middleware.errors import problem_from
 from core.schemas import clean_field, dump_errors
 
-__all__ = ["Body", "Header", "Path", "Query", "RouteDef", "Router", "json_response"]
+__all__ = [
+    "ROUTES",
+    "Body",
+    "Header",
+    "Path",
+    "Query",
+    "RouteDef",
+    "Router",
+    "json_response",
+]
 
 Location = Literal["path", "query", "header", "body"]
 Handler = Callable[..., Awaitable[Any]]
@@ -445,3 +454,6 @@ class Router:
 
 def _first_line(doc: str | None) -> str | None:
     return doc.strip().splitlines()[0] if doc and doc.strip() else None
+
+
+ROUTES: web.AppKey[list[RouteDef]] = web.AppKey("routes")

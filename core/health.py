@@ -6,7 +6,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-__all__ = ["Check", "HealthChecks"]
+from aiohttp import web
+
+__all__ = [
+    "HEALTH",
+    "Check",
+    "HealthChecks",
+]
 
 log = logging.getLogger("core.health")
 
@@ -52,3 +58,6 @@ class HealthChecks:
             log.warning("readiness check %s failed: %r", name, exc)
             return {"status": "down", "error": "unreachable"}
         return {"status": "up"}
+
+
+HEALTH = web.AppKey("health", HealthChecks)

@@ -1,8 +1,14 @@
-"""Typed keys for the state core keeps on an ``aiohttp.web.Application`` and on requests."""
+"""Typed keys of the state every core app holds, whose types depend on nothing of core's own
+wiring: the service's name and settings, its authenticator, pool and Redis client, and the
+request's principal.
+
+The keys of core's components live beside the class they hold (``core.bus.BUS``,
+``core.cache.CACHE``, ``core.health.HEALTH``, ``core.metrics.METRICS``, ``core.handlers.ROUTES``,
+``core.forwarded.PROXIES``...), so that no module has to import the things that import it;
+``core`` exports them all.
+"""
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import asyncpg
 from aiohttp import web
@@ -12,33 +18,11 @@ from core.auth.authenticator import Authenticator
 from core.auth.tokens import Principal
 from core.settings import BaseServiceSettings
 
-if TYPE_CHECKING:
-    # Neither bus module imports core.keys, directly or not (core.bus.outbox spells out
-    # core.db's Connection rather than importing it): no import cycle.
-    from core.bus.app import BusCompanion
-    from core.bus.bus import Bus
-    from core.bus.outbox import Outbox
-    from core.bus.relay import OutboxRelay
-    from core.cache.cache import Cache
-    from core.forwarded import TrustedProxies
-    from core.handlers import RouteDef
-    from core.health import HealthChecks
-    from core.metrics import Metrics
-
 __all__ = [
     "AUTHENTICATOR",
-    "BUS",
-    "BUS_COMPANIONS",
-    "CACHE",
     "DB_POOL",
-    "HEALTH",
-    "METRICS",
-    "OUTBOX",
-    "OUTBOX_RELAY",
     "PRINCIPAL",
-    "PROXIES",
     "REDIS",
-    "ROUTES",
     "SERVICE_NAME",
     "SETTINGS",
 ]
@@ -48,14 +32,5 @@ SETTINGS = web.AppKey("settings", BaseServiceSettings)
 AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 DB_POOL = web.AppKey("db_pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", Redis)
-HEALTH: web.AppKey[HealthChecks] = web.AppKey("health")
-METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
-ROUTES: web.AppKey[list[RouteDef]] = web.AppKey("routes")
-BUS: web.AppKey[Bus] = web.AppKey("bus")
-OUTBOX: web.AppKey[Outbox] = web.AppKey("outbox")
-OUTBOX_RELAY: web.AppKey[OutboxRelay] = web.AppKey("outbox_relay")
-BUS_COMPANIONS: web.AppKey[list[BusCompanion]] = web.AppKey("bus_companions")
-CACHE: web.AppKey[Cache] = web.AppKey("cache")
-PROXIES: web.AppKey[TrustedProxies] = web.AppKey("trusted_proxies")
 
 PRINCIPAL = web.RequestKey("principal", Principal)

@@ -19,7 +19,14 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "RequestWindow", "WindowStats", "metrics_handler"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "METRICS",
+    "Metrics",
+    "RequestWindow",
+    "WindowStats",
+    "metrics_handler",
+]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -138,3 +145,6 @@ async def metrics_handler(metrics: Metrics) -> web.Response:
     response = web.Response(body=await asyncio.to_thread(metrics.exposition))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
+
+
+METRICS = web.AppKey("metrics", Metrics)

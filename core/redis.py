@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from redis.asyncio import Redis
 
-from core.keys import HEALTH, REDIS
+from core.health import HEALTH
+from core.keys import REDIS
 
 __all__ = ["create_redis", "redis_ctx"]
 

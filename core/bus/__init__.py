@@ -5,7 +5,16 @@ broadcasting, ``consuming.py`` for typed handlers, ``outbox.py``, ``relay.py`` a
 for effectively-once processing across a database and the broker.
 """
 
-from core.bus.app import bus_ctx, bus_workers_ctx, make_transport
+from core.bus.app import (
+    BUS,
+    BUS_COMPANIONS,
+    OUTBOX,
+    OUTBOX_RELAY,
+    BusCompanion,
+    bus_ctx,
+    bus_workers_ctx,
+    make_transport,
+)
 from core.bus.asyncapi import build_asyncapi
 from core.bus.bus import BroadcastSpec, Bus, Handler, Message, Subscription
 from core.bus.consuming import BroadcastHandler, Delivery, EventHandler, event_class_of
@@ -28,10 +37,15 @@ from core.bus.transport import (
 )
 
 __all__ = [
+    "BUS",
+    "BUS_COMPANIONS",
+    "OUTBOX",
+    "OUTBOX_RELAY",
     "BroadcastHandler",
     "BroadcastSpec",
     "BroadcastSubscription",
     "Bus",
+    "BusCompanion",
     "BusMetrics",
     "Delivery",
     "Envelope",

@@ -13,21 +13,24 @@ from core.bus.bus import Bus
 from core.bus.events import Event
 from core.bus.memory import InMemoryTransport
 from core.bus.metrics import BusMetrics
+from core.bus.outbox import Outbox
 from core.bus.relay import OutboxRelay
 from core.bus.transport import Transport
-from core.keys import (
-    BUS,
-    BUS_COMPANIONS,
-    DB_POOL,
-    HEALTH,
-    METRICS,
-    OUTBOX,
-    OUTBOX_RELAY,
-    SERVICE_NAME,
-)
+from core.health import HEALTH
+from core.keys import DB_POOL, SERVICE_NAME
+from core.metrics import METRICS
 from core.settings import BaseServiceSettings
 
-__all__ = ["BusCompanion", "bus_ctx", "bus_workers_ctx", "make_transport"]
+__all__ = [
+    "BUS",
+    "BUS_COMPANIONS",
+    "OUTBOX",
+    "OUTBOX_RELAY",
+    "BusCompanion",
+    "bus_ctx",
+    "bus_workers_ctx",
+    "make_transport",
+]
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 Setup = Callable[[web.Application, Bus], None]
@@ -48,6 +51,12 @@ class BusCompanion(Protocol):
     async def stop(self) -> None:
         """End (the bus is still connected)."""
         ...
+
+
+BUS = web.AppKey("bus", Bus)
+OUTBOX = web.AppKey("outbox", Outbox)
+OUTBOX_RELAY = web.AppKey("outbox_relay", OutboxRelay)
+BUS_COMPANIONS: web.AppKey[list[BusCompanion]] = web.AppKey("bus_companions")
 
 
 def make_transport(settings: BaseServiceSettings) -> Transport:

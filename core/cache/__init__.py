@@ -16,7 +16,7 @@ Typical wiring (invalidations as broadcasts on the app's bus, so after ``bus_ctx
     async def get(self, product_id: UUID) -> Product: ...
 """
 
-from core.cache.app import Invalidation, Warmup, cache_ctx, cache_from_settings
+from core.cache.app import CACHE, Invalidation, Warmup, cache_ctx, cache_from_settings
 from core.cache.cache import TIER_NAMES, Cache
 from core.cache.decorator import BoundCachedFunction, CachedFunction, CacheResolver, cached
 from core.cache.events import CacheInvalidated
@@ -29,6 +29,7 @@ from core.cache.serialize import InvalidRecord, Record, decode_record, encode_re
 from core.cache.stats import CacheStats, FunctionStats
 
 __all__ = [
+    "CACHE",
     "TIER_NAMES",
     "BoundCachedFunction",
     "Cache",

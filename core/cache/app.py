@@ -17,17 +17,20 @@ from typing import TYPE_CHECKING, Literal
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from core.bus.app import BUS
 from core.bus.memory import InMemoryTransport
 from core.cache.cache import Cache
-from core.keys import BUS, CACHE, METRICS
+from core.metrics import METRICS
 from core.settings import BaseServiceSettings
 
 if TYPE_CHECKING:
     from core.bus.bus import Bus
 
-__all__ = ["Invalidation", "Warmup", "cache_ctx", "cache_from_settings"]
+__all__ = ["CACHE", "Invalidation", "Warmup", "cache_ctx", "cache_from_settings"]
 
 log = logging.getLogger("core.cache")
+
+CACHE = web.AppKey("cache", Cache)
 
 Warmup = Callable[[web.Application], Iterable[Awaitable[object]]]
 Invalidation = Literal["redis", "bus"]

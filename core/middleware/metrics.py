@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from core.keys import METRICS
+from core.metrics import METRICS
 from core.middleware.access_log import route_template
 
 __all__ = ["metrics_middleware"]

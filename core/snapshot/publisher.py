@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from core.bus.app import BUS, OUTBOX_RELAY
 from core.bus.events import Envelope, Event
-from core.keys import BUS, CACHE, OUTBOX_RELAY, SETTINGS
+from core.cache.app import CACHE
+from core.keys import SETTINGS
 from core.metrics import Metrics
 from core.snapshot.events import (
     BusFigures,

@@ -11,8 +11,7 @@ from aiohttp import web
 from core import DB_POOL, METRICS, OUTBOX, create_app, postgres_ctx, redis_ctx
 from core.app import CleanupCtx, auth_ctx
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx, make_transport
-from core.cache import cache_ctx
-from core.keys import CACHE
+from core.cache import CACHE, cache_ctx
 from core.snapshot import add_figures
 from services.orders.api import router
 from services.orders.catalog import CatalogClient

@@ -9,8 +9,7 @@ from aiohttp import web
 from core import DB_POOL, OUTBOX, create_app, postgres_ctx, redis_ctx
 from core.app import CleanupCtx, auth_ctx
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx
-from core.cache import cache_ctx
-from core.keys import CACHE
+from core.cache import CACHE, cache_ctx
 from services.products.api import router
 from services.products.consumers import subscribe
 from services.products.events import PUBLISHED_EVENTS

@@ -17,8 +17,7 @@ import core
 from core import Router
 from core.bus import Bus, InMemoryTransport, Message, bus_ctx
 from core.bus.amqp import AmqpTransport
-from core.cache import Cache, cache_ctx, cached
-from core.keys import CACHE
+from core.cache import CACHE, Cache, cache_ctx, cached
 from core.metrics import RequestWindow
 from core.snapshot import SNAPSHOT, MetricsSnapshot, add_figures
 from core.testing import wait_for

@@ -10,8 +10,7 @@ from pydantic import ValidationError
 from redis.asyncio import Redis
 
 import core
-from core.cache import Cache, cache_ctx, cached
-from core.keys import CACHE
+from core.cache import CACHE, Cache, cache_ctx, cached
 from tests.core.conftest import ClientFactory, SettingsFactory
 
 

@@ -15,9 +15,8 @@ from redis.asyncio import Redis
 import core
 from core.bus import Bus, InMemoryTransport, Transport, bus_ctx
 from core.bus.amqp import AmqpTransport
-from core.cache import Cache, CacheInvalidated, cache_ctx, cached
+from core.cache import CACHE, Cache, CacheInvalidated, cache_ctx, cached
 from core.context import correlation_id
-from core.keys import CACHE
 from core.testing import wait_for
 from core.testing.bus import BusKit
 from tests.core.bus.conftest import BrokerProxy

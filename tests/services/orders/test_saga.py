@@ -7,8 +7,7 @@ import uuid
 import asyncpg
 import orjson
 
-from core.bus import Bus, Envelope
-from core.keys import BUS
+from core.bus import BUS, Bus, Envelope
 from core.testing import assert_problem, wait_for
 from services.orders import Settings
 from services.products.events import InventoryReserved, ReservedItem

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from core.keys import CACHE
+from core.cache import CACHE
 from core.testing import wait_for
 from services.products import Settings, create_products_app
 from services.products.keys import PRODUCTS_SERVICE
