@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from core.settings import BaseServiceSettings
+from gateway.routing import RouteRule
 
 __all__ = [
     "DEFAULT_PUBLIC_ROUTES",
@@ -177,6 +178,12 @@ class Settings(BaseServiceSettings):
     @classmethod
     def _valid_rate(cls, value: str) -> str:
         parse_rate(value)
+        return value
+
+    @field_validator("rate_limit_auth_routes", "stream_routes", "public_routes")
+    @classmethod
+    def _valid_route_rules(cls, value: list[str]) -> list[str]:
+        RouteRule(value)  # "METHODS /path/glob" each: refused here, not when the app is built
         return value
 
     @field_validator("routes")

@@ -488,3 +488,10 @@ def test_the_policy_window_is_plain_decimal_seconds(period: float, window: str) 
         policy="p", allowed=True, limit=10, period=period, remaining=9, reset=1.0, retry_after=0
     )
     assert rate_limit_headers(decision)["RateLimit-Policy"] == f"10;w={window}"
+
+
+@pytest.mark.parametrize("field", ["rate_limit_auth_routes", "stream_routes", "public_routes"])
+def test_route_rules_are_checked_with_the_settings(field: str) -> None:
+    with pytest.raises(ValidationError, match="METHODS /path"):
+        Settings(**{field: ["login"]})
+    assert getattr(Settings(**{field: ["POST /api/v1/auth/*"]}), field) == ["POST /api/v1/auth/*"]
