@@ -305,7 +305,7 @@ class InvalidationListener:
             self._listening = False
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # typed from redis 8.2
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message.get("type")
