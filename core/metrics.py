@@ -22,6 +22,7 @@ from prometheus_client import (
 __all__ = [
     "LATENCY_BUCKETS",
     "METRICS",
+    "STREAM_BUCKETS",
     "Metrics",
     "RequestWindow",
     "WindowStats",
@@ -29,6 +30,8 @@ __all__ = [
 ]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Event streams and WebSockets stay open for seconds to hours.
+STREAM_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,17 +126,27 @@ class Metrics:
         self.in_flight = Gauge(
             "http_requests_in_flight", "HTTP requests being served", registry=self.registry
         )
+        self.streams = Histogram(
+            "http_stream_duration_seconds",
+            "How long long-lived responses (event streams, WebSockets) stayed open",
+            ["method", "route"],
+            buckets=STREAM_BUCKETS,
+            registry=self.registry,
+        )
         self.window = RequestWindow()
-        # Long-lived responses (event streams) would distort the latency percentiles.
-        self.window_excluded_routes: set[str] = set()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and its latency."""
         code = str(status)
         self.requests.labels(method, route, code).inc()
         self.latency.labels(method, route, code).observe(seconds)
-        if route not in self.window_excluded_routes:
-            self.window.observe(status, seconds)
+        self.window.observe(status, seconds)
+
+    def observe_stream(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one long-lived response and how long it stayed open: a stream lasting minutes is
+        not a slow request, so it stays out of the request latency and the dashboard's window."""
+        self.requests.labels(method, route, str(status)).inc()
+        self.streams.labels(method, route).observe(seconds)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""

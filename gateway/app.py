@@ -209,8 +209,6 @@ def create_gateway_app(
     app[POOLS] = _pools(settings, table, metrics)
     for route in table.routes:
         app.router.add_route("*", route.pattern, _proxy_handler(route))
-        if route.upstream == "web":  # the dashboard's event stream lasts minutes
-            app[METRICS].window_excluded_routes.add(route.pattern)
     app.on_response_prepare.append(rate_limit_hook)
     app.on_response_prepare.append(hsts_hook(settings.hsts_max_age))
     return app

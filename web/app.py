@@ -317,7 +317,6 @@ def create_web_app(
     Gauge("dashboard_streams_open", "Dashboard streams open", registry=registry).set_function(
         lambda: hub.clients
     )
-    app[METRICS].window_excluded_routes.add("/dashboard/stream")
     app.on_response_prepare.append(_security_headers)
     app.on_shutdown.append(hub.close)
     app.router.add_get("/", _to_dashboard, name="root")

@@ -114,3 +114,58 @@ async def test_a_raised_redirect_is_counted_with_its_own_status(
     samples = _samples(await (await client.get("/metrics")).text())
     assert _value(samples, "http_requests_total", method="GET", route="/old", status="302") == 1
     assert _value(samples, "http_requests_total", method="GET", route="/old", status="500") is None
+
+
+async def test_streams_are_timed_apart_from_requests(
+    service_client: ClientFactory, settings: BaseServiceSettings
+) -> None:
+    """An event stream or a WebSocket is counted as a request, but how long it stayed open goes
+    to its own histogram, never into the request latency or the dashboard's window."""
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: hello\n\n")
+        return response
+
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str("hello")
+        await ws.close()
+        return ws
+
+    async def plain(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = core.create_app("t", settings)
+    app.router.add_get("/events", events)
+    app.router.add_get("/socket", socket)
+    app.router.add_get("/plain", plain)
+    client = await service_client(app)
+    resp = await client.get("/events")
+    assert await resp.read() == b"data: hello\n\n"
+    async with client.ws_connect("/socket") as ws:
+        assert (await ws.receive_str()) == "hello"
+    assert (await client.get("/plain")).status == 200
+
+    samples = _samples(await (await client.get("/metrics")).text())
+    for route, status in (("/events", "200"), ("/socket", "101")):
+        assert _value(samples, "http_requests_total", method="GET", route=route, status=status) == 1
+        assert _value(samples, "http_stream_duration_seconds_count", method="GET", route=route) == 1
+        assert not [
+            s
+            for s in samples
+            if s[0].startswith("http_request_duration") and s[1].get("route") == route
+        ]
+    assert (
+        _value(
+            samples,
+            "http_request_duration_seconds_count",
+            method="GET",
+            route="/plain",
+            status="200",
+        )
+        == 1
+    )
+    assert app[core.METRICS].window.take().count == 2  # /plain and the /metrics read: no stream
