@@ -194,3 +194,27 @@ def test_what_reading_the_settings_logs_comes_out_in_the_chosen_format(
     ]
     assert len(warnings) == 1, result.stderr
     assert (warnings[0]["level"], warnings[0]["logger"]) == ("WARNING", "core.settings")
+
+
+def test_the_json_line_carries_extras_once_and_the_traceback() -> None:
+    stream = io.StringIO()
+    configure_logging("products", fmt="json", stream=stream, process="products-1")
+    log = logging.getLogger("test.json")
+    log.info("GET %s %s", "/x", 200, extra={"status": 200, "when": object, "path": "/x"})
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert {k: first[k] for k in ("level", "logger", "message", "service", "process")} == {
+        "level": "INFO",
+        "logger": "test.json",
+        "message": "GET /x 200",
+        "service": "products",
+        "process": "products-1",
+    }
+    assert (first["status"], first["path"], first["when"]) == (200, "/x", str(object))
+    assert not {"args", "msg", "levelno", "process_name", "exc_info"} & set(first)
+    assert first["ts"].endswith("+00:00")
+    assert second["exc_info"].startswith("Traceback")
+    assert "ValueError: boom" in second["exc_info"]
