@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit servers lint typecheck pytest bench clean audit security
+.PHONY: install run test test-unit servers lint typecheck pytest bench load clean audit security
 
 install: $(STAMP)
 
@@ -55,6 +55,24 @@ bench: install
 	$(BIN)/python -m perf.bench_products
 	$(BIN)/python -m perf.bench_gateway
 	$(BIN)/python -m perf.bench_orders
+
+# A Locust load of the running system (`make run` in another terminal) through the gateway: the
+# scenarios of perf/locustfile.py, headless, for LOAD_TIME with LOAD_USERS users; HTML and CSV
+# reports in perf/reports/. Start the system with the rate limits raised (README, Benchmarks).
+LOAD_USERS ?= 50
+LOAD_SPAWN_RATE ?= 10
+LOAD_TIME ?= 60s
+LOAD_HOST ?= http://127.0.0.1:8000
+
+load: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
+	@$(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=5)' '$(LOAD_HOST)' >/dev/null 2>&1 \
+		|| { echo "no gateway answers $(LOAD_HOST)/healthz: start the system with \`make run\` in another terminal (README, Benchmarks: the variables a load test needs)"; exit 1; }
+	@mkdir -p perf/reports
+	$(BIN)/locust -f perf/locustfile.py --headless --only-summary \
+		--users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --run-time $(LOAD_TIME) \
+		--host $(LOAD_HOST) --html perf/reports/load.html --csv perf/reports/load; \
+		status=$$?; echo "reports: perf/reports/load.html, perf/reports/load_*.csv"; exit $$status
 
 # Static security checks (pytest runs them too, in tests/security/test_tooling.py).
 security: install
