@@ -324,6 +324,22 @@ async def _queue_exists(name: str) -> bool:
         return True
 
 
+async def _published_again_until_received(
+    transport: AmqpTransport, key: str, received: list[str | None]
+) -> None:
+    """Until its queue is declared again, what is published to a broadcast is lost: keep
+    publishing until one of these messages arrives (within 15 s)."""
+
+    async def back() -> bool:
+        if not any(r and r.startswith("after") for r in received):
+            with contextlib.suppress(PublishError):
+                await transport.publish(key, b"{}", message_id=f"after-{uuid.uuid4().hex}")
+            return False
+        return True
+
+    await wait_for(back, within=15, interval=0.1)
+
+
 async def test_a_broadcast_subscription_comes_back_after_a_lost_connection() -> None:
     """Its exclusive queue dies with the connection; the transport declares it again (messages
     published meanwhile are lost: telemetry), and deletes it on stop."""
@@ -349,15 +365,7 @@ async def test_a_broadcast_subscription_comes_back_after_a_lost_connection() -> 
         killed = await close_named_connections(name)
         assert killed
 
-        async def back() -> bool:
-            # Until the queue is declared again, what is published is lost: keep publishing.
-            if not any(r and r.startswith("after") for r in received):
-                with contextlib.suppress(PublishError):
-                    await transport.publish(key, b"{}", message_id=f"after-{uuid.uuid4().hex}")
-                return False
-            return True
-
-        await wait_for(back, within=15, interval=0.1)
+        await _published_again_until_received(transport, key, received)
         assert subscription.connected
         await subscription.stop()
         assert not await _queue_exists(subscription.queue)
@@ -403,15 +411,7 @@ async def test_a_broadcast_subscription_comes_back_after_the_broker_cancels_it()
         await wait_for(holds(lambda: seen), within=10)
         assert seen == [False]
 
-        async def back() -> bool:
-            # Until the queue is declared again, what is published is lost: keep publishing.
-            if not any(r and r.startswith("after") for r in received):
-                with contextlib.suppress(PublishError):
-                    await transport.publish(key, b"{}", message_id=f"after-{uuid.uuid4().hex}")
-                return False
-            return True
-
-        await wait_for(back, within=15, interval=0.1)
+        await _published_again_until_received(transport, key, received)
         assert subscription.connected
         assert await _queue_exists(subscription.queue)
         await subscription.stop()
