@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 
-from core.bus.amqp.common import public_headers
+from core.bus.amqp.common import cancelled_by_caller, public_headers, wait_closing
 from core.bus.amqp.connection import Link
 from core.bus.transport import BroadcastSubscription, Incoming, IncomingHandler
 from core.retry import Backoff
@@ -49,6 +49,7 @@ class AmqpBroadcast(BroadcastSubscription):
         self._channel: AbstractChannel | None = None
         self._consumer_tag: str | None = None
         self._attached = asyncio.Event()
+        self._cancelled = asyncio.Event()  # the broker cancelled the current consumer
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -56,7 +57,12 @@ class AmqpBroadcast(BroadcastSubscription):
     def connected(self) -> bool:
         """Whether the private queue is consumed right now (not after the broker cancelled it)."""
         channel = self._channel
-        return self._attached.is_set() and channel is not None and not channel.is_closed
+        return (
+            self._attached.is_set()
+            and not self._cancelled.is_set()
+            and channel is not None
+            and not channel.is_closed
+        )
 
     def start(self) -> None:
         """Start (or restart) the task that keeps the subscription attached."""
@@ -95,21 +101,58 @@ class AmqpBroadcast(BroadcastSubscription):
             await self._link.close_quietly(channel)
 
     async def _run(self) -> None:
-        await self._link.keep_consuming(
-            self._open,
-            what=f"subscribe broadcast {self.queue}",
-            restarts=self._restarts,
-            attached=self._attached,
-        )
+        link = self._link
+        while True:
+            await link.ready.wait()
+            connection = link.connection
+            if connection is None or connection.is_closed:
+                await self._restarts.wait()  # the supervisor is reconnecting
+                continue
+            self._cancelled = cancelled = asyncio.Event()
+            try:
+                channel = await self._open(connection, cancelled)
+            except asyncio.CancelledError:
+                if cancelled_by_caller():
+                    raise
+                channel, error = None, repr(ConnectionError("connection closed"))
+            except Exception as exc:  # retried with backoff, like the connection itself
+                channel, error = None, repr(exc)
+            if channel is None:
+                log.warning(
+                    "cannot subscribe broadcast %s (%s), attempt %d failed",
+                    self.queue,
+                    error,
+                    self._restarts.failures + 1,
+                )
+                await self._restarts.wait()
+                continue
+            self._restarts.reset()
+            self._channel = channel
+            self._attached.set()
+            log.info("broadcast %s consuming %s", self.queue, ", ".join(self.patterns))
+            try:
+                await wait_closing(channel, asyncio.ensure_future(cancelled.wait()))
+            finally:
+                self._attached.clear()
+            if cancelled.is_set():
+                # The queue was deleted, or its node failed: the channel is still open but
+                # nothing arrives on it any more. Close it and declare the queue again.
+                log.warning("the broker cancelled broadcast %s: subscribing again", self.queue)
+                if self._channel is channel:
+                    self._channel = None
+                await self._link.close_quietly(channel)
+            else:
+                log.warning("broadcast %s lost its channel, subscribing again", self.queue)
+            await self._restarts.wait()
 
     async def _open(
-        self, connection: AbstractConnection, on_cancel: Callable[[object], None]
+        self, connection: AbstractConnection, cancelled: asyncio.Event
     ) -> AbstractChannel:
         link = self._link
         async with asyncio.timeout(link.connect_timeout):
             channel = await connection.channel(publisher_confirms=False)
             try:
-                channel.on_consumer_cancel_callbacks.add(on_cancel)
+                channel.on_consumer_cancel_callbacks.add(lambda _frame: cancelled.set())
                 await channel.queue_declare(
                     self.queue,
                     durable=False,
@@ -123,8 +166,7 @@ class AmqpBroadcast(BroadcastSubscription):
             except BaseException:
                 await link.close_quietly(channel)
                 raise
-        self._channel, self._consumer_tag = channel, ok.consumer_tag
-        log.info("broadcast %s consuming %s", self.queue, ", ".join(self.patterns))
+        self._consumer_tag = ok.consumer_tag
         return channel
 
     async def _on_message(self, message: DeliveredMessage) -> None:

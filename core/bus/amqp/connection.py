@@ -26,16 +26,12 @@ from core.bus.amqp.common import (
 from core.bus.transport import BusError
 from core.retry import Backoff
 
-__all__ = ["Link", "OpenConsumer", "Restore"]
+__all__ = ["Link", "Restore"]
 
 log = logging.getLogger("core.bus.amqp")
 
 # Re-declares what the owner knows on a fresh connection; returns the (maybe new) channel.
 Restore = Callable[[AbstractConnection, AbstractChannel], Awaitable[AbstractChannel]]
-
-# Opens a channel on the connection and starts consuming on it; registers the callback it is
-# given as the channel's consumer-cancel callback.
-OpenConsumer = Callable[[AbstractConnection, Callable[[object], None]], Awaitable[AbstractChannel]]
 
 
 class Link:
@@ -108,60 +104,6 @@ class Link:
     async def close_quietly(self, resource: AbstractConnection | AbstractChannel) -> None:
         """Close ``resource`` within the connect timeout, ignoring a broker that is gone."""
         await close_quietly(resource, within=self.connect_timeout)
-
-    async def keep_consuming(
-        self,
-        open_consumer: OpenConsumer,
-        *,
-        what: str,
-        restarts: Backoff,
-        attached: asyncio.Event,
-    ) -> None:
-        """Keep one consuming channel open for as long as the calling task runs.
-
-        On every connection ``open_consumer`` opens it (``restarts`` between failed attempts);
-        ``attached`` is set while it consumes. A channel that closes is opened again; so is one
-        whose consumer the broker cancelled (its queue was deleted, its node failed), which
-        stays open but receives nothing: ``attached`` is cleared at once, then it is closed.
-        ``what`` names it in the logs ("consume from orders").
-        """
-        while True:
-            await self.ready.wait()
-            connection = self.connection
-            if connection is None or connection.is_closed:
-                await restarts.wait()  # the supervisor is reconnecting
-                continue
-            cancelled = asyncio.Event()
-
-            def on_cancel(_frame: object, cancelled: asyncio.Event = cancelled) -> None:
-                attached.clear()
-                cancelled.set()
-
-            try:
-                channel = await open_consumer(connection, on_cancel)
-            except asyncio.CancelledError:
-                if cancelled_by_caller():
-                    raise
-                channel = None
-                error: BaseException = ConnectionError("connection closed")
-            except Exception as exc:  # retried with backoff, like the connection itself
-                channel, error = None, exc
-            if channel is None:
-                log.warning("cannot %s (%r), attempt %d failed", what, error, restarts.failures + 1)
-                await restarts.wait()
-                continue
-            restarts.reset()
-            attached.set()
-            try:
-                await wait_closing(channel, asyncio.ensure_future(cancelled.wait()))
-            finally:
-                attached.clear()
-            if cancelled.is_set():
-                log.warning("the broker cancelled the consumer (%s): starting it again", what)
-                await self.close_quietly(channel)
-            elif not connection.is_closed:  # a lost connection is the supervisor's to report
-                log.warning("lost the channel (%s): opening it again", what)
-            await restarts.wait()
 
     async def open_channel(self, *, publisher_confirms: bool) -> AbstractChannel:
         """A new channel, waiting up to ``connect_timeout`` for the connection; ``BusError``

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -37,6 +37,7 @@ from core.bus.amqp.common import (
     parking_queue_name,
     public_headers,
     routing_key_of,
+    wait_closing,
 )
 from core.bus.amqp.connection import Link
 from core.bus.amqp.publisher import Publisher
@@ -145,7 +146,7 @@ class Consumers:
 
     async def _cancel(self, consumer: _Consumer) -> None:
         channel, tag = consumer.channel, consumer.consumer_tag
-        if channel is None or tag is None or channel.is_closed or not consumer.attached.is_set():
+        if channel is None or tag is None or channel.is_closed:
             return
         try:
             async with asyncio.timeout(self.link.connect_timeout):
@@ -161,26 +162,56 @@ class Consumers:
 
     async def _run(self, consumer: _Consumer) -> None:
         """Keep one consumer attached: (re)open its channel on every connection."""
-        await self.link.keep_consuming(
-            functools.partial(self._open, consumer=consumer),
-            what=f"consume from {consumer.queue}",
-            restarts=consumer.restarts,
-            attached=consumer.attached,
-        )
+        link = self.link
+        while True:
+            await link.ready.wait()
+            connection = link.connection
+            if connection is None or connection.is_closed:
+                await consumer.restarts.wait()  # the supervisor is reconnecting
+                continue
+            cancelled = asyncio.Event()
+            try:
+                channel = await self._open(connection, consumer, cancelled)
+            except asyncio.CancelledError:
+                if cancelled_by_caller():
+                    raise
+                channel = None
+                error: BaseException = ConnectionError("connection closed")
+            except Exception as exc:  # retried with backoff, like the connection itself
+                channel, error = None, exc
+            if channel is None:
+                log.warning(
+                    "cannot consume from %s (%r), attempt %d failed",
+                    consumer.queue,
+                    error,
+                    consumer.restarts.failures + 1,
+                )
+                await consumer.restarts.wait()
+                continue
+            consumer.restarts.reset()
+            consumer.attached.set()
+            log.info("consuming from %s (prefetch %d)", consumer.queue, consumer.prefetch)
+            try:
+                await wait_closing(channel, asyncio.ensure_future(cancelled.wait()))
+            finally:
+                consumer.attached.clear()
+                consumer.channel = consumer.consumer_tag = None
+            if cancelled.is_set():
+                log.warning(
+                    "the broker cancelled the consumer on %s: restarting it", consumer.queue
+                )
+                await link.close_quietly(channel)
+            await consumer.restarts.wait()
 
     async def _open(
-        self,
-        connection: AbstractConnection,
-        on_cancel: Callable[[object], None],
-        *,
-        consumer: _Consumer,
+        self, connection: AbstractConnection, consumer: _Consumer, cancelled: asyncio.Event
     ) -> AbstractChannel:
         async with asyncio.timeout(self.link.connect_timeout):
             channel = await connection.channel(publisher_confirms=False)
             try:
                 await self.topology.declare(channel, consumer.queue)
                 await channel.basic_qos(prefetch_count=consumer.prefetch)
-                channel.on_consumer_cancel_callbacks.add(on_cancel)
+                channel.on_consumer_cancel_callbacks.add(lambda _frame: cancelled.set())
                 ok = await channel.basic_consume(
                     consumer.queue, functools.partial(self._on_message, consumer), no_ack=False
                 )
@@ -188,7 +219,6 @@ class Consumers:
                 await self.link.close_quietly(channel)
                 raise
         consumer.channel, consumer.consumer_tag = channel, ok.consumer_tag
-        log.info("consuming from %s (prefetch %d)", consumer.queue, consumer.prefetch)
         return channel
 
     # -- messages ----------------------------------------------------------------------------
