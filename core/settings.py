@@ -207,6 +207,8 @@ class BaseServiceSettings(BaseSettings):
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     bus_transport: Literal["amqp", "memory"] = "amqp"
     bus_publish_timeout: float = Field(default=5.0, gt=0, le=60)
+    # The AMQP exchange every event crosses: systems sharing one broker each take their own.
+    bus_exchange: str = Field(default="aioshop.events", pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
     # Seconds between the metrics.snapshot events of an instance (the dashboard's feed); 0: none.
     metrics_snapshot_interval: float = Field(default=1.0, ge=0, le=3600)
     memcached_url: str = "memcached://127.0.0.1:11211"

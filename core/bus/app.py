@@ -65,7 +65,11 @@ def make_transport(settings: BaseServiceSettings) -> Transport:
         return InMemoryTransport()
     # Imported with the module, not here: aiormq's first import reads its package metadata
     # from disk, a blocking call inside the event loop that builds the app.
-    return AmqpTransport(settings.amqp_url, publish_timeout=settings.bus_publish_timeout)
+    return AmqpTransport(
+        settings.amqp_url,
+        exchange=settings.bus_exchange,
+        publish_timeout=settings.bus_publish_timeout,
+    )
 
 
 def bus_ctx(

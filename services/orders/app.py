@@ -32,15 +32,7 @@ CATALOG_SESSION = web.AppKey("orders_catalog_session", aiohttp.ClientSession)
 
 def transport_for(settings: Settings) -> Transport:
     """The bus transport the settings name, on ``settings.bus_exchange`` for AMQP."""
-    if settings.bus_transport == "memory":
-        return make_transport(settings)
-    from core.bus.amqp import AmqpTransport
-
-    return AmqpTransport(
-        settings.amqp_url,
-        exchange=settings.bus_exchange,
-        publish_timeout=settings.bus_publish_timeout,
-    )
+    return make_transport(settings)
 
 
 def _catalog_ctx(settings: Settings) -> CleanupCtx:

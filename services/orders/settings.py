@@ -57,7 +57,7 @@ class Settings(BaseServiceSettings):
     bus_exchange: str = Field(
         default=Transport.exchange,
         pattern=r"^[A-Za-z0-9_.:-]{1,200}$",
-        validation_alias=AliasChoices("ORDERS_BUS_EXCHANGE", "bus_exchange"),
+        validation_alias=AliasChoices("ORDERS_BUS_EXCHANGE", "BUS_EXCHANGE", "bus_exchange"),
     )
     reservation_timeout: float = Field(
         default=30.0,

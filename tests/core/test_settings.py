@@ -284,3 +284,18 @@ def test_describe_settings_error_hides_the_input() -> None:
         )
     assert "MC4CAQAw" in str(caught.value.errors())  # pydantic's own errors hold the input...
     assert "MC4CAQAw" not in describe_settings_error(caught.value)  # ...ours does not
+
+
+def test_bus_exchange_names_the_exchange_of_every_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.bus.app import make_transport
+    from services.orders.app import transport_for
+    from services.orders.settings import Settings as OrdersSettings
+
+    monkeypatch.setenv("BUS_EXCHANGE", "bench.events")
+    assert make_transport(BaseServiceSettings()).exchange == "bench.events"
+    assert transport_for(OrdersSettings()).exchange == "bench.events"
+    monkeypatch.setenv("ORDERS_BUS_EXCHANGE", "orders.own")
+    assert transport_for(OrdersSettings()).exchange == "orders.own"
+    monkeypatch.setenv("BUS_EXCHANGE", "bad exchange!")
+    with pytest.raises(ValidationError, match="bus_exchange"):
+        BaseServiceSettings()
