@@ -47,14 +47,18 @@ test-unit: install
 
 test: lint typecheck test-unit pytest
 
+# One table, one run (perf/suite): the system as `aioshop up` runs it and its peers, loaded by wrk
+# (installed here when the package manager allows; else a Python generator, and the table says
+# so). BENCH_ARGS passes options, e.g. BENCH_ARGS='--seconds 8 --only reads'. The per-part
+# benchmarks behind some rows run alone too: python -m perf.bench_cache (bus, orders, ...).
+BENCH_ARGS ?=
+
 bench: install
 	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
-	$(BIN)/python -m perf.bench_users_me
-	$(BIN)/python -m perf.bench_bus
-	$(BIN)/python -m perf.bench_cache
-	$(BIN)/python -m perf.bench_products
-	$(BIN)/python -m perf.bench_gateway
-	$(BIN)/python -m perf.bench_orders
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+		&& { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || true; }
+	bash scripts/servers.sh
+	$(BIN)/python -m perf.suite $(BENCH_ARGS)
 
 # A Locust load of the running system (`make run` in another terminal) through the gateway: the
 # scenarios of perf/locustfile.py, headless, for LOAD_TIME with LOAD_USERS users; HTML and CSV
