@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import uuid
 from contextvars import ContextVar
+from random import getrandbits
 
 __all__ = [
     "causation_id",
@@ -24,8 +24,13 @@ _VALID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
 def new_correlation_id() -> str:
-    """Return a fresh correlation id."""
-    return uuid.uuid4().hex
+    """Return a fresh correlation id: 32 random hex digits, like ``uuid4().hex``.
+
+    Unique, not secret (it is echoed to the client and logged): ``random``'s generator, seeded
+    from the OS at import and again in a forked child, costs a fraction of ``uuid4`` (a system
+    call and a ``UUID`` object per request).
+    """
+    return f"{getrandbits(128):032x}"
 
 
 def valid_correlation_id(value: str | None) -> bool:

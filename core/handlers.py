@@ -141,9 +141,7 @@ class RouteDef:
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         """Authenticate, validate, call the handler and shape its result."""
         kwargs: dict[str, Any] = {}
-        # Anonymous callers' keys are scoped by address (the client's, behind TRUSTED_PROXIES),
-        # so strangers neither collide nor share a quota.
-        caller = f"anonymous@{client_address(request)}"
+        caller: str | None = None
         if self.auth:
             authenticator = request.app[AUTHENTICATOR]
             principal = await authenticator.authenticate(request.headers.get("Authorization"))
@@ -157,6 +155,10 @@ class RouteDef:
         key = request.headers.get(IDEMPOTENCY_HEADER) if self.idempotent else None
         if key is None:
             return await self._handle(request, kwargs)
+        if caller is None:
+            # Anonymous callers' keys are scoped by address (the client's, behind
+            # TRUSTED_PROXIES), so strangers neither collide nor share a quota.
+            caller = f"anonymous@{client_address(request)}"
         # Body read first: a 413 is raised here, before the key is claimed.
         digest = fingerprint(request.method, request.path_qs, await request.read())
         # Validation before the claim: a request refused before any work records nothing, so

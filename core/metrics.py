@@ -30,6 +30,7 @@ __all__ = [
 ]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_MAX_CACHED_CHILDREN = 4096
 # Event streams and WebSockets stay open for seconds to hours.
 STREAM_BUCKETS = (1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
 
@@ -134,12 +135,24 @@ class Metrics:
             registry=self.registry,
         )
         self.window = RequestWindow()
+        # The labelled children per (method, route, status): ``labels()`` costs more than the
+        # increment itself. Bounded, since a client chooses the method.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one request and its latency."""
-        code = str(status)
-        self.requests.labels(method, route, code).inc()
-        self.latency.labels(method, route, code).observe(seconds)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            code = str(status)
+            children = (
+                self.requests.labels(method, route, code),
+                self.latency.labels(method, route, code),
+            )
+            if len(self._children) < _MAX_CACHED_CHILDREN:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
         self.window.observe(status, seconds)
 
     def observe_stream(self, method: str, route: str, status: int, seconds: float) -> None:

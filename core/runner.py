@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from core.logging import flush_logging
 from core.server import ServerTimeouts, app_runner
 
 __all__ = ["Site", "run", "serve", "serve_all", "server_ssl_context"]
@@ -139,13 +140,16 @@ def run(
     shutdown_timeout: float = 10.0,
 ) -> None:
     """Serve ``app`` (over TLS with ``ssl_context``) on uvloop, where available, until SIGINT or
-    SIGTERM."""
+    SIGTERM; every log line queued is written before it returns."""
     server = serve(
         app, host=host, port=port, ssl_context=ssl_context, shutdown_timeout=shutdown_timeout
     )
-    if sys.platform != "win32":
-        import uvloop
+    try:
+        if sys.platform != "win32":
+            import uvloop
 
-        uvloop.run(server)
-    else:  # pragma: no cover
-        asyncio.run(server)
+            uvloop.run(server)
+        else:  # pragma: no cover
+            asyncio.run(server)
+    finally:
+        flush_logging()  # the lines of the last requests, written before the process exits

@@ -6,8 +6,10 @@ for their ``/readyz``, starts the front processes (the gateway, and the dashboar
 package is installed) pointed at every instance, and stops everything in reverse order on
 SIGINT/SIGTERM or when one exits.
 
-The children write to this process's terminal (or wherever its stderr goes): ``child_environment``
-tells them which log format fits it, and that the development-key warning was printed already.
+The children write to this process's terminal (or wherever its stderr goes): they inherit its
+stdout and stderr, so no line passes through this process (a busy service's access log costs the
+supervisor nothing). ``child_environment`` tells them which log format fits it, and that the
+development-key warning was printed already.
 """
 
 from __future__ import annotations

@@ -47,6 +47,8 @@ def _asks_for_a_stream(request: web.Request) -> bool:
 
 
 def _is_a_stream(response: web.StreamResponse) -> bool:
-    return isinstance(response, web.WebSocketResponse) or response.content_type == (
-        "text/event-stream"
-    )
+    # The header itself: the ``content_type`` property parses it anew on every read.
+    media = response.headers.get(hdrs.CONTENT_TYPE)
+    if media is not None and media.partition(";")[0].strip().lower() == "text/event-stream":
+        return True
+    return isinstance(response, web.WebSocketResponse)
