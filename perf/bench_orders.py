@@ -1,28 +1,31 @@
-"""Orders placed per second and the saga's completion latency, end to end over real RabbitMQ.
+"""Orders sagas completed per second and their completion latency, end to end over RabbitMQ.
 
 Run from the project root::
 
-    .venv/bin/python -m perf.bench_orders [--orders 2000] [--connections 32] [--rate 40]
-                                          [--latency-orders 400] [--products 200]
+    .venv/bin/python -m perf.bench_orders [--duration 20] [--connections 32] [--rate R]
+                                          [--products 200]
 
 Two services run in their own (spawned) process on uvloop through ``core.runner.run``: the
 products service and the orders service, each on a throw-away database (created, migrated and
 dropped by this run), on the real RabbitMQ broker through an exchange and queues of this run's
 own (deleted afterwards), with Redis namespaces of their own. The catalog is seeded with
-``--products`` products, each with far more stock than the run orders. Every order has 1..3
-random lines and pays with ``tok_visa``. Two phases, each waiting until every saga has ended:
+``--products`` products, each with far more stock than the run orders; every order has 1..3
+random lines of them (spread like real traffic: no single hot product) and pays with
+``tok_visa``. A saga is complete when its ``order.confirmed`` (or ``order.rejected``) event is
+committed; its completion latency runs from the client sending ``POST /api/v1/orders`` to that
+commit (placed → outbox relay → RabbitMQ → products reserves → RabbitMQ → orders → payment →
+confirmed), with the host's clock on both ends. Phases (``measure_against``, which a table
+runner calls on a system already running):
 
-1. throughput: a closed-loop aiohttp client places ``--orders`` orders with ``--connections``
-   concurrent workers, as fast as the orders service answers. Reported: orders answered 202
-   per second, the latency of ``POST /api/v1/orders`` (which reads each line's price from the
-   products service over HTTP and commits the order's first event, saga row, read model row and
-   outbox row), and the saga latency under that overload (it measures the backlog);
-2. latency: an open-loop client places ``--latency-orders`` orders at a steady ``--rate`` per
-   second (below the saturation point), and reports the saga completion latency, p50 and p99:
-   from the client sending ``POST`` to the order's ``order.confirmed`` event being committed
-   (placed → outbox relay → RabbitMQ → products reserves → RabbitMQ → orders → payment →
-   confirmed), with the host's clock on both ends; and from ``order.placed`` to
-   ``order.confirmed`` as the server committed them.
+1. sustained: ``--connections`` closed-loop clients, each placing an order and waiting for its
+   saga to complete before the next, for ``--duration`` seconds: sagas completed per second,
+   with a backlog that cannot grow (at most ``--connections`` sagas in flight);
+2. latency: an open loop placing orders at ``--rate`` per second (default: 80 % of what phase 1
+   sustained) for ``--duration`` seconds: completion latency p50 and p99, and whether the
+   completions kept up.
+
+Both are measured against a system that can keep up: an overload (placing faster than sagas
+complete) only measures the backlog it builds.
 
 Only 127.0.0.1 is contacted.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import random
@@ -115,7 +119,6 @@ class Placement:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     first_error: str | None = None
-    seconds: float = 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -155,16 +158,15 @@ def order_bodies(products: list[str], count: int, seed: int) -> list[dict[str, A
     ]
 
 
-def customer_headers() -> dict[str, str]:
-    """The Authorization header of a customer (development key pair)."""
+def customer_token() -> str:
+    """An access token of a new customer (development key pair)."""
     from core.app import token_codec
     from services.orders import Settings
 
     codec = token_codec(Settings(env="test"), signing=True)
-    token = codec.issue(
+    return codec.issue(
         "access", user_id=str(uuid.uuid4()), roles=["customer"], family=str(uuid.uuid4())
     ).token
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def _post(
@@ -173,7 +175,8 @@ async def _post(
     body: dict[str, Any],
     headers: dict[str, str],
     result: Placement,
-) -> None:
+) -> str | None:
+    """Place one order; its id (``None``: counted as an error)."""
     sent, t0 = time.time(), time.perf_counter()
     try:
         async with session.post(url, json=body, headers=headers) as response:
@@ -185,96 +188,159 @@ async def _post(
     if ok:
         result.latencies.append(time.perf_counter() - t0)
         result.sent_at[payload["id"]] = sent
-    else:
-        result.errors += 1
-        result.first_error = result.first_error or problem
+        return str(payload["id"])
+    result.errors += 1
+    result.first_error = result.first_error or problem
+    return None
 
 
-async def place_closed_loop(url: str, bodies: list[dict[str, Any]], connections: int) -> Placement:
-    """Place ``bodies`` with ``connections`` workers, each sending its next one on an answer."""
-    headers = customer_headers()
-    result = Placement()
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
+@dataclass(frozen=True)
+class OrdersRow:
+    """What ``measure_against`` measured: sagas completed end to end.
 
-    async def worker(session: aiohttp.ClientSession) -> None:
-        while not queue.empty():
-            await _post(session, url, queue.get_nowait(), headers, result)
+    ``orders_per_s``: sagas completed (confirmed or rejected) per second over the window from
+    the first ``POST`` to the last completion; ``p50_ms``/``p99_ms``: completion latency, client
+    ``POST`` to the final event committed; ``errors``: failed placements plus sagas that did
+    not end confirmed (rejected, or not done by the settle timeout).
+    """
 
-    connector = aiohttp.TCPConnector(limit=connections)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-    start = time.perf_counter()
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session) for _ in range(connections)))
-    result.seconds = time.perf_counter() - start
-    return result
-
-
-async def place_open_loop(url: str, bodies: list[dict[str, Any]], rate: float) -> Placement:
-    """Send ``bodies`` at ``rate`` per second, whatever the answers' latency."""
-    headers = customer_headers()
-    result = Placement()
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-    start = time.perf_counter()
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        tasks = []
-        for i, body in enumerate(bodies):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)  # the schedule of the open loop
-            tasks.append(asyncio.create_task(_post(session, url, body, headers, result)))
-        await asyncio.gather(*tasks)
-    result.seconds = time.perf_counter() - start
-    return result
+    mode: str
+    placed: int
+    confirmed: int
+    orders_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    seconds: float
+    first_error: str | None = None
 
 
-async def settle(dsn: str, expected: int) -> dict[str, tuple[float, float, str]]:
-    """Wait until every saga ended; per order: placed and final times (epoch s), status."""
+class _Completions:
+    """Watches the orders database for the final event of the orders placed, by polling."""
+
+    FINAL = ("order.confirmed", "order.rejected")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.waiting: dict[uuid.UUID, asyncio.Future[tuple[float, str]]] = {}
+
+    def expect(self, order_id: str) -> asyncio.Future[tuple[float, str]]:
+        """A future of the order's completion: (epoch seconds of the commit, event type)."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[uuid.UUID(order_id)] = future
+        return future
+
+    async def poll(self, interval: float = 0.01) -> None:
+        """Resolve the futures of completed orders until cancelled."""
+        while True:
+            if self.waiting:
+                rows = await self.conn.fetch(
+                    """
+                    SELECT order_id, type, extract(epoch FROM occurred_at)::float8 AS at
+                      FROM order_events WHERE order_id = ANY($1::uuid[]) AND type = ANY($2)
+                    """,
+                    list(self.waiting),
+                    list(self.FINAL),
+                )
+                for row in rows:
+                    future = self.waiting.pop(row["order_id"], None)
+                    if future is not None and not future.done():
+                        future.set_result((row["at"], row["type"]))
+            await asyncio.sleep(interval)  # the polling period, not a wait for a race
+
+
+async def measure_against(
+    base_url: str,
+    orders_dsn: str,
+    products: list[str],
+    *,
+    rate: float | None,
+    duration: float,
+    token: str,
+    concurrency: int = 32,
+    seed: int = 0,
+) -> OrdersRow:
+    """Place orders through ``base_url`` (an orders service, or the gateway in front of it) for
+    ``duration`` seconds and read their sagas' completion from ``orders_dsn``.
+
+    ``rate=None``: ``concurrency`` closed-loop clients, each placing an order and waiting for
+    its saga to complete before the next (the sustained rate); else an open loop placing
+    ``rate`` orders per second, whatever the answers. ``token``: a customer's bearer token.
+    ``products``: ids of products with stock enough for every order. Only the final events of
+    the orders placed here are counted, so the system may carry other traffic.
+    """
     import asyncpg
 
-    conn = await asyncpg.connect(dsn)
+    url = base_url.rstrip("/") + "/api/v1/orders"
+    headers = {"Authorization": f"Bearer {token}"}
+    rng = random.Random(seed)
+    result = Placement()
+    ends: dict[str, tuple[float, str]] = {}
+    conn = await asyncpg.connect(orders_dsn)
+    watcher = _Completions(conn)
+    poller = asyncio.create_task(watcher.poll())
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    connector = aiohttp.TCPConnector(limit=max(concurrency, 100))
+
+    async def one(session: aiohttp.ClientSession) -> None:
+        body = order_bodies(products, 1, rng.getrandbits(32))[0]
+        order_id = await _post(session, url, body, headers, result)
+        if order_id is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SETTLE_TIMEOUT):
+                    ends[order_id] = await watcher.expect(order_id)
+
+    start = time.perf_counter()
     try:
-        deadline = time.monotonic() + SETTLE_TIMEOUT
-        while True:
-            left = await conn.fetchval("SELECT count(*) FROM order_sagas WHERE step <> 'done'")
-            if left == 0:
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{left} of {expected} sagas still running after the timeout")
-            await asyncio.sleep(0.1)
-        rows = await conn.fetch(
-            """
-            SELECT p.order_id,
-                   extract(epoch FROM p.occurred_at)::float8 AS placed,
-                   extract(epoch FROM f.occurred_at)::float8 AS ended,
-                   f.type
-              FROM order_events p
-              JOIN order_events f ON f.order_id = p.order_id
-                                 AND f.type IN ('order.confirmed', 'order.rejected')
-             WHERE p.type = 'order.placed'
-            """
-        )
-        return {str(r["order_id"]): (r["placed"], r["ended"], r["type"]) for r in rows}
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            if rate is None:
+
+                async def client() -> None:
+                    while time.perf_counter() - start < duration:
+                        await one(session)
+
+                await asyncio.gather(*(client() for _ in range(concurrency)))
+            else:
+                tasks = []
+                for i in range(max(1, round(rate * duration))):
+                    delay = start + i / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)  # the schedule of the open loop
+                    tasks.append(asyncio.create_task(one(session)))
+                await asyncio.gather(*tasks)
     finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
         await conn.close()
+    seconds = time.perf_counter() - start
+    latencies = [ends[oid][0] - sent for oid, sent in result.sent_at.items() if oid in ends]
+    confirmed = sum(1 for _, kind in ends.values() if kind == "order.confirmed")
+    span = max((at for at, _ in ends.values()), default=0.0) - min(
+        result.sent_at.values(), default=0.0
+    )
+    placed = len(result.sent_at)
+    return OrdersRow(
+        mode="closed loop" if rate is None else f"open loop at {rate:g}/s",
+        placed=placed,
+        confirmed=confirmed,
+        orders_per_s=len(ends) / span if ends and span > 0 else 0.0,
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
+        errors=result.errors + placed - confirmed,
+        seconds=seconds,
+        first_error=result.first_error,
+    )
 
 
-def _latencies(
-    placement: Placement, outcomes: dict[str, tuple[float, float, str]]
-) -> tuple[list[float], list[float], int]:
-    confirmed = {
-        k: v for k, v in outcomes.items() if k in placement.sent_at and v[2] == "order.confirmed"
-    }
-    end_to_end = [
-        confirmed[oid][1] - sent for oid, sent in placement.sent_at.items() if oid in confirmed
-    ]
-    server_side = [ended - placed for placed, ended, _ in confirmed.values()]
-    return end_to_end, server_side, len(confirmed)
-
-
-def _ms(values: list[float]) -> str:
-    return f"p50 {percentile(values, 50):.1f} ms, p99 {percentile(values, 99):.1f} ms"
+def _row(name: str, row: OrdersRow) -> None:
+    print(
+        f"{name}: {row.orders_per_s:.0f} sagas completed/s ({row.mode}, {row.placed} placed, "
+        f"{row.confirmed} confirmed, {row.seconds:.1f} s); completion p50 {row.p50_ms:.1f} ms, "
+        f"p99 {row.p99_ms:.1f} ms"
+    )
+    if row.errors:
+        print(f"   ERRORS: {row.errors} (failed placements or unconfirmed; {row.first_error})")
 
 
 async def bench(
@@ -283,55 +349,43 @@ async def bench(
     orders_dsn: str,
     args: argparse.Namespace,
 ) -> bool:
-    """Wait for the services, run both phases, print the figures."""
+    """Wait for the services, run the phases, print the figures."""
     for process, port in servers.values():
         await wait_ready(f"http://{HOST}:{port}/readyz", process)
     products = await product_ids(products_dsn)
-    url = f"http://{HOST}:{servers['orders'][1]}/api/v1/orders"
-
-    burst = await place_closed_loop(url, order_bodies(products, args.orders, 1), args.connections)
-    outcomes = await settle(orders_dsn, len(burst.sent_at))
-    burst_e2e, _, burst_confirmed = _latencies(burst, outcomes)
-    ends = [outcomes[oid][1] for oid in burst.sent_at if oid in outcomes]
-    burst_span = max(ends) - min(burst.sent_at.values()) if ends else float("nan")
-    steady = await place_open_loop(url, order_bodies(products, args.latency_orders, 2), args.rate)
-    outcomes = await settle(orders_dsn, len(steady.sent_at))
-    steady_e2e, steady_server, steady_confirmed = _latencies(steady, outcomes)
-
-    placed = len(burst.sent_at)
-    print(f"\n1. throughput: {placed} orders, {args.connections} concurrent closed-loop clients")
-    print(f"   placed (202): {placed / burst.seconds:.0f} orders/s ({burst.seconds:.2f} s)")
-    print(f"   POST /api/v1/orders latency: {_ms(burst.latencies)}")
-    print(f"   saga completion under this overload (backlog): {_ms(burst_e2e)}")
-    print(
-        f"   sagas completed end to end: {burst_confirmed / burst_span:.0f} orders/s "
-        f"(first POST to last order.confirmed: {burst_span:.2f} s)"
+    base = f"http://{HOST}:{servers['orders'][1]}"
+    token = customer_token()
+    await measure_against(  # warm-up: connections, caches, prepared statements
+        base, orders_dsn, products, rate=None, duration=2, token=token, concurrency=4, seed=9
     )
-    print(
-        f"2. latency: {len(steady.sent_at)} orders, open loop at {args.rate:g} orders/s "
-        f"(achieved {len(steady.sent_at) / steady.seconds:.1f}/s)"
+    sustained = await measure_against(
+        base,
+        orders_dsn,
+        products,
+        rate=None,
+        duration=args.duration,
+        token=token,
+        concurrency=args.connections,
+        seed=1,
     )
-    print(f"   POST /api/v1/orders latency: {_ms(steady.latencies)}")
-    print(f"   saga completion, client POST -> order.confirmed committed: {_ms(steady_e2e)}")
-    print(
-        f"   saga completion, order.placed -> order.confirmed (server clock): {_ms(steady_server)}"
+    _row(f"1. sustained, {args.connections} closed-loop clients", sustained)
+    rate = args.rate or max(1.0, round(0.8 * sustained.orders_per_s))
+    steady = await measure_against(
+        base, orders_dsn, products, rate=rate, duration=args.duration, token=token, seed=2
     )
+    _row("2. latency", steady)
+    if steady.orders_per_s < 0.9 * rate:
+        print(f"   the completions did not keep up with {rate:g} orders/s")
+    errors = sustained.errors + steady.errors
     print(
         f"setup: products and orders services in one process each on uvloop, real PostgreSQL, "
         f"Redis and RabbitMQ; the load generator runs in the benchmark process and shares the "
         f"machine's {os.cpu_count()} cores with both services and every server, so the figures "
         "are relative, not absolute capacity."
     )
-    errors = burst.errors + steady.errors
-    unconfirmed = placed - burst_confirmed + len(steady.sent_at) - steady_confirmed
-    for name, phase in (("throughput", burst), ("latency", steady)):
-        if phase.errors:
-            print(f"ERRORS ({name}): {phase.errors} failed placements (first: {phase.first_error})")
-    if unconfirmed:
-        print(f"ERRORS: {unconfirmed} orders were not confirmed")
-    if errors or unconfirmed:
+    if errors:
         print("RESULT INVALID: the run had errors or unconfirmed orders")
-    return not (errors or unconfirmed)
+    return not errors
 
 
 async def delete_topology(exchange: str, queues: list[str]) -> None:
@@ -354,17 +408,16 @@ async def delete_topology(exchange: str, queues: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; the exit code is 0 only for a complete run without errors."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--orders", type=int, default=2000, help="orders of the throughput phase")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent client workers")
-    parser.add_argument("--rate", type=float, default=40.0, help="orders/s of the latency phase")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of each phase")
+    parser.add_argument("--connections", type=int, default=32, help="closed-loop clients")
     parser.add_argument(
-        "--latency-orders", type=int, default=400, help="orders of the latency phase"
+        "--rate", type=float, default=None, help="orders/s of the latency phase (80 %% of 1.)"
     )
     parser.add_argument("--products", type=int, default=200, help="products to seed")
     args = parser.parse_args(argv)
-    if min(args.orders, args.connections, args.latency_orders) < 1 or args.products < 3:
-        parser.error("--orders, --connections, --latency-orders >= 1, --products >= 3")
-    if args.rate <= 0:
+    if args.connections < 1 or args.products < 3 or args.duration <= 0:
+        parser.error("--connections >= 1, --products >= 3, --duration > 0")
+    if args.rate is not None and args.rate <= 0:
         parser.error("--rate must be > 0")
 
     import uvloop

@@ -1,8 +1,9 @@
 """Bus handlers of the orders service: the products service's answers to the saga.
 
 Each is a typed ``core.bus`` consumer with the service's inbox: it runs once per event id and
-applies its decision inside the transaction that records the id; metrics are observed and the
-saga runner woken once that transaction has committed.
+applies its decision inside the transaction that records the id; once that transaction has
+committed, the saga runner starts the step it leased (the payment, right after the reservation)
+or looks for the work that became due, and metrics are observed.
 """
 
 from __future__ import annotations
@@ -35,15 +36,16 @@ def subscribe(app: web.Application, bus: Bus, *, queue: str) -> None:
         if transition is None:
             return
 
-        # Two callbacks, the wake first: a failing cache invalidation or metric must not leave
-        # the saga waiting for its next poll.
+        # Two callbacks, the saga runner first: a failing cache invalidation or metric must not
+        # keep the payment step from starting.
         if transition.change is not None and transition.change.step:
-            ctx.after_commit(app[SAGA_RUNNER].wake)
+            ctx.after_commit(lambda: app[SAGA_RUNNER].committed(transition))
         ctx.after_commit(lambda: service.committed(transition))
 
     async def on_inventory_reserved(event: InventoryReserved, ctx: Delivery) -> None:
-        timeout = app[ORDERS_SERVICE].settings.payment_timeout
-        await apply(ctx, event.order_id, on_reserved(event, timeout))
+        settings = app[ORDERS_SERVICE].settings
+        decision = on_reserved(event, settings.payment_timeout, lease=settings.saga_lease)
+        await apply(ctx, event.order_id, decision)
 
     async def on_inventory_reservation_failed(
         event: InventoryReservationFailed, ctx: Delivery

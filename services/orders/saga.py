@@ -9,9 +9,11 @@ Steps (``order_sagas.step``), each written in the transaction that appends the o
     (``reservation_timeout``) and publishes ``order.cancelled``, which releases whatever the
     products service reserves later (it keeps a tombstone for an order it has not seen yet).
 ``authorizing``
-    Stock is held; a worker leases the saga (renewing the lease while the call runs) and asks
-    the payment provider. Authorized: ``confirmed``. Declined: ``rejected``/``payment_declined``
-    and the stock released. No answer by the deadline: ``rejected``/``payment_timeout``, the
+    Stock is held. The instance that records the reservation leases the saga in that
+    transaction and asks the payment provider as soon as it commits (renewing the lease while
+    the call runs); should it die first, the lease expires and a poll of any instance claims it.
+    Authorized: ``confirmed``. Declined: ``rejected``/``payment_declined`` and the stock
+    released. No answer by the deadline: ``rejected``/``payment_timeout``, the
     stock released, and the payment voided (``refunding``), since its outcome is unknown.
 ``refunding``
     A payment may have been taken and must be given back (a timed-out authorization, a user's
@@ -32,9 +34,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any
 
 from core.bus import Event
@@ -49,7 +53,7 @@ from services.orders.events import (
 )
 from services.orders.payment import PaymentProvider, PaymentResult, RefundResult
 from services.orders.repository import SagaRow
-from services.orders.service import Change, Decision, OrdersService
+from services.orders.service import Change, Decision, OrdersService, Transition
 from services.products.events import InventoryReservationFailed, InventoryReserved
 
 __all__ = [
@@ -81,8 +85,12 @@ def _reject(order: Order, reason: str) -> tuple[NewEvent, list[Event]]:
 # decisions (pure: state in, change out) --------------------------------------------------------
 
 
-def on_reserved(event: InventoryReserved, payment_timeout: float) -> Decision:
-    """``inventory.reserved``: hold on, authorize the payment next."""
+def on_reserved(
+    event: InventoryReserved, payment_timeout: float, lease: float | None = None
+) -> Decision:
+    """``inventory.reserved``: hold on, authorize the payment next; with ``lease``, the saga is
+    leased to the instance that commits this, which authorizes right away
+    (``SagaRunner.committed``)."""
 
     def decide(order: Order, saga: SagaRow) -> Change | None:
         if saga.step != "reserving" or order.status != "pending":
@@ -93,6 +101,7 @@ def on_reserved(event: InventoryReserved, payment_timeout: float) -> Decision:
             events=[NewEvent("stock.reserved", {"items": items})],
             step="authorizing",
             deadline_in=payment_timeout,
+            lease_in=lease,
         )
 
     return decide
@@ -237,11 +246,15 @@ def on_refund(result: RefundResult | None) -> Decision:
 
 
 class SagaRunner:
-    """Runs the due steps of sagas: expired reservations, payments, refunds.
+    """Runs the saga's steps that call out: payments and refunds, and expired reservations.
 
-    Polls every ``poll_interval`` seconds and whenever ``wake`` is called (a saga reached a
-    step that has work to do). Several instances share the work through leases of ``lease``
-    seconds, renewed at every poll while the step runs (so ``poll_interval`` < ``lease``).
+    A saga that this instance moves to ``authorizing`` under a lease (``on_reserved`` with a
+    lease) has its payment step started as soon as that transaction commits (``committed``):
+    no poll between the reservation and the payment. Everything else is found by polling every
+    ``poll_interval`` seconds, and whenever ``wake`` is called: deadlines passed, refunds due,
+    steps left behind by a stopped instance. Several instances share the work through leases of
+    ``lease`` seconds, renewed at every poll while the step runs (so ``poll_interval`` <
+    ``lease``).
     """
 
     def __init__(
@@ -262,13 +275,16 @@ class SagaRunner:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._steps: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     async def start(self) -> None:
         """Start running in the background."""
+        self._stopped = False
         self._task = asyncio.create_task(self._run(), name="order-saga-runner")
 
     async def stop(self) -> None:
         """Stop the loop and the steps in flight (their leases expire; another run resumes)."""
+        self._stopped = True
         tasks = [t for t in (self._task, *self._steps) if t is not None]
         for task in tasks:
             task.cancel()
@@ -279,6 +295,24 @@ class SagaRunner:
     def wake(self) -> None:
         """Look for due work now rather than at the next poll."""
         self._wake.set()
+
+    def committed(self, transition: Transition) -> None:
+        """After a transition committed: start the payment step it leased to this instance,
+        or look for the work it made due (a refund)."""
+        change = transition.change
+        if change is None or change.step is None:
+            return
+        if change.step == "authorizing" and change.lease_in is not None:
+            if self._stopped:
+                return  # the lease expires and a running instance claims the step
+            saga = dataclasses.replace(
+                transition.saga,
+                step="authorizing",
+                deadline=transition.saga.now + timedelta(seconds=change.deadline_in or 0.0),
+            )
+            self._spawn(saga.order_id, self._authorize(saga, transition.order))
+        elif change.step != "done":
+            self.wake()
 
     async def run_once(self) -> int:
         """Start every due step once; return how many were started."""
@@ -320,13 +354,18 @@ class SagaRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
-    async def _authorize(self, saga: SagaRow) -> None:
+    async def _authorize(self, saga: SagaRow, order: Order | None = None) -> None:
         token = correlation_id.set(saga.correlation_id)
         try:
-            await self._authorize_step(saga)
-            # A cancellation during the call left the refund waiting for this lease.
-            await self.service.repository.release(saga.order_id)
-            self.wake()
+            transition = await self._authorize_step(saga, order)
+            change = transition.change if transition is not None else None
+            if change is None or change.step is None:
+                # Nothing moved the saga (a cancellation during the call kept the lease for
+                # this outcome, or a duplicate answer): give the lease up for the refund step.
+                await self.service.repository.release(saga.order_id)
+                self.wake()
+            elif change.step == "refunding":
+                self.wake()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -334,12 +373,14 @@ class SagaRunner:
         finally:
             correlation_id.reset(token)
 
-    async def _authorize_step(self, saga: SagaRow) -> None:
+    async def _authorize_step(self, saga: SagaRow, order: Order | None) -> Transition | None:
+        """Ask the provider, then record its answer (``order``: the order as the caller has
+        just committed it, else it is read)."""
         order_id = saga.order_id
         if _due(saga):
-            await self.service.transition(order_id, on_payment_timeout(force=False))
-            return
-        order = Order.replay(order_id, await self.service.repository.load_stream(order_id))
+            return await self.service.transition(order_id, on_payment_timeout(force=False))
+        if order is None:
+            order = Order.replay(order_id, await self.service.repository.load_stream(order_id))
         assert saga.deadline is not None
         remaining = (saga.deadline - saga.now).total_seconds()
         try:
@@ -352,12 +393,8 @@ class SagaRunner:
                 )
         except TimeoutError:
             log.warning("order %s: no answer from the payment provider in time", order_id)
-            await self.service.transition(order_id, on_payment_timeout(force=True))
-            self.wake()  # the refund step is due
-            return
-        transition = await self.service.transition(order_id, on_payment(result))
-        if transition is not None and transition.change and transition.change.step == "refunding":
-            self.wake()
+            return await self.service.transition(order_id, on_payment_timeout(force=True))
+        return await self.service.transition(order_id, on_payment(result))
 
     async def _refund(self, saga: SagaRow) -> None:
         token = correlation_id.set(saga.correlation_id)

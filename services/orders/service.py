@@ -3,8 +3,9 @@
 No aiohttp, no SQL. Every change of an order follows one path (``transition_in``): lock the
 order's saga row (serializing its writers), replay its stream, let a decision function read the
 state and return a ``Change`` (events to append, bus events to publish, the saga's next step),
-then append the events with the version read, project them into the read model and record
-the bus events in the outbox, all in one transaction. Metrics are observed and the cached view
+then append the events with the version read, project them into the read model and move the
+saga to its next step (one statement: ``append_projected``), and record the bus events in the
+outbox, all in one transaction. Metrics are observed and the cached view
 invalidated once it has committed. The row lock keeps writers of one order from racing; the
 stream's unique ``(order_id, seq)`` is the optimistic-concurrency backstop that turns any writer
 that skipped it into a ``ConcurrentAppend`` (409, or a retried bus message) instead of a fork.
@@ -36,7 +37,7 @@ from services.orders.catalog import CatalogClient, UnknownProducts
 from services.orders.events import OrderCancelled, OrderLine, OrderPlaced, OrderShipped
 from services.orders.metrics import OrderMetrics
 from services.orders.projection import OrderView
-from services.orders.repository import OrdersRepository, SagaRow
+from services.orders.repository import OrdersRepository, SagaRow, StepChange
 from services.orders.schemas import OrderIn
 from services.orders.settings import Settings
 
@@ -74,6 +75,9 @@ class Change:
     deadline_in: float | None = None
     outcome: str | None = None  # confirmed | rejected | cancelled | shipped, for metrics
     keep_lease: bool = False
+    # Lease the saga for this many seconds in the same transaction: the instance that commits
+    # runs the next step itself at once instead of leaving it to a poll's claim.
+    lease_in: float | None = None
 
 
 Decision = Callable[[Order, SagaRow], Change | None]
@@ -131,20 +135,26 @@ class OrdersService:
         change = decide(order, saga)
         if change is None:
             return Transition(order, saga, None)
-        stored = await self.repository.append(conn, order_id, order.version, change.events)
-        for event in stored:
-            order.apply(event)
-        await self.repository.project(conn, order_id, stored, before=stream)
-        for bus_event in change.publish:
-            await self.outbox.publish(conn, bus_event)
+        step = None
         if change.step is not None:
+            step = StepChange(change.step, change.deadline_in, change.keep_lease, change.lease_in)
+        if change.events:
+            stored, _ = await self.repository.append_projected(
+                conn, order_id, order.version, change.events, before=stream, step=step
+            )
+            for event in stored:
+                order.apply(event)
+        elif step is not None:
             await self.repository.set_step(
                 conn,
                 order_id,
-                change.step,
-                deadline_in=change.deadline_in,
-                keep_lease=change.keep_lease,
+                step.step,
+                deadline_in=step.deadline_in,
+                keep_lease=step.keep_lease,
+                lease_in=step.lease_in,
             )
+        for bus_event in change.publish:
+            await self.outbox.publish(conn, bus_event)
         return Transition(order, saga, change)
 
     async def transition(self, order_id: uuid.UUID, decide: Decision) -> Transition | None:
@@ -263,8 +273,7 @@ class OrdersService:
                 deadline_in=self.settings.reservation_timeout,
                 correlation_id=get_correlation_id(),
             )
-            stored = await self.repository.append(conn, order_id, 0, [placed])
-            view = await self.repository.project(conn, order_id, stored)
+            _, view = await self.repository.append_projected(conn, order_id, 0, [placed], before=[])
             await self.outbox.publish(
                 conn,
                 OrderPlaced(

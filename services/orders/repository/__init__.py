@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from services.orders.repository.payments import PaymentRecord, PaymentsLedger
 from services.orders.repository.read_model import ReadModelStore
-from services.orders.repository.sagas import SagaRow, SagaStore
+from services.orders.repository.sagas import SagaRow, SagaStore, StepChange
 from services.orders.repository.streams import ConcurrentAppend, EventStore
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "PaymentRecord",
     "PaymentsLedger",
     "SagaRow",
+    "StepChange",
 ]
 
 

@@ -6,17 +6,53 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import asyncpg
+
 from core.db import Connection
-from services.orders.aggregate import StoredEvent
+from services.orders.aggregate import NewEvent, StoredEvent
 from services.orders.projection import VIEW_COLUMNS, OrderView, apply, fold, view_of
+from services.orders.repository.sagas import StepChange, step_assignments
 from services.orders.repository.store import Store
-from services.orders.repository.streams import stored_event
+from services.orders.repository.streams import ConcurrentAppend, stored_event
 
 __all__ = ["ReadModelStore"]
 
 _VIEW = ", ".join(VIEW_COLUMNS)
 _PLACEHOLDERS = ", ".join(f"${i}" for i in range(1, len(VIEW_COLUMNS) + 1))
 _UPDATES = ", ".join(f"{c} = EXCLUDED.{c}" for c in VIEW_COLUMNS if c != "id")
+_VIEW_TYPES = {
+    "id": "uuid",
+    "user_id": "uuid",
+    "status": "text",
+    "items": "jsonb",
+    "total_cents": "bigint",
+    "currency": "text",
+    "reason": "text",
+    "shipping_address": "jsonb",
+    "version": "integer",
+}
+# Events appended in a transaction all get its now() as occurred_at: so do the view's times.
+_VIEW_VALUES = (
+    ", ".join(f"${i}::{_VIEW_TYPES[c]}" for i, c in enumerate(VIEW_COLUMNS[:-2], start=5))
+    + f", coalesce(${5 + len(VIEW_COLUMNS) - 2}::timestamptz, now()), now()"
+)
+_STEP = 5 + len(VIEW_COLUMNS) - 1  # the first parameter of the saga's step
+_APPEND_PROJECTED = f"""
+    WITH appended AS (
+        INSERT INTO order_events (order_id, seq, type, data)
+        SELECT $1, $2 + n, t, d
+          FROM unnest($3::text[], $4::jsonb[]) WITH ORDINALITY AS e(t, d, n)
+        RETURNING order_id, seq, type, data, occurred_at
+    ), projected AS (
+        INSERT INTO order_views ({_VIEW})
+        SELECT {_VIEW_VALUES} WHERE $5::uuid IS NOT NULL
+        ON CONFLICT (id) DO UPDATE SET {_UPDATES}
+    ), stepped AS (
+        UPDATE order_sagas SET {step_assignments(_STEP)}
+         WHERE order_id = $1 AND ${_STEP}::text IS NOT NULL
+    )
+    SELECT order_id, seq, type, data, occurred_at FROM appended
+"""  # noqa: S608  # nosec B608: constant columns, values are parameters
 
 
 class ReadModelStore(Store):
@@ -96,6 +132,48 @@ class ReadModelStore(Store):
             return None
         await self._store(conn, row)
         return view_of(row)
+
+    async def append_projected(
+        self,
+        conn: Connection,
+        order_id: uuid.UUID,
+        expected: int,
+        events: list[NewEvent],
+        *,
+        before: list[StoredEvent],
+        step: StepChange | None = None,
+    ) -> tuple[list[StoredEvent], OrderView | None]:
+        """Append ``events`` after version ``expected`` of a stream whose events so far are
+        ``before``, project them into the view and move the saga to ``step``: one statement,
+        the work of ``append``, ``project`` and ``set_step`` (``ConcurrentAppend`` if the stream
+        moved). The events as stored, and the view after them."""
+        if not events:
+            return [], None
+        start = fold(None, before)
+        pending = [
+            StoredEvent(order_id, expected + n, e.type, e.data, datetime.min)
+            for n, e in enumerate(events, start=1)
+        ]
+        row = fold(start, pending)
+        values = [None] * (len(VIEW_COLUMNS) - 1)
+        if row is not None:
+            values = [row[c] for c in VIEW_COLUMNS[:-2]]
+            values.append(start["created_at"] if start is not None else None)
+        try:
+            rows = await conn.fetch(
+                _APPEND_PROJECTED,
+                order_id,
+                expected,
+                [e.type for e in events],
+                [e.data for e in events],
+                *values,
+                *(step.args() if step is not None else (None, None, False, None)),
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise ConcurrentAppend(order_id) from exc
+        stored = sorted((stored_event(r) for r in rows), key=lambda e: e.seq)
+        final = fold(start, stored)
+        return stored, view_of(final) if final is not None else None
 
     async def rebuild(self, conn: Connection) -> int:
         """Replace the whole read model by folding every stream; return the number of orders.

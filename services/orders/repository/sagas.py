@@ -13,7 +13,7 @@ from datetime import datetime
 from core.db import Connection
 from services.orders.repository.store import Store
 
-__all__ = ["SagaRow", "SagaStore"]
+__all__ = ["SagaRow", "SagaStore", "StepChange", "step_assignments"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,36 @@ class SagaRow:
     correlation_id: str | None
     started_at: datetime
     now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StepChange:
+    """A saga's next step (see ``SagaStore.set_step``)."""
+
+    step: str
+    deadline_in: float | None = None
+    keep_lease: bool = False
+    lease_in: float | None = None
+
+    def args(self) -> tuple[str, float | None, bool, float | None]:
+        """The parameters of ``step_assignments``, in their order."""
+        return self.step, self.deadline_in, self.keep_lease, self.lease_in
+
+
+def step_assignments(first: int) -> str:
+    """The ``SET`` list moving a saga to a step; its parameters are ``${first}`` onwards:
+    step, deadline_in, keep_lease, lease_in (``StepChange.args``)."""
+    step, deadline, keep, lease = (f"${first + i}" for i in range(4))
+    return f"""
+        step = {step}::text,
+        deadline = CASE WHEN {deadline}::float8 IS NULL THEN NULL
+                        ELSE now() + make_interval(secs => {deadline}::float8) END,
+        lease_until = CASE
+            WHEN {lease}::float8 IS NOT NULL
+                THEN clock_timestamp() + make_interval(secs => {lease}::float8)
+            WHEN {keep}::bool THEN lease_until END,
+        updated_at = now()
+    """
 
 
 class SagaStore(Store):
@@ -113,23 +143,15 @@ class SagaStore(Store):
         *,
         deadline_in: float | None = None,
         keep_lease: bool = False,
+        lease_in: float | None = None,
     ) -> None:
         """Move the saga to ``step`` (with a new deadline, or none), releasing its lease unless
-        ``keep_lease`` (its holder is still running a call whose outcome matters)."""
+        ``keep_lease`` (its holder is still running a call whose outcome matters), or leasing it
+        for ``lease_in`` seconds (the caller runs the step once this transaction commits)."""
         await conn.execute(
-            """
-            UPDATE order_sagas
-               SET step = $2,
-                   deadline = CASE WHEN $3::float8 IS NULL THEN NULL
-                                   ELSE now() + make_interval(secs => $3::float8) END,
-                   lease_until = CASE WHEN $4 THEN lease_until END,
-                   updated_at = now()
-             WHERE order_id = $1
-            """,
+            f"UPDATE order_sagas SET {step_assignments(2)} WHERE order_id = $1",  # noqa: S608  # nosec B608: constant SQL
             order_id,
-            step,
-            deadline_in,
-            keep_lease,
+            *StepChange(step, deadline_in, keep_lease, lease_in).args(),
         )
 
     # the orchestrator's work -------------------------------------------------------------------

@@ -10,7 +10,7 @@ import asyncpg
 
 from core.db import Connection
 from services.products.models import Inventory, Reservation, ReservationStatus
-from services.products.repository.base import Repository
+from services.products.repository.base import TREE_LOCK, Repository
 
 __all__ = ["InventoryRepository"]
 
@@ -105,19 +105,23 @@ class InventoryRepository(Repository):
         status: Literal["reserved", "released"],
         conn: Connection,
     ) -> bool:
-        """Record the order with ``status`` unless it is known; whether it was new.
+        """Take the category-tree lock shared (``lock_tree``: the first lock of all), then record
+        the order with ``status`` unless it is known; whether it was new. One statement.
 
         A concurrent transaction claiming the same order makes this one wait for its outcome,
         so an order is decided once.
         """
         inserted = await conn.fetchval(
             """
-            INSERT INTO reservations (order_id, status) VALUES ($1, $2)
+            WITH tree AS (SELECT pg_advisory_xact_lock_shared($3))
+            INSERT INTO reservations (order_id, status)
+            SELECT $1::uuid, $2::text FROM tree
             ON CONFLICT (order_id) DO NOTHING
             RETURNING true
             """,
             order_id,
             status,
+            TREE_LOCK,
         )
         return bool(inserted)
 
@@ -147,21 +151,31 @@ class InventoryRepository(Repository):
             lines={line["product_id"]: line["quantity"] for line in lines},
         )
 
-    async def record_lines(
+    async def reserve_lines(
         self, order_id: uuid.UUID, lines: Mapping[uuid.UUID, int], conn: Connection
-    ) -> None:
-        """Record the reserved lines of an order."""
+    ) -> list[Inventory]:
+        """Reserve the lines of an order on their (locked) rows and record them as the order's:
+        ``adjust(lines, reserved=1)`` and the order's ``reservation_lines`` in one statement."""
         ids = sorted(lines)
-        await conn.execute(
+        rows = await conn.fetch(
             """
-            INSERT INTO reservation_lines (order_id, product_id, quantity)
-            SELECT $1, l.product_id, l.quantity
-              FROM unnest($2::uuid[], $3::int[]) AS l (product_id, quantity)
+            WITH l AS (
+                SELECT * FROM unnest($2::uuid[], $3::int[]) AS l (product_id, quantity)
+            ), recorded AS (
+                INSERT INTO reservation_lines (order_id, product_id, quantity)
+                SELECT $1, l.product_id, l.quantity FROM l
+            )
+            UPDATE inventory AS i
+               SET reserved = i.reserved + l.quantity, updated_at = now()
+              FROM l
+             WHERE i.product_id = l.product_id
+            RETURNING i.product_id, i.on_hand, i.reserved, i.available
             """,
             order_id,
             ids,
             [lines[product_id] for product_id in ids],
         )
+        return sorted((_inventory(row) for row in rows), key=lambda inv: inv.product_id)
 
     async def set_reservation(
         self,

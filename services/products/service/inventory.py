@@ -1,11 +1,12 @@
 """Rules of the inventory: each product's stock and the order saga's reservations.
 
 Reservations are keyed by order id (see ``services.products.events``). Each runs in one
-transaction that first claims the order's ``reservations`` row (``INSERT ... ON CONFLICT DO
-NOTHING``: a concurrent attempt for the same order waits for the first and then replays its
-outcome), then locks the inventory rows in ascending product id (``FOR UPDATE``), checks every
-line, and either adjusts all of them or none. The table's CHECK (``0 <= reserved <= on_hand``)
-backs this up. Outcome events go through the outbox in the same transaction.
+transaction that first takes the category-tree lock shared and claims the order's
+``reservations`` row, in one statement (``INSERT ... ON CONFLICT DO NOTHING``: a concurrent
+attempt for the same order waits for the first and then replays its outcome), then locks the
+inventory rows in ascending product id (``FOR UPDATE``), checks every line, and either adjusts
+all of them or none. The table's CHECK (``0 <= reserved <= on_hand``) backs this up. Outcome
+events go through the outbox in the same transaction.
 
 A stock change makes its product's cache entries stale, and, when availability crosses zero,
 the ``in_stock`` listings of its categories (read from ``catalog``; see
@@ -186,7 +187,6 @@ class InventoryService:
         """
         wanted = merge_lines(lines)
         stale = Stale()
-        await self.repository.lock_tree(conn)
         if not await self.repository.claim_reservation(order_id, "reserved", conn):
             existing = await self.repository.lock_reservation(order_id, conn)
             assert existing is not None  # claimed by a committed transaction
@@ -214,8 +214,7 @@ class InventoryService:
                 order_id, "failed", changed=True, reason=reason, product_ids=product_ids
             )
             return outcome, stale
-        after = await self.repository.adjust(wanted, conn, reserved=1)
-        await self.repository.record_lines(order_id, wanted, conn)
+        after = await self.repository.reserve_lines(order_id, wanted, conn)
         await self.outbox.publish(conn, InventoryReserved(order_id=order_id, items=_items(wanted)))
         await self._publish_changes(conn, stale, stock, after, "reserved", order_id)
         return ReservationOutcome(order_id, "reserved", changed=True, items=wanted), stale
@@ -230,7 +229,6 @@ class InventoryService:
         reserves nothing. A shipped order keeps its stock committed and publishes nothing.
         """
         stale = Stale()
-        await self.repository.lock_tree(conn)
         if await self.repository.claim_reservation(order_id, "released", conn):
             await self.outbox.publish(conn, InventoryReleased(order_id=order_id, items=[]))
             return ReservationOutcome(order_id, "released", changed=True), stale

@@ -6,10 +6,12 @@ import uuid
 
 import asyncpg
 import orjson
+import pytest
 
 from core.bus import BUS, Bus, Envelope
 from core.testing import assert_problem, wait_for
 from services.orders import Settings
+from services.orders.keys import SAGA_RUNNER
 from services.products.events import InventoryReserved, ReservedItem
 from tests.services.orders.conftest import Services, ServicesFactory, issue
 from tests.services.orders.helpers import ORDERS, Shop, order_body
@@ -158,3 +160,38 @@ async def test_placing_without_the_catalog_is_503_and_records_nothing(
     problem = await assert_problem(resp, 503)
     assert "catalog" in problem["detail"].lower()
     assert await orders_db.fetchval("SELECT count(*) FROM order_events") == before
+
+
+async def test_the_payment_step_runs_on_the_reservation_not_on_a_poll(
+    start_services: ServicesFactory,
+    orders_settings: Settings,
+    products_db: asyncpg.Connection,
+    orders_db: asyncpg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The runner neither polls (once a minute) nor wakes: only the reservation's own commit can
+    # start the payment step.
+    services = await start_services(saga_poll_interval=60.0, saga_lease=120.0)
+    monkeypatch.setattr(services.orders.app[SAGA_RUNNER], "wake", lambda: None)
+    shop = _shop(services, orders_settings, products_db, orders_db)
+    try:
+        mug = await shop.product(stock=5)
+
+        placed = await shop.place([(mug["id"], 2)])
+
+        assert (await shop.outcome(placed["id"], within=5))["status"] == "confirmed"
+        await shop.settled(placed["id"], within=5)
+        saga = await orders_db.fetchrow(
+            "SELECT step, lease_until FROM order_sagas WHERE order_id = $1",
+            uuid.UUID(placed["id"]),
+        )
+        assert saga is not None
+        assert (saga["step"], saga["lease_until"]) == ("done", None)
+        assert await shop.history(placed["id"]) == [
+            "order.placed",
+            "stock.reserved",
+            "payment.authorized",
+            "order.confirmed",
+        ]
+    finally:
+        await shop.catalog.cleanup(products_db)
