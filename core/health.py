@@ -12,11 +12,17 @@ __all__ = [
     "HEALTH",
     "Check",
     "HealthChecks",
+    "NotReady",
 ]
 
 log = logging.getLogger("core.health")
 
 Check = Callable[[], Awaitable[object]]
+
+
+class NotReady(Exception):
+    """Raised by a check that is not ready yet for an expected reason (a cache warming up):
+    reported as down with the message as its error, without the warning of a failure."""
 
 
 class HealthChecks:
@@ -54,6 +60,8 @@ class HealthChecks:
                 await check()
         except TimeoutError:
             return {"status": "down", "error": "timeout"}
+        except NotReady as exc:
+            return {"status": "down", "error": str(exc) or "not ready"}
         except Exception as exc:  # a failing check is a report, never a crash
             log.warning("readiness check %s failed: %r", name, exc)
             return {"status": "down", "error": "unreachable"}

@@ -4,13 +4,18 @@ Run from the project root (cashews and aiocache are the ``bench`` extra)::
 
     .venv/bin/python -m perf.bench_cache [--calls 20000] [--remote-calls 2000] [--rounds 5]
 
-Three scenarios, each for the three libraries, on a function returning a small dict:
+Four scenarios, on a function returning a small dict, for the three libraries (the memcached
+one for aioshop only):
 
 - in-process hit: the key is in the library's memory backend;
 - Redis hit: the key is in Redis (127.0.0.1:6379) and nowhere nearer;
+- memcached hit: the key is in memcached (127.0.0.1:11211), aioshop with only that tier (so
+  without Redis's invalidation versions to read);
 - miss: every call a new key, so each one looks up, runs the function and stores the result in
   Redis (aioshop also fills its in-process tier and takes its stampede lock; a second row shows
   aioshop without the lock).
+
+``measure_all()`` returns the figures as data (``Row``), for a table runner to import.
 
 Calls are sequential (one at a time, the latency of one call, not throughput), on uvloop, after a
 warm-up; the libraries take turns round by round, and each figure is the median of its rounds.
@@ -32,6 +37,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+MEMCACHED_URL = "memcached://127.0.0.1:11211"
 ROW = {"id": 42, "name": "Desk lamp", "price_cents": 1999, "currency": "USD", "tags": ["a", "b"]}
 LIBRARIES = ("aioshop", "cashews", "aiocache")
 UNLOCKED = "aioshop, lock=False"  # an extra row of the miss scenario: what the lock costs
@@ -42,6 +48,16 @@ Call = Callable[[int], Awaitable[Any]]
 async def source(item: int) -> dict[str, Any]:
     """The function being cached: a small dict, as a repository would return."""
     return {**ROW, "id": item}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure of the table: aioshop's µs per call, and the same calls' through the peers
+    (``cashews``, ``aiocache``, and variants of aioshop such as ``UNLOCKED``)."""
+
+    name: str
+    micros: float
+    peers: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,7 +105,8 @@ async def build(namespace: str, closers: list[Callable[[], Awaitable[object]]]) 
     memory_only = Cache(f"{namespace}-mem", tiers=["memory"])
     redis_only = Cache(namespace, redis_url=REDIS_URL, tiers=["redis"])
     tiered = Cache(namespace, redis_url=REDIS_URL, tiers=["memory", "redis"])
-    for cache in (memory_only, redis_only, tiered):
+    memcached_only = Cache(namespace, memcached_url=MEMCACHED_URL, tiers=["memcached"])
+    for cache in (memory_only, redis_only, tiered, memcached_only):
         await cache.start()  # as cache_ctx does: connections opened, invalidations listened to
         closers.append(cache.close)
 
@@ -126,24 +143,37 @@ async def build(namespace: str, closers: list[Callable[[], Awaitable[object]]]) 
         )(source),
     }
     miss.calls[UNLOCKED] = cached(cache=tiered, ttl=600, key="nolock:{item}", lock=False)(source)
-    return [hit_memory, hit_redis, miss]
+    hit_memcached = Scenario("memcached hit", hot=True)
+    hit_memcached.calls = {
+        "aioshop": cached(cache=memcached_only, ttl=60, key="memcached:{item}")(source),
+    }
+    return [hit_memory, hit_redis, hit_memcached, miss]
 
 
-async def bench(args: argparse.Namespace, namespace: str) -> tuple[float, list[Scenario]]:
-    """Measure the baseline and every scenario; close every client."""
+async def measure_all(
+    *, calls: int = 20_000, remote_calls: int = 2_000, rounds: int = 5
+) -> list[Row]:
+    """Measure the baseline (the uncached function) and every scenario, in this event loop;
+    ``calls`` per round in process, ``remote_calls`` per round on a server, the median of
+    ``rounds``. Raises ``OSError`` (or ``ConnectionError``) if a server is unreachable."""
+    namespace = f"bench-cache-{uuid.uuid4().hex[:8]}"
     closers: list[Callable[[], Awaitable[object]]] = []
     try:
         scenarios = await build(namespace, closers)
         baseline = Scenario("baseline", hot=True, calls={"aioshop": source})
-        await measure(baseline, count=args.calls, rounds=args.rounds)
+        await measure(baseline, count=calls, rounds=rounds)
         for scenario in scenarios:
-            count = args.calls if scenario.name == "in-process hit" else args.remote_calls
-            await measure(scenario, count=count, rounds=args.rounds)
-        return baseline.micros["aioshop"], scenarios
+            count = calls if scenario.name == "in-process hit" else remote_calls
+            await measure(scenario, count=count, rounds=rounds)
     finally:
         for close in closers:
             await close()
         await cleanup(namespace)
+    rows = [Row("baseline", baseline.micros["aioshop"])]
+    for scenario in scenarios:
+        peers = {name: micros for name, micros in scenario.micros.items() if name != "aioshop"}
+        rows.append(Row(scenario.name, scenario.micros["aioshop"], peers))
+    return rows
 
 
 async def cleanup(namespace: str) -> None:
@@ -157,26 +187,39 @@ async def cleanup(namespace: str) -> None:
         await client.aclose()
 
 
-def report(baseline: float, scenarios: list[Scenario], args: argparse.Namespace) -> None:
+def report(rows: list[Row], args: argparse.Namespace) -> None:
     """The table: µs per call per library, and each library's ratio to aioshop."""
+    baseline, scenarios = rows[0], rows[1:]
+
+    def figures(row: Row) -> dict[str, float]:
+        return {"aioshop": row.micros, **row.peers}
+
     print(f"\n{'µs per call':<28}" + "".join(f"{name:>12}" for name in LIBRARIES))
-    for scenario in scenarios:
-        cells = "".join(f"{scenario.micros[name]:>12.1f}" for name in LIBRARIES)
-        print(f"{scenario.name:<28}{cells}")
-        if UNLOCKED in scenario.micros:
-            print(f"{'  ' + UNLOCKED:<28}{scenario.micros[UNLOCKED]:>12.1f}")
+    for row in scenarios:
+        found = figures(row)
+        cells = "".join(
+            f"{found[name]:>12.1f}" if name in found else f"{'-':>12}" for name in LIBRARIES
+        )
+        print(f"{row.name:<28}{cells}")
+        if UNLOCKED in found:
+            print(f"{'  ' + UNLOCKED:<28}{found[UNLOCKED]:>12.1f}")
     print(f"\n{'ratio to aioshop':<28}" + "".join(f"{name:>12}" for name in LIBRARIES))
-    for scenario in scenarios:
-        ours = scenario.micros["aioshop"]
-        cells = "".join(f"{scenario.micros[name] / ours:>11.2f}x" for name in LIBRARIES)
-        print(f"{scenario.name:<28}{cells}")
+    for row in scenarios:
+        found = figures(row)
+        cells = "".join(
+            f"{found[name] / row.micros:>11.2f}x" if name in found else f"{'-':>12}"
+            for name in LIBRARIES
+        )
+        print(f"{row.name:<28}{cells}")
     print(
-        f"\nbaseline: the uncached function, {baseline:.2f} µs per call. Sequential calls on "
-        f"uvloop, median of {args.rounds} interleaved rounds of {args.calls} (in-process) or "
-        f"{args.remote_calls} (Redis) calls; Redis on 127.0.0.1. aioshop's in-process hit uses a "
-        "cache with only the in-process tier; its Redis hit a cache with only Redis (the record "
-        "and its invalidation versions in one round trip); its miss takes the stampede lock in "
-        "that same round trip, releases it with the write, and fills the in-process tier too."
+        f"\nbaseline: the uncached function, {baseline.micros:.2f} µs per call. Sequential calls "
+        f"on uvloop, median of {args.rounds} interleaved rounds of {args.calls} (in-process) or "
+        f"{args.remote_calls} (Redis, memcached) calls; servers on 127.0.0.1. aioshop's "
+        "in-process hit uses a cache with only the in-process tier; its Redis hit a cache with "
+        "only Redis (the record and its invalidation versions in one MGET); its memcached hit a "
+        "cache with only memcached; its miss reads the record, the versions and takes the "
+        "stampede lock in one round trip, releases it with the write, and fills the in-process "
+        "tier too."
     )
 
 
@@ -192,16 +235,17 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvloop
 
-    namespace = f"bench-cache-{uuid.uuid4().hex[:8]}"
     try:
-        baseline, scenarios = uvloop.run(bench(args, namespace))
+        rows = uvloop.run(
+            measure_all(calls=args.calls, remote_calls=args.remote_calls, rounds=args.rounds)
+        )
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except (OSError, ConnectionError) as exc:
         print(f"benchmark failed: {exc!r}", file=sys.stderr)
         return 2
-    report(baseline, scenarios, args)
+    report(rows, args)
     return 0
 
 

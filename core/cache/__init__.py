@@ -16,7 +16,14 @@ Typical wiring (invalidations as broadcasts on the app's bus, so after ``bus_ctx
     async def get(self, product_id: UUID) -> Product: ...
 """
 
-from core.cache.app import CACHE, Invalidation, Warmup, cache_ctx, cache_from_settings
+from core.cache.app import (
+    CACHE,
+    Invalidation,
+    Warmup,
+    cache_ctx,
+    cache_from_settings,
+    cache_warmup_ctx,
+)
 from core.cache.cache import TIER_NAMES, Cache
 from core.cache.decorator import BoundCachedFunction, CachedFunction, CacheResolver, cached
 from core.cache.events import CacheInvalidated
@@ -27,6 +34,7 @@ from core.cache.policy import TierName
 from core.cache.redis_tier import RedisTier
 from core.cache.serialize import InvalidRecord, Record, decode_record, encode_record
 from core.cache.stats import CacheStats, FunctionStats
+from core.cache.warming import WarmProgress
 
 __all__ = [
     "CACHE",
@@ -47,9 +55,11 @@ __all__ = [
     "Record",
     "RedisTier",
     "TierName",
+    "WarmProgress",
     "Warmup",
     "cache_ctx",
     "cache_from_settings",
+    "cache_warmup_ctx",
     "cached",
     "decode_record",
     "encode_record",

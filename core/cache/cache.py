@@ -25,11 +25,10 @@ function itself carry the load.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
@@ -46,6 +45,7 @@ from core.cache.redis_tier import RedisTier
 from core.cache.remote import RemoteTier
 from core.cache.stats import CacheCollector, CacheStats
 from core.cache.tiers import TIER_NAMES, build_tiers
+from core.cache.warming import Loads, WarmProgress, run_loads
 
 if TYPE_CHECKING:
     from core.bus.bus import Bus
@@ -222,27 +222,16 @@ class Cache:
         self._drop_local(marks)
         return True if self._channel is None else await self._channel.send(marks)
 
-    async def warm(self, loads: Iterable[Awaitable[object]], *, concurrency: int = 8) -> int:
-        """Await ``loads`` (calls of cached functions), ``concurrency`` at a time.
+    async def warm(
+        self, loads: Loads, *, concurrency: int = 8, progress: WarmProgress | None = None
+    ) -> int:
+        """Await ``loads`` (calls of cached functions, or an async iterable of them),
+        ``concurrency`` at a time; ``core.cache.warming`` tells how.
 
-        A failing load is logged, never raised; returns how many failed.
+        A failing load is logged, never raised; returns how many failed. ``progress`` counts the
+        loads as they end.
         """
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(load: Awaitable[object]) -> bool:
-            try:
-                async with gate:
-                    await load
-            except Exception:
-                log.exception("cache warm-up load failed")
-                return False
-            finally:
-                if inspect.iscoroutine(load):
-                    load.close()  # cancelled before its turn: it never ran
-            return True
-
-        results = await asyncio.gather(*(one(load) for load in loads))
-        return results.count(False)
+        return await run_loads(loads, concurrency=concurrency, progress=progress)
 
     def hit_ratio(self) -> dict[str, dict[str, float]]:
         """``{function: {tier: hits / lookups}}`` since the cache started."""

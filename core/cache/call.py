@@ -3,6 +3,8 @@ while it goes through the tiers (``Call``), and the bounds of that path (``Limit
 
 from __future__ import annotations
 
+import itertools
+import os
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +17,24 @@ from core.cache.remote import RemoteTier
 from core.cache.stats import FunctionStats
 
 __all__ = ["MISSING", "Call", "Limits", "Missing", "Plan"]
+
+
+_ORIGIN = uuid.uuid4().hex
+_COUNTER = itertools.count()
+
+
+def _new_origin() -> None:
+    global _ORIGIN  # a forked child must not reuse its parent's tokens
+    _ORIGIN = uuid.uuid4().hex
+
+
+os.register_at_fork(after_in_child=_new_origin)
+
+
+def _token() -> str:
+    """A lock token no other call (of any process) holds: this process's random id and a
+    counter, without the system call of a ``uuid4`` per call."""
+    return f"{_ORIGIN}{next(_COUNTER):x}"
 
 
 class Missing:
@@ -38,7 +58,7 @@ class Limits:
 class Plan:
     """The tiers one policy uses in one cache."""
 
-    __slots__ = ("coordinate", "l1_ttl", "memory", "remote", "stats")
+    __slots__ = ("coordinate", "l1_ttl", "memory", "prefix", "remote", "stats")
 
     def __init__(
         self,
@@ -47,7 +67,9 @@ class Plan:
         l1_ttl: float,
         coordinate: bool,
         stats: FunctionStats,
+        prefix: str,
     ) -> None:
+        self.prefix = prefix  # of the record keys: the namespace and the policy's version
         self.memory = memory
         self.remote = remote
         self.l1_ttl = l1_ttl
@@ -81,13 +103,14 @@ class Call:
         plan: Plan,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        key: str | None = None,
     ) -> None:
         self.policy = policy
         self.plan = plan
         self.args = args
         self.kwargs = kwargs
-        self.key = policy.keys.key(args, kwargs)
-        self.record_key = keyspace.record(self.key, policy.version)
+        self.key = policy.keys.key(args, kwargs) if key is None else key
+        self.record_key = plan.prefix + self.key
         self.seq = seq
         self.marks: tuple[str, ...] = ()
         self.version_keys: list[str] = []
@@ -110,4 +133,4 @@ class Call:
         """Name the stampede lock this call takes, if its policy and tiers want one."""
         if self.plan.coordinate and self.policy.lock and self.lock is None:
             lock_key = keyspace.lock(self.key, self.policy.version)
-            self.lock = (lock_key, uuid.uuid4().hex, ttl)
+            self.lock = (lock_key, _token(), ttl)

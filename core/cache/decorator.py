@@ -22,9 +22,10 @@ cache and namespace (the single-process mode does).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from core.cache.cache import Cache
@@ -49,6 +50,7 @@ class CachedFunction(Generic[P, R]):
         functools.update_wrapper(self, func)
         self.policy = policy
         self._cache = cache
+        self._attribute: str | None = None  # the name it is a method under, if it is one
 
     def cache_for(self, args: Sequence[Any]) -> Cache:
         """The cache of a call with positional arguments ``args``."""
@@ -59,8 +61,15 @@ class CachedFunction(Generic[P, R]):
             raise TypeError(f"{self.policy.name}: cache= is a callable, but there is no argument")
         return cache(args[0])
 
-    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await self.cache_for(args).call(self.policy, args, kwargs)
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]:
+        # not ``async``: the read path's own coroutine is returned, a hit takes no extra frame
+        cache = self._cache
+        if not isinstance(cache, Cache):
+            cache = self.cache_for(args)
+        return cache.call(self.policy, args, kwargs)
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self._attribute = name
 
     def key(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """The key the cache stores this call's result under (in Redis and memcached)."""
@@ -86,7 +95,13 @@ class CachedFunction(Generic[P, R]):
     ) -> CachedFunction[P, R] | BoundCachedFunction[R]:
         if instance is None:
             return self
-        return BoundCachedFunction(self, instance)
+        bound = BoundCachedFunction(self, instance)
+        if self._attribute is not None:
+            # bound once: later lookups find it in the instance, without this descriptor (an
+            # instance without a __dict__ has it bound on every lookup)
+            with contextlib.suppress(TypeError):
+                vars(instance)[self._attribute] = bound
+        return bound
 
 
 class BoundCachedFunction(Generic[R]):
@@ -98,8 +113,8 @@ class BoundCachedFunction(Generic[R]):
         self._function = function
         self.__self__ = instance
 
-    async def __call__(self, *args: Any, **kwargs: Any) -> R:
-        return await self._function(self.__self__, *args, **kwargs)
+    def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, R]:
+        return self._function(self.__self__, *args, **kwargs)
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         """See ``CachedFunction.key``."""

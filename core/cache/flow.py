@@ -5,10 +5,13 @@ A call of a ``@cached`` function goes:
 1. In-process tier: a hit returns a freshly decoded copy.
 2. Otherwise one lookup per key per process (single flight: concurrent callers of the key await
    the first one's answer) through the remote tiers in order (Redis, memcached). Redis answers, in
-   one round trip (a Lua script), the record, the current invalidation versions of the call's key
-   and tags, and, when the record is absent, takes the key's short stampede lock. A record whose
-   stamps differ from the versions was computed before an invalidation and is skipped. A hit
-   fills the tiers above it.
+   one round trip, the record and the current invalidation versions of the call's key and tags:
+   for a key this process last saw in Redis (likely a hit) a plain ``MGET``; for another one a
+   Lua script that also takes the key's short stampede lock when the record is absent (a miss
+   then costs no extra round trip). A miss of a key thought present takes the lock after the
+   read (``SET NX``: one more round trip, the price of a cheaper hit). A record whose stamps
+   differ from the versions was computed before an invalidation and is skipped. A hit fills the
+   tiers above it.
 3. A miss computes, once. If another process holds the lock, this one polls the remote tiers for
    that process's result until ``lock_wait`` (taking the lock if it frees up), then computes
    anyway. The result is stamped with the versions read *before* computing and written to every
@@ -23,11 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 from collections.abc import Callable, Coroutine
+from time import perf_counter
 from typing import Any, TypeVar
 
-from core.cache.call import MISSING, Call, Limits, Missing, Plan
+from core.cache.call import Call, Limits, Missing, Plan
 from core.cache.keys import KeySpace
 from core.cache.policy import CachedError, Policy
 from core.cache.redis_tier import RedisTier, Versions
@@ -43,6 +46,7 @@ log = logging.getLogger("core.cache")
 R = TypeVar("R")
 
 _POLL_FIRST, _POLL_MAX = 0.005, 0.05
+_PRESENT_MAX = 16_384  # record keys remembered as present in Redis (about 2 MB)
 
 
 class _Sentinel:
@@ -82,12 +86,23 @@ class CallPath:
         self._flights: dict[str, asyncio.Future[tuple[str, Any]]] = {}
         self._refreshing: dict[str, asyncio.Task[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Record keys last seen in (or written to) Redis, oldest first: a call of one of them
+        # reads it without the Lua script that takes the stampede lock on a miss.
+        self._present: dict[str, None] = {}
 
     def invalidated(self) -> None:
         """An invalidation happened: a lookup in flight may return what preceded it, so later
         callers start anew and nothing in flight is stored in the in-process tier."""
         self._seq += 1
         self._flights.clear()
+
+    def _stored(self, record_key: str) -> None:
+        """``record_key`` is in Redis, as far as this process knows."""
+        present = self._present
+        if record_key not in present:
+            if len(present) >= _PRESENT_MAX:
+                del present[next(iter(present))]
+            present[record_key] = None
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``work`` in the background until it ends or ``close()``."""
@@ -106,32 +121,40 @@ class CallPath:
     # the call
 
     async def call(self, policy: Policy[R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        """The result of ``policy.func(*args, **kwargs)``, from the cache when possible."""
-        started = time.perf_counter()
+        """The result of ``policy.func(*args, **kwargs)``, from the cache when possible.
+
+        A hit in memory is the hot path: the key, one lookup, a decode and two counters; the
+        ``Call`` and the tags are only made for what goes further.
+        """
+        started = perf_counter()
         plan = self._plans.get(policy) or self._plan(policy)
-        call = Call(self.keyspace, self._seq, policy, plan, args, kwargs)
+        key = policy.keys.key(args, kwargs)
         memory = plan.memory
         if memory is not None:
+            record_key = plan.prefix + key
             now = self._clock()
-            entry = memory.get(call.record_key, now)
-            try:
-                result = MISSING if entry is None else policy.decode(entry.record)
-            except InvalidRecord:  # a value its own type does not read back: never served
-                memory.delete(call.record_key)
-                result = MISSING
-            if not isinstance(result, Missing):
-                assert entry is not None
-                plan.stats.hit("memory")
-                if policy.should_refresh(entry.record, now):
-                    self._start_refresh(call)
-                plan.stats.observe("memory", time.perf_counter() - started)
-                return _unwrap(result)
+            entry = memory.get(record_key, now)
+            if entry is not None:
+                try:
+                    result = policy.decode(entry.record)
+                except InvalidRecord:  # a value its own type does not read back: never served
+                    memory.delete(record_key)
+                else:
+                    stats = plan.stats
+                    stats.hit("memory")
+                    if now >= entry.quiet_until and policy.should_refresh(entry.record, now):
+                        self._start_refresh(
+                            Call(self.keyspace, self._seq, policy, plan, args, kwargs, key)
+                        )
+                    stats.observe("memory", perf_counter() - started)
+                    return _unwrap(result)
             plan.stats.miss("memory")
+        call = Call(self.keyspace, self._seq, policy, plan, args, kwargs, key)
         outcome = "miss"
         try:
             outcome, result = await self._single_flight(call)
         finally:
-            plan.stats.observe(outcome, time.perf_counter() - started)
+            plan.stats.observe(outcome, perf_counter() - started)
         if result is _RETRY:
             return await self.call(policy, args, kwargs)
         return _unwrap(result)  # type: ignore[no-any-return]
@@ -154,7 +177,8 @@ class CallPath:
         l1_ttl = policy.l1_ttl if policy.l1_ttl is not None else self.limits.l1_ttl
         if not self._remote:
             l1_ttl = math.inf  # nothing shared, nobody else to invalidate: entries live their ttl
-        plan = Plan(memory, remote, l1_ttl, coordinate, self._stats.function(policy.name))
+        prefix = self.keyspace.record("", policy.version)
+        plan = Plan(memory, remote, l1_ttl, coordinate, self._stats.function(policy.name), prefix)
         self._plans[policy] = plan
         return plan
 
@@ -221,6 +245,8 @@ class CallPath:
         for index, tier in enumerate(call.plan.remote):
             if isinstance(tier, RedisTier):
                 lock = call.lock if call.locked is not True else None
+                if call.locked is None and call.record_key in self._present:
+                    lock = None  # likely a hit: a plain read; a miss takes the lock after it
                 answer = await tier.read(call.record_key, call.version_keys, lock)
                 if answer is None:
                     raw, call.versions = None, None
@@ -233,9 +259,13 @@ class CallPath:
                 raw = await tier.get(call.record_key)
             found = None if raw is None else await self._accept(call, tier.name, raw, now)
             if found is None:
+                if tier is self._redis:
+                    self._present.pop(call.record_key, None)
                 if count:
                     stats.miss(tier.name)
                 continue
+            if tier is self._redis:
+                self._stored(call.record_key)
             if count:
                 stats.hit(tier.name)
             assert raw is not None
@@ -268,6 +298,8 @@ class CallPath:
         ttl = record.expires + call.policy.stale_ttl - now
         for tier in call.plan.remote[:above]:
             self.spawn(tier.set(call.record_key, raw, ttl))
+            if tier is self._redis:
+                self._stored(call.record_key)
 
     def _store_memory(self, call: Call, record: Record, *, confirmed_at: float) -> None:
         memory = call.plan.memory
@@ -276,7 +308,12 @@ class CallPath:
         expires_at = min(record.expires + call.policy.stale_ttl, confirmed_at + call.plan.l1_ttl)
         call.resolve_marks(self.keyspace)
         memory.set(
-            call.record_key, record, expires_at=expires_at, owner=call.policy.name, marks=call.marks
+            call.record_key,
+            record,
+            expires_at=expires_at,
+            owner=call.policy.name,
+            marks=call.marks,
+            quiet_until=call.policy.quiet_until(record),
         )
 
     def _start_refresh(self, call: Call) -> None:
@@ -356,7 +393,7 @@ class CallPath:
         policy, plan = call.policy, call.plan
         versions = await self._versions(call)
         created = self._clock()
-        started = time.perf_counter()
+        started = perf_counter()
         plan.stats.loads += 1
         try:
             result = await policy.func(*call.args, **call.kwargs)
@@ -364,7 +401,7 @@ class CallPath:
             failed = policy.error_record(error, created=created, now=self._clock(), stamps=versions)
             await self._store(call, failed, confirmed_at=created)
             raise
-        delta = time.perf_counter() - started
+        delta = perf_counter() - started
         record = policy.record(
             result, created=created, now=self._clock(), delta=delta, stamps=versions
         )
@@ -384,6 +421,8 @@ class CallPath:
         if not call.plan.remote or ttl <= 0:
             return
         writes = []
+        if self._redis in call.plan.remote:
+            self._stored(call.record_key)
         for tier in call.plan.remote:
             if call.locked and call.lock is not None and isinstance(tier, RedisTier):
                 writes.append(tier.set_and_unlock(call.record_key, raw, ttl, call.lock))

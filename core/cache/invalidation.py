@@ -190,7 +190,7 @@ class RedisChannel:
         """Subscribe in the background (and keep subscribing)."""
         if self._listener is None:
             self._listener = InvalidationListener(
-                self._redis.client,
+                self._redis.subscriber,
                 self._keyspace.channel,
                 origin=self._origin,
                 on_marks=on_marks,

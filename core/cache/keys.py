@@ -104,11 +104,42 @@ def _escaped(tag: str, text: str) -> str:
     return f"~{tag}{quote(text, safe='')}"
 
 
+_MEMO_SIZE = 4096
+# canonical forms of recent strings and UUIDs, by exact type (a str never equals a UUID, and the
+# key of a dict is compared with ==, under which 1, 1.0 and True would meet): a hot key is formed
+# on every call, and the percent-encoding or the UUID's formatting is the costly part
+_STR_MEMO: dict[str, str] = {}
+_UUID_MEMO: dict[uuid.UUID, str] = {}
+
+
 def canonical(value: Any) -> str:
     """The form of ``value`` in a key: different for values of different types or contents.
 
     The result never holds ``:`` or ``{``, so a template's separators stay unambiguous.
     """
+    kind = type(value)
+    if kind is str:
+        form = _STR_MEMO.get(value)
+        if form is None:
+            form = _canonical(value)
+            if len(_STR_MEMO) >= _MEMO_SIZE:
+                _STR_MEMO.clear()
+            _STR_MEMO[value] = form
+        return form
+    if kind is int:
+        return int.__repr__(value)
+    if kind is uuid.UUID:
+        form = _UUID_MEMO.get(value)
+        if form is None:
+            form = str(value)
+            if len(_UUID_MEMO) >= _MEMO_SIZE:
+                _UUID_MEMO.clear()
+            _UUID_MEMO[value] = form
+        return form
+    return _canonical(value)
+
+
+def _canonical(value: Any) -> str:
     if value is None:
         return "~n"
     if isinstance(value, bool):
@@ -165,8 +196,12 @@ class KeyBuilder:
         self._prefix = f"{func.__module__}.{func.__qualname__}"
         self._key = key
         self._tags = tags
+        self._npos = len(self._positional)
+        self._fast: Callable[[tuple[Any, ...]], str] | None = None
         if isinstance(key, str):
             self._check_template(key)
+            if not self._variadic:
+                self._fast = _compile(key, self._positional)
         if not callable(tags):
             for tag in tags:
                 self._check_template(tag)
@@ -186,6 +221,11 @@ class KeyBuilder:
 
     def key(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """The key of a call."""
+        if not kwargs and len(args) == self._npos and self._fast is not None:
+            try:
+                return self._fast(args)  # every parameter given positionally: the hot path
+            except CacheKeyError:
+                pass  # said again below, with the function and the template
         key = self._key
         if callable(key):
             return str(key(*args, **kwargs))
@@ -233,3 +273,29 @@ class KeyBuilder:
                 raise CacheKeyError(
                     f"{self._prefix}: {template!r} names {root!r}, which is not a parameter"
                 )
+
+
+def _compile(template: str, positional: Sequence[str]) -> Callable[[tuple[Any, ...]], str] | None:
+    """The template as a function of a call's positional arguments (all of them given), when
+    its fields are plain parameter names; ``None`` otherwise (attributes, indexes, format specs
+    and conversions go through ``str.format``)."""
+    parts: list[str | int] = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        if literal:
+            parts.append(literal)
+        if field is None:
+            continue
+        if spec or conversion or field not in positional:
+            return None
+        parts.append(positional.index(field))
+    if len(parts) == 2 and isinstance(parts[0], str) and isinstance(parts[1], int):
+        head, index = parts[0], parts[1]
+        return lambda args: head + canonical(args[index])
+    if len(parts) == 1 and isinstance(parts[0], int):
+        index = parts[0]
+        return lambda args: canonical(args[index])
+
+    def build(args: tuple[Any, ...]) -> str:
+        return "".join(part if isinstance(part, str) else canonical(args[part]) for part in parts)
+
+    return build

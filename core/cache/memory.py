@@ -8,6 +8,7 @@ one, which is how an invalidation reaches this tier.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
@@ -21,13 +22,20 @@ _ENTRY_OVERHEAD = 256  # the entry object, the dict slots and the index sets, ro
 class MemoryEntry:
     """One cached record and when this process stops serving it."""
 
-    __slots__ = ("expires_at", "marks", "owner", "record", "size")
+    __slots__ = ("expires_at", "marks", "owner", "quiet_until", "record", "size")
 
     def __init__(
-        self, record: Record, expires_at: float, owner: str, marks: tuple[str, ...], size: int
+        self,
+        record: Record,
+        expires_at: float,
+        owner: str,
+        marks: tuple[str, ...],
+        size: int,
+        quiet_until: float,
     ) -> None:
         self.record = record
         self.expires_at = expires_at
+        self.quiet_until = quiet_until  # no early refresh to consider before (``Policy``)
         self.owner = owner
         self.marks = marks
         self.size = size
@@ -88,14 +96,16 @@ class MemoryTier:
         expires_at: float,
         owner: str,
         marks: tuple[str, ...] = (),
+        quiet_until: float = -math.inf,
     ) -> bool:
-        """Store ``record`` under ``key`` until ``expires_at``; ``False`` if it can never fit."""
+        """Store ``record`` under ``key`` until ``expires_at``; ``False`` if it can never fit.
+        ``quiet_until``: before it, a hit need not consider an early refresh."""
         size = len(record.payload) + len(key) + _ENTRY_OVERHEAD + sum(map(len, marks))
         if size > self.max_bytes:
             return False
         if key in self._data:
             self._remove(key)
-        self._data[key] = MemoryEntry(record, expires_at, owner, marks, size)
+        self._data[key] = MemoryEntry(record, expires_at, owner, marks, size, quiet_until)
         self._bytes += size
         for mark in marks:
             self._index.setdefault(mark, set()).add(key)

@@ -29,6 +29,9 @@ R = TypeVar("R")
 TierName = Literal["memory", "redis", "memcached"]
 
 _MIN_GAP = 0.01  # early refresh starts at least this fraction of the ttl before expiry
+# Before expires - gap * beta * 30, the XFetch draw succeeds with probability e^-30 (~1e-13):
+# hits until then skip it.
+_XFETCH_HORIZON = 30.0
 
 
 class CachedError:
@@ -127,9 +130,9 @@ class Policy(Generic[R]):
 
     def decode(self, record: Record) -> R | CachedError:
         """The result a record holds; ``InvalidRecord`` if it is not a valid one."""
-        if record.kind == Kind.VALUE:
+        if record.kind is Kind.VALUE:
             try:
-                return self.codec.loads(record.payload)
+                return (self._codec or self.codec).loads(record.payload)
             except Exception as exc:
                 raise InvalidRecord(f"payload rejected: {type(exc).__name__}") from None
         if record.kind == Kind.NONE:
@@ -153,6 +156,15 @@ class Policy(Generic[R]):
             return False
         gap = max(record.delta, (record.expires - record.created) * _MIN_GAP)
         return now - gap * beta * math.log(1.0 - random.random()) >= record.expires  # noqa: S311
+
+    def quiet_until(self, record: Record) -> float:
+        """Until when a hit on ``record`` cannot start a refresh (``should_refresh``), but with
+        a negligible probability: the hit path skips the random draw until then."""
+        beta = self.early_refresh
+        if beta is None or record.kind == Kind.ERROR:
+            return record.expires
+        gap = max(record.delta, (record.expires - record.created) * _MIN_GAP)
+        return record.expires - gap * beta * _XFETCH_HORIZON
 
     def _error(self, payload: bytes) -> Exception:
         try:

@@ -25,7 +25,7 @@ import struct
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import orjson
 from pydantic import TypeAdapter
@@ -34,6 +34,7 @@ __all__ = [
     "MAGIC",
     "AdapterCodec",
     "Codec",
+    "ContainerCodec",
     "InvalidRecord",
     "JsonCodec",
     "Kind",
@@ -152,6 +153,40 @@ class AdapterCodec(Generic[T]):
         return self.adapter.validate_json(data)
 
 
+class ContainerCodec(AdapterCodec[T]):
+    """A ``dict[str, Any]`` or ``list[Any]`` (bare or not): written by pydantic like any type,
+    read back by orjson, checked to be a JSON object (or array).
+
+    Validating ``Any`` items accepts whatever JSON holds, so the check of the container is all
+    pydantic would do, at several times the cost of a hit in memory.
+    """
+
+    def __init__(self, annotation: Any, container: type[dict[str, Any]] | type[list[Any]]) -> None:
+        super().__init__(annotation)
+        self.container = container
+
+    def loads(self, data: bytes) -> T:
+        """``data`` read as JSON; ``ValueError`` unless it is the container."""
+        value = orjson.loads(data)
+        if type(value) is not self.container:
+            raise ValueError(f"not a JSON {self.container.__name__}")
+        return cast(T, value)
+
+
+def _container(annotation: Any) -> type[dict[str, Any]] | type[list[Any]] | None:
+    """``dict`` or ``list`` if ``annotation`` is one holding anything JSON holds, else ``None``."""
+    if annotation is dict:
+        return dict
+    if annotation is list:
+        return list
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is dict and args == (str, Any):
+        return dict
+    if origin is list and args == (Any,):
+        return list
+    return None
+
+
 def codec_for(func: Callable[..., Any]) -> Codec[Any]:
     """The codec of ``func``'s results, from its return annotation.
 
@@ -161,4 +196,7 @@ def codec_for(func: Callable[..., Any]) -> Codec[Any]:
     annotation = hints.get("return", Any)
     if annotation is Any or annotation is object:
         return JsonCodec()
+    container = _container(annotation)
+    if container is not None:
+        return ContainerCodec(annotation, container)
     return AdapterCodec(annotation)

@@ -32,13 +32,17 @@ def _driver_info() -> DriverInfo:
     return DriverInfo()
 
 
-def redis_client(url: str) -> Redis:
+def redis_client(url: str, *, socket_timeout: float | None = 2.0) -> Redis:
     """A client without retries (the breaker decides when to try again); the tier bounds how
-    many connections it uses."""
+    many connections it uses.
+
+    ``socket_timeout=None`` for a client whose every operation the tier bounds itself: redis-py
+    would otherwise time each write (a task of its own) and each read once more.
+    """
     return Redis.from_url(
         url,
         socket_connect_timeout=1.0,
-        socket_timeout=2.0,
+        socket_timeout=socket_timeout,
         health_check_interval=30,
         driver_info=_driver_info(),
     )
@@ -98,7 +102,8 @@ def build_tiers(
             ordered.append(memory)
         elif name == "redis" and redis_url is not None:
             redis = RedisTier(
-                redis_client(redis_url),
+                redis_client(redis_url, socket_timeout=None),
+                subscriber=redis_client(redis_url),
                 timeout=remote_timeout,
                 breaker=breaker(),
                 concurrency=redis_pool_size,

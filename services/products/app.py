@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from core import DB_POOL, OUTBOX, create_app, postgres_ctx, redis_ctx
 from core.app import CleanupCtx, auth_ctx
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx
-from core.cache import CACHE, cache_ctx
+from core.cache import CACHE, cache_ctx, cache_warmup_ctx
+from core.cache.warming import Loads
 from services.products.api import router
 from services.products.consumers import subscribe
 from services.products.events import PUBLISHED_EVENTS
 from services.products.keys import PRODUCTS_SERVICE
 from services.products.repository import CatalogRepository, InventoryRepository
+from services.products.repository.hot import HotRepository
 from services.products.service import ProductsService
+from services.products.service.warming import hot_set
 from services.products.settings import Settings
 
 __all__ = ["create_products_app"]
@@ -34,12 +37,24 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
     return ctx
 
 
+def _warmup(settings: Settings) -> Callable[[web.Application], Loads]:
+    def loads(app: web.Application) -> Loads:
+        catalog = app[PRODUCTS_SERVICE].catalog
+        return hot_set(
+            catalog, HotRepository(app[DB_POOL]), products=settings.cache_warmup_products
+        )
+
+    return loads
+
+
 def create_products_app(
     settings: Settings | None = None, *, transport: Transport | None = None
 ) -> web.Application:
     """The products service application (``transport``: share a bus transport, e.g. in memory).
 
     Without ``settings.cache_enabled`` every read goes to PostgreSQL (no cache is created).
+    With ``settings.cache_warmup`` (and the cache), ``/readyz`` passes once the hot set is warm
+    (``services.products.service.warming``) or the warm-up has given up.
     """
     settings = settings or Settings()
 
@@ -63,6 +78,8 @@ def create_products_app(
         _service_ctx(settings),
         bus_workers_ctx(settings.database_url),
     ]
+    if settings.cache_enabled and settings.cache_warmup:  # once the service exists
+        resources.append(cache_warmup_ctx(_warmup(settings), timeout=settings.cache_warmup_timeout))
     return create_app(
         "products",
         settings,

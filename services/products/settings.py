@@ -11,10 +11,14 @@ __all__ = ["Settings"]
 
 class Settings(BaseServiceSettings):
     """``PRODUCTS_DATABASE_URL``, ``PRODUCTS_PORT``, ``PRODUCTS_CACHE_ENABLED``,
-    ``PRODUCTS_BUS_QUEUE``.
+    ``PRODUCTS_BUS_QUEUE``, ``PRODUCTS_CACHE_WARMUP``, ``PRODUCTS_CACHE_WARMUP_PRODUCTS``,
+    ``PRODUCTS_CACHE_WARMUP_TIMEOUT``.
 
     ``cache_enabled=False`` serves every read from PostgreSQL (the benchmark's uncached figure);
-    ``bus_queue`` names the durable queue the service consumes ``order.*`` from (instances of one
+    ``cache_warmup`` warms the hot set (categories, first listing pages, the
+    ``cache_warmup_products`` most reserved products) before ``/readyz`` passes, for at most
+    ``cache_warmup_timeout`` seconds (``services.products.service.warming``); ``bus_queue``
+    names the durable queue the service consumes ``order.*`` from (instances of one
     deployment share it; a test gives itself its own).
     """
 
@@ -32,4 +36,19 @@ class Settings(BaseServiceSettings):
         default="products",
         pattern=r"^[A-Za-z0-9_.:-]{1,200}$",
         validation_alias=AliasChoices("PRODUCTS_BUS_QUEUE", "bus_queue"),
+    )
+    cache_warmup: bool = Field(
+        default=True, validation_alias=AliasChoices("PRODUCTS_CACHE_WARMUP", "cache_warmup")
+    )
+    cache_warmup_products: int = Field(
+        default=200,
+        ge=0,
+        le=10_000,
+        validation_alias=AliasChoices("PRODUCTS_CACHE_WARMUP_PRODUCTS", "cache_warmup_products"),
+    )
+    cache_warmup_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        validation_alias=AliasChoices("PRODUCTS_CACHE_WARMUP_TIMEOUT", "cache_warmup_timeout"),
     )

@@ -237,12 +237,17 @@ class CatalogService:
 
     async def get(self, product_id: uuid.UUID) -> Product:
         """The product with this id, or ``ProductNotFound``."""
+        product = await self.find(product_id)
+        if product is None:
+            raise ProductNotFound("No such product")
+        return product
+
+    async def find(self, product_id: uuid.UUID) -> Product | None:
+        """The product with this id, or ``None``; read as ``get`` reads it (the warm-up's)."""
         product: Product | None = await self._read(
             lambda: self._cached_product(product_id),
             lambda: self.repository.get_product(product_id),
         )
-        if product is None:
-            raise ProductNotFound("No such product")
         return product
 
     async def get_many(self, product_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Product]:

@@ -95,3 +95,23 @@ async def test_the_lock_of_a_dead_holder_is_taken_over_when_it_expires(
     assert await value() == "computed under our lock"
     assert 0.25 <= time.monotonic() - started < 1.0  # not the whole lock_wait
     assert await redis.exists(lock) == 0  # released after
+
+
+async def test_a_known_key_gone_from_redis_is_computed_once_again(
+    make_cache: CacheFactory, redis: Redis, namespace: str
+) -> None:
+    # Both instances have seen the record, so they read it without taking the lock; when it is
+    # gone, the lock is taken after the read, and the stampede is still held off.
+    first = make_cache(lock_wait=LOCK_WAIT, tiers=["redis"])
+    second = make_cache(lock_wait=LOCK_WAIT, tiers=["redis"])
+    on_first, on_second = expensive(first, redis, namespace), expensive(second, redis, namespace)
+    assert (await on_first())["run"] == 1
+    assert (await on_second())["run"] == 1  # a hit: the second instance knows the key too
+
+    assert await redis.delete(on_first.key()) == 1
+    results = await asyncio.gather(
+        *(on_first() for _ in range(50)), *(on_second() for _ in range(50))
+    )
+
+    assert {result["run"] for result in results} == {2}
+    assert int(await redis.get(f"{namespace}:runs")) == 2

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 from openapi_spec_validator import validate
 
-from core.testing import assert_problem
+from core.testing import assert_problem, wait_for
 from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import PRODUCTS, Client, catalog_state
 
@@ -82,8 +82,11 @@ def _messages(document: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def test_readyz_reports_postgres_redis_and_the_bus(products_client: Client) -> None:
+    async def ready() -> bool:
+        return (await products_client.get("/readyz")).status == 200
+
+    await wait_for(ready, within=15.0)  # not before the cache warm-up has run
     response = await products_client.get("/readyz")
-    assert response.status == 200
     body = await response.json()
     assert body["checks"] == {
         "bus": {"status": "up"},
