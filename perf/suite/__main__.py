@@ -16,15 +16,18 @@ import sys
 import time
 from pathlib import Path
 
+from perf.suite.components import cache_rows
 from perf.suite.http import HttpBench, RssSampler
 from perf.suite.load import load_tool
 from perf.suite.machine import describe_machine
+from perf.suite.orders import orders_rows
 from perf.suite.system import launch_system
 from perf.suite.table import Row, render
+from perf.suite.warming import warming_rows
 
 __all__ = ["main"]
 
-GROUPS = ("reads", "accounts")
+GROUPS = ("reads", "accounts", "orders", "warming", "cache")
 IDLE_TARGET_MB = 90.0
 LOADED_TARGET_MB = 150.0
 
@@ -73,8 +76,16 @@ def run(args: argparse.Namespace) -> int:
                 bench.reads()
             if "accounts" in args.only:
                 bench.accounts()
+            if "orders" in args.only:
+                bench.rows += orders_rows(system, seconds=max(args.seconds * 2, 5.0))
         rows += bench.rows
         rows += memory_rows(idle, sampler.peak)
+        if "warming" in args.only:
+            rows += warming_rows(
+                system, window=args.warm_window, connections=args.connections, tool=tool
+            )
+    if "cache" in args.only:
+        rows += cache_rows(rounds=3 if args.seconds < 3 else 5)
     table = render(rows)
     header = ["# aioshop benchmark", "", *machine.lines(), ""]
     footer = [
@@ -104,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per row (default 5)")
     parser.add_argument("--connections", type=int, default=32, help="per HTTP row (default 32)")
     parser.add_argument("--products", type=int, default=1000, help="catalog size (default 1000)")
+    parser.add_argument(
+        "--warm-window",
+        type=float,
+        default=60.0,
+        help="seconds after a new products instance is ready, with and without warming (60)",
+    )
     parser.add_argument("--out", type=Path, default=Path("perf/reports"))
     parser.add_argument(
         "--only",
@@ -113,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         help="measure only these groups (the peers always run: they are the baseline)",
     )
     args = parser.parse_args(argv)
-    if args.seconds <= 0 or args.connections < 1 or args.products < 20:
-        parser.error("--seconds must be > 0, --connections >= 1, --products >= 20")
+    if args.seconds <= 0 or args.warm_window <= 0 or args.connections < 1 or args.products < 20:
+        parser.error(
+            "--seconds and --warm-window must be > 0, --connections >= 1, --products >= 20"
+        )
     return run(args)
 
 
