@@ -125,7 +125,10 @@ def _resources_ctx(
                     timeout=settings.rate_limit_timeout,
                     cooldown=settings.rate_limit_cooldown,
                     metrics=metrics,
+                    sync_interval=settings.rate_limit_sync_interval,
+                    local_share=settings.rate_limit_local_share,
                 )
+                app[RATE_LIMITER].start()
             app[PROXY] = Proxy(
                 pools=pools,
                 session=session,
@@ -147,6 +150,9 @@ def _resources_ctx(
             await checker.start()
             yield
         finally:
+            limiter = app.get(RATE_LIMITER)
+            if limiter is not None:
+                await limiter.aclose()
             await checker.stop()
             await session.close()
             await stream_session.close()

@@ -47,6 +47,11 @@ class Instance:
     _check_successes: int = field(default=0, repr=False)
     _checked: bool = field(default=False, repr=False)
 
+    def __post_init__(self) -> None:
+        if self.metrics is not None:  # read when scraped: no gauge update twice a request
+            gauge = self.metrics.outstanding.labels(self.upstream, self.id)
+            gauge.set_function(lambda: self.outstanding)
+
     @property
     def available(self) -> bool:
         """Whether the instance may take a request now."""
@@ -57,13 +62,11 @@ class Instance:
         if not self.breaker.acquire():
             return False
         self.outstanding += 1
-        self._report_outstanding()
         return True
 
     def end(self, ok: bool | None) -> None:
         """End an attempt: ``True`` success, ``False`` failure, ``None`` no verdict (cancelled)."""
         self.outstanding -= 1
-        self._report_outstanding()
         if ok is None:
             self.breaker.release()
         elif ok:
@@ -92,10 +95,6 @@ class Instance:
                 self.healthy = False
         if self.metrics is not None:
             self.metrics.instance_healthy.labels(self.upstream, self.id).set(int(self.healthy))
-
-    def _report_outstanding(self) -> None:
-        if self.metrics is not None:
-            self.metrics.outstanding.labels(self.upstream, self.id).set(self.outstanding)
 
 
 class Pool:
@@ -138,7 +137,6 @@ class Pool:
         if metrics is not None:
             metrics.breaker_state.labels(self.name, instance_id).set(0)
             metrics.instance_healthy.labels(self.name, instance_id).set(1)
-            metrics.outstanding.labels(self.name, instance_id).set(0)
         return Instance(self.name, instance_id, url, breaker, self.config, metrics)
 
     def available(self, exclude: Collection[Instance] = ()) -> list[Instance]:

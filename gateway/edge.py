@@ -55,7 +55,9 @@ def edge_middleware(
                 if principal is not None and policy.by_user
                 else f"ip:{forwarding.client_ip(request)}"
             )
-            hit = limiter.hit(policy.name, identity, limit=policy.limit, period=policy.period)
+            hit = limiter.hit(
+                policy.name, identity, limit=policy.limit, period=policy.period, local=policy.local
+            )
             if principal is not None:
                 decision, revocation = await _together(hit, auth.ensure_active(principal))
             else:

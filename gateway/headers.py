@@ -40,6 +40,15 @@ _FORWARDED = frozenset(
 # Never forwarded either way: set by the gateway or by the HTTP layer of each hop.
 _REQUEST_DROP = HOP_BY_HOP | {"host", "expect", "x-correlation-id"}
 _RESPONSE_DROP = HOP_BY_HOP | {"date", "server"}
+# The request's drop sets without a ``Connection`` header (the usual case), by (trusted proxy,
+# keep the length): built once, not per request.
+_REQUEST_DROPS = {
+    (trusted, keep): _REQUEST_DROP
+    | (frozenset() if trusted else _FORWARDED)
+    | (frozenset() if keep else frozenset({"content-length"}))
+    for trusted in (False, True)
+    for keep in (False, True)
+}
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
@@ -51,8 +60,12 @@ def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
 
 def response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     """The upstream response's headers the client gets."""
-    drop = _RESPONSE_DROP | _connection_tokens(upstream)
-    return CIMultiDict((k, v) for k, v in upstream.items() if k.lower() not in drop)
+    drop = (
+        _RESPONSE_DROP | _connection_tokens(upstream)
+        if hdrs.CONNECTION in upstream
+        else _RESPONSE_DROP
+    )
+    return CIMultiDict([(k, v) for k, v in upstream.items() if k.lower() not in drop])
 
 
 class Forwarding:
@@ -79,15 +92,15 @@ class Forwarding:
         library sets it from the buffered body.
         """
         trusted = self.proxies.trusts(request.remote)
-        drop = _REQUEST_DROP | _connection_tokens(request.headers)
-        if not trusted:
-            drop |= _FORWARDED
-        if not keep_length:
-            drop |= {"content-length"}
+        drop = _REQUEST_DROPS[trusted, keep_length]
+        if hdrs.CONNECTION in request.headers:
+            drop = drop | _connection_tokens(request.headers)
         headers = CIMultiDict(
-            (k, v)
-            for k, v in request.headers.items()
-            if k.lower() not in drop and not k.lower().startswith(IDENTITY_PREFIX)
+            [
+                (k, v)
+                for k, v in request.headers.items()
+                if (low := k.lower()) not in drop and not low.startswith(IDENTITY_PREFIX)
+            ]
         )
         peer = request.remote or "unknown"
         previous = request.headers.get(hdrs.X_FORWARDED_FOR) if trusted else None

@@ -6,6 +6,8 @@ host: ``/metrics`` must not reveal internal addresses.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from core.metrics import LATENCY_BUCKETS
@@ -107,3 +109,32 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        # ``labels()`` takes a lock and builds a key on each call: the per-request counters
+        # keep their children here (label sets are bounded: routes, instances, statuses).
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def count_attempt(self, route: str, upstream: str, instance: str, outcome: str) -> None:
+        """``upstream_requests`` + 1 for the attempt's outcome (a status code or failure kind)."""
+        key = ("attempt", route, upstream, instance, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.upstream_requests.labels(
+                route, upstream, instance, outcome
+            )
+        child.inc()
+
+    def observe_upstream(self, route: str, upstream: str, seconds: float) -> None:
+        """An attempt's time to the upstream's response headers."""
+        key = ("latency", route, upstream)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.upstream_latency.labels(route, upstream)
+        child.observe(seconds)
+
+    def count_ratelimit(self, policy: str, result: str) -> None:
+        """``ratelimit`` + 1 for a decision (``allowed`` or ``limited``) of ``policy``."""
+        key = ("ratelimit", policy, result)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.ratelimit.labels(policy, result)
+        child.inc()

@@ -308,21 +308,17 @@ class Proxy:
             instance.end(None)
             raise
         else:
-            self.metrics.upstream_requests.labels(
+            self.metrics.count_attempt(
                 route.prefix, upstream_name, instance.id, str(upstream.status)
-            ).inc()
-            self.metrics.upstream_latency.labels(route.prefix, upstream_name).observe(
-                loop.time() - start
             )
+            self.metrics.observe_upstream(route.prefix, upstream_name, loop.time() - start)
             return upstream
         if isinstance(body, _StreamedBody) and body.client_fault:
             instance.end(None)  # the client's body failed, not the instance
             failure.kind = "client"
         else:
             instance.end(False)
-        self.metrics.upstream_requests.labels(
-            route.prefix, upstream_name, instance.id, failure.kind
-        ).inc()
+        self.metrics.count_attempt(route.prefix, upstream_name, instance.id, failure.kind)
         log.warning("attempt on %s failed (%s): %r", instance.id, failure.kind, cause)
         raise failure from cause
 
@@ -343,8 +339,11 @@ class Proxy:
             loop = asyncio.get_running_loop()
             read_deadline = min(deadline, loop.time() + self.settings.upstream_read_timeout)
             try:
-                async with asyncio.timeout_at(read_deadline):
+                if upstream.content.is_eof():  # a small body came with the headers: no wait
                     data = await upstream.read()
+                else:
+                    async with asyncio.timeout_at(read_deadline):
+                        data = await upstream.read()
             except asyncio.CancelledError:
                 instance.end(None)
                 upstream.close()

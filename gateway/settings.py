@@ -141,6 +141,11 @@ class Settings(BaseServiceSettings):
     rate_limit_namespace: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     rate_limit_timeout: float = Field(default=0.25, gt=0, le=10)
     rate_limit_cooldown: float = Field(default=1.0, ge=0, le=60)
+    # The default policy is decided in memory between syncs with Redis (gateway.ratelimit):
+    # every ``sync_interval`` seconds at most, up to ``local_share`` of the limit in between.
+    # 0 for either: every request asks Redis.
+    rate_limit_sync_interval: float = Field(default=0.25, ge=0, le=10)
+    rate_limit_local_share: float = Field(default=0.1, ge=0, le=0.5)
 
     # Long-lived streams (the dashboard's event stream, every WebSocket): their own upstream pool
     # (``stream_max_total`` connections, never the API's), at most ``stream_max_per_client`` at

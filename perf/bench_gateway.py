@@ -9,9 +9,9 @@ Targets, each a separate (spawned) process on uvloop:
 - a fake products upstream: a bare aiohttp handler returning a product-shaped JSON body, the
   ideal cached read (no I/O);
 - the gateway (``gateway.run_gateway``) in front of it, rate limiting on (a limit too high to
-  refuse anything, so every request still runs the GCRA script in Redis) and edge auth on
-  (the route is public, so no token);
-- a second gateway with rate limiting off, to show what the Redis round trip costs;
+  refuse anything: counted in memory, synced with Redis every ``RATE_LIMIT_SYNC_INTERVAL``) and
+  edge auth on (the route is public, so no token);
+- a second gateway with rate limiting off, to show what rate limiting costs;
 - when ``services.products`` is importable and starts: the products service on a throw-away
   database, ``GET /api/v1/products/{id}`` of one product (served from its cache after the first
   read), directly and through a gateway.
@@ -19,6 +19,9 @@ Targets, each a separate (spawned) process on uvloop:
 Each target is loaded in turn by the closed-loop client of ``perf.bench_users_me``: first with
 ``--connections`` workers (throughput, p50/p99 under load), then with one connection (the latency
 of a lone request: the added latency per hop is the gateway's p50 minus the direct p50 there).
+Then (``--paced-duration``, 0 to skip) each read at a paced rate, half of what the gateway
+reached under load, straight and through the gateway in alternation: ``added_latency``, which a
+table runner can call on its own with any service and gateway URLs.
 Only 127.0.0.1 is contacted; the run's database and Redis keys are removed at the end.
 """
 
@@ -181,6 +184,7 @@ class Pair:
     direct: list[Result]
     through: list[list[Result]]  # per gateway variant: [loaded, alone]
     variants: list[str]
+    urls: list[str]  # the direct URL, then each variant's
 
 
 async def measure(
@@ -197,7 +201,92 @@ async def measure(
 
     direct = await both(f"{label} direct", direct_url)
     through = [await both(f"{label} via {variant}", url) for variant, url in gateway_urls]
-    return Pair(label, direct, through, [variant for variant, _ in gateway_urls])
+    variants = [variant for variant, _ in gateway_urls]
+    return Pair(label, direct, through, variants, [direct_url, *(url for _, url in gateway_urls)])
+
+
+async def paced(
+    target: str, url: str, *, rate: float, duration: float, connections: int = 64
+) -> Result:
+    """Open loop: request ``i`` is due ``i / rate`` s after the start whatever the others do, its
+    latency counted from then (no coordinated omission; waiting for one of the ``connections``
+    counts too), after a ``WARMUP`` not measured."""
+    result = Result(target, duration)
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(session: aiohttp.ClientSession, due: float, measured: bool) -> None:
+        try:
+            async with session.get(url) as response:
+                await response.read()
+                ok, problem = response.status == 200, f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            ok, problem = False, repr(exc)
+        if not ok:
+            result.errors += 1
+            result.first_error = result.first_error or problem
+        elif measured:
+            result.latencies.append(time.perf_counter() - due)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.perf_counter()
+        total = int((WARMUP + duration) * rate)
+        for i in range(total):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = asyncio.create_task(one(session, due, i >= WARMUP * rate))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        await asyncio.gather(*tasks)
+    return result
+
+
+@dataclass
+class AddedLatency:
+    """The same read at the same paced rate, straight from the service and through a gateway."""
+
+    rate: float
+    direct: Result
+    through: Result
+
+    def added(self, q: float) -> float:
+        """What the gateway adds to percentile ``q`` (0-100), in ms."""
+        return self.through.percentile(q) - self.direct.percentile(q)
+
+
+async def added_latency(
+    service_url: str,
+    gateway_url: str,
+    *,
+    rate: float | None = None,
+    duration: float = 5.0,
+    rounds: int = 2,
+    connections: int = 32,
+) -> AddedLatency:
+    """The latency the gateway adds to ``GET service_url`` (the resource of ``gateway_url``) at
+    ``rate`` req/s, by default half the gateway's saturation rate (``connections`` closed-loop
+    workers for ``duration`` s). Both are loaded in turn, ``rounds`` times for ``duration`` s, so
+    that load from elsewhere falls on both alike; latencies are pooled per side."""
+    if rate is None:
+        saturated = await load(
+            "saturation", gateway_url, {}, duration=duration, connections=connections
+        )
+        if saturated.errors or not saturated.latencies:
+            raise RuntimeError(f"gateway failed under load: {saturated.first_error}")
+        rate = saturated.rps / 2
+    runs: dict[str, list[Result]] = {service_url: [], gateway_url: []}
+    for _ in range(rounds):
+        for url, done in runs.items():
+            done.append(await paced(url, url, rate=rate, duration=duration))
+    direct, through = (
+        Result(side, duration * rounds, [x for r in done for x in r.latencies],
+               sum(r.errors for r in done), next((r.first_error for r in done if r.errors), ""))
+        for side, done in zip(("direct", "gateway"), runs.values(), strict=True)
+    )  # fmt: skip
+    return AddedLatency(rate, direct, through)
 
 
 async def bench(
@@ -234,6 +323,28 @@ async def bench(
             )
         )
     return pairs
+
+
+async def report_paced(pairs: list[Pair], args: argparse.Namespace) -> bool:
+    """Print ``added_latency`` of each read's first gateway at half the rate it reached under
+    load; return whether it had no errors."""
+    print("\nat a paced rate, half of the gateway's under load (open loop, alternating):")
+    print(f"{'read':<44}{'req/s':>8}{'direct p50':>12}{'p99':>8}{'gw p50':>9}{'p99':>8}"
+          f"{'+p50':>8}{'+p99':>8}")  # fmt: skip
+    ok = True
+    for pair in pairs:
+        rate = pair.through[0][0].rps / 2
+        a = await added_latency(pair.urls[0], pair.urls[1], rate=rate, duration=args.paced_duration)
+        print(
+            f"{pair.label + ' via ' + pair.variants[0]:<44}{a.rate:>8.0f}"
+            f"{a.direct.percentile(50):>12.2f}{a.direct.percentile(99):>8.2f}"
+            f"{a.through.percentile(50):>9.2f}{a.through.percentile(99):>8.2f}"
+            f"{a.added(50):>8.2f}{a.added(99):>8.2f}"
+        )
+        for r in (r for r in (a.direct, a.through) if r.errors):
+            ok = False
+            print(f"ERRORS (paced): {r.target}: {r.errors} (first: {r.first_error})")
+    return ok
 
 
 def report(pairs: list[Pair], args: argparse.Namespace) -> bool:
@@ -318,10 +429,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency-duration", type=float, default=5.0, help="seconds per one-connection target"
     )
+    parser.add_argument(
+        "--paced-duration", type=float, default=5.0, help="seconds per paced run (0: none)"
+    )
     parser.add_argument("--no-products", action="store_true", help="skip the products service")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.latency_duration <= 0 or args.connections < 1:
         parser.error("durations must be > 0 and --connections >= 1")
+    if args.paced_duration < 0:
+        parser.error("--paced-duration must be >= 0")
 
     import uvloop
 
@@ -356,8 +472,12 @@ def main(argv: list[str] | None = None) -> int:
             WARMUP * 2 + args.duration + args.latency_duration + REQUEST_TIMEOUT
         )
         started = time.monotonic()
+        budget += targets * 2 * (2 * args.paced_duration + 2 * WARMUP + REQUEST_TIMEOUT)
         pairs = uvloop.run(asyncio.wait_for(bench(servers, products, args), timeout=budget))
         ok = report(pairs, args)
+        if args.paced_duration > 0:
+            paced_ok = uvloop.run(asyncio.wait_for(report_paced(pairs, args), timeout=budget))
+            ok = paced_ok and ok
         if skipped is not None:
             print(f"products service not measured: {skipped}")
         print(f"(run took {time.monotonic() - started:.0f} s)")

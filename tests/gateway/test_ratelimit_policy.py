@@ -128,8 +128,8 @@ def test_each_strict_route_has_a_bucket_of_its_own_per_ip() -> None:
     login = policies.select("POST", "/api/v1/auth/login")
     register = policies.select("POST", "/api/v1/auth/register")
 
-    assert login == RatePolicy(f"strict:{LOGIN}", 10, 60.0, by_user=False)
-    assert register == RatePolicy(f"strict:{REGISTER}", 10, 60.0, by_user=False)
+    assert login == RatePolicy(f"strict:{LOGIN}", 10, 60.0, by_user=False, local=False)
+    assert register == RatePolicy(f"strict:{REGISTER}", 10, 60.0, by_user=False, local=False)
     assert policies.select("post", "/api/v1/auth/login") is login  # methods are case-blind
 
 
@@ -181,7 +181,7 @@ def test_the_settings_make_the_policies_the_gateway_uses() -> None:
 
     assert policies.select("GET", "/api/v1/products") == RatePolicy("default", 100, 10.0)
     assert policies.select("POST", "/api/v1/auth/register") == RatePolicy(
-        f"strict:{REGISTER}", 5, 30.0, by_user=False
+        f"strict:{REGISTER}", 5, 30.0, by_user=False, local=False
     )
     assert policies.select("GET", "/readyz") is None
 
