@@ -119,6 +119,7 @@ class Bus:
         self._queues: dict[str, _QueueSpec] = defaultdict(_QueueSpec)
         self._live: list[BroadcastSubscription] = []
         self._started = False
+        self._headers: dict[str, dict[str, str]] = {}
 
     @property
     def publishes(self) -> tuple[type[Event], ...]:
@@ -164,7 +165,12 @@ class Bus:
             delivery = Delivery(
                 message.envelope, attempt=message.attempt, queue=message.queue, outbox=outbox
             )
-            await run_once(handler, event, delivery, inbox=inbox, key=key)
+            if inbox is not None:
+                await run_once(handler, event, delivery, inbox=inbox, key=key)
+                return
+            await handler(event, delivery)
+            if delivery._after_commit:
+                await delivery.committed()
 
         typed.__name__ = getattr(handler, "__name__", typed.__name__)
         self._add(
@@ -346,29 +352,30 @@ class Bus:
 
     async def publish_envelope(self, envelope: Envelope) -> None:
         """Publish an already built envelope (the outbox relay's path)."""
+        headers = self._headers.get(envelope.source)
+        if headers is None:  # one per source (the bus's own, as a rule); transports copy it
+            headers = self._headers[envelope.source] = {"x-source": envelope.source}
         start = time.perf_counter()
         await self.transport.publish(
-            envelope.type,
-            envelope.to_bytes(),
-            message_id=str(envelope.id),
-            headers={"x-source": envelope.source},
+            envelope.type, envelope.to_bytes(), message_id=str(envelope.id), headers=headers
         )
         self.metrics.published(envelope.type, time.perf_counter() - start)
 
     def _dispatcher(self, queue: str, spec: _QueueSpec) -> Callable[[Incoming], Awaitable[None]]:
         registry = self.registry
+        metrics = self.metrics
+        route = _Routes(spec.subscriptions)
 
         async def dispatch(incoming: Incoming) -> None:
             try:
                 envelope = Envelope.from_bytes(incoming.body)
-                event = envelope.event(registry)
+                event = registry.resolve(envelope)
             except (ValidationError, ValueError) as exc:
-                self.metrics.parked(queue, incoming.routing_key)
+                metrics.parked(queue, incoming.routing_key)
                 raise PermanentFailure(f"not a valid envelope: {exc}") from exc
-            matching = [s for s in spec.subscriptions if topic_matches(s.pattern, envelope.type)]
-            handlers = [s for s in matching if not s.typed or type(event) in s.events]
-            if matching and not handlers:
-                self.metrics.parked(queue, envelope.type)
+            handlers = route(envelope.type, None if event is None else type(event))
+            if handlers is None:
+                metrics.parked(queue, envelope.type)
                 raise PermanentFailure(
                     f"{envelope.type} v{envelope.version} is unknown to the handlers of {queue}"
                 )
@@ -377,16 +384,16 @@ class Bus:
             causation = causation_id.set(str(envelope.id))
             start = time.perf_counter()
             try:
-                for subscription in handlers:
-                    await subscription.handler(message)
+                for handler in handlers:
+                    await handler(message)
             except PermanentFailure:
-                self.metrics.parked(queue, envelope.type)
+                metrics.parked(queue, envelope.type)
                 raise
             except Exception:
                 if incoming.attempt >= spec.retry.max_attempts:
-                    self.metrics.parked(queue, envelope.type)
+                    metrics.parked(queue, envelope.type)
                 else:
-                    self.metrics.retried(queue, envelope.type)
+                    metrics.retried(queue, envelope.type)
                 log.warning(
                     "handler failed for %s %s (attempt %d)",
                     envelope.type,
@@ -398,6 +405,40 @@ class Bus:
             finally:
                 correlation_id.reset(correlation)
                 causation_id.reset(causation)
-            self.metrics.consumed(queue, envelope.type, time.perf_counter() - start)
+            metrics.consumed(queue, envelope.type, time.perf_counter() - start)
 
         return dispatch
+
+
+class _Routes:
+    """The handlers of one queue for an envelope type and the class its event resolved to,
+    worked out once per pair (the subscriptions are fixed once the queue is consumed).
+
+    ``None`` when subscriptions match the type but none takes that class (an unknown version);
+    the pairs kept are bounded, since the types come from the wire.
+    """
+
+    LIMIT = 1024
+
+    def __init__(self, subscriptions: list[Subscription]) -> None:
+        self._subscriptions = subscriptions
+        self._known: dict[tuple[str, type[Event] | None], tuple[Handler, ...] | None] = {}
+        self._count = len(subscriptions)
+
+    def __call__(
+        self, event_type: str, event_cls: type[Event] | None
+    ) -> tuple[Handler, ...] | None:
+        if self._count != len(self._subscriptions):  # one added while the queue was starting
+            self._known.clear()
+            self._count = len(self._subscriptions)
+        key = (event_type, event_cls)
+        try:
+            return self._known[key]
+        except KeyError:
+            pass
+        matching = [s for s in self._subscriptions if topic_matches(s.pattern, event_type)]
+        handlers = [s.handler for s in matching if not s.typed or event_cls in s.events]
+        found = tuple(handlers) if handlers or not matching else None
+        if len(self._known) < self.LIMIT:
+            self._known[key] = found
+        return found

@@ -151,4 +151,5 @@ async def run_once(
                 await handler(event, delivery)
             finally:
                 delivery._conn = None
-    await delivery.committed()
+    if delivery._after_commit:
+        await delivery.committed()

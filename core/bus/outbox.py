@@ -40,13 +40,20 @@ class Outbox:
         if not conn.is_in_transaction():
             raise RuntimeError("Outbox.publish needs a connection inside a transaction")
         envelope = Envelope.wrap(event, source=self.source)
+        # One round trip for both. NOTIFY inside a transaction is delivered at commit (once per
+        # transaction, however many rows), and not at all on rollback.
         await conn.execute(
-            "INSERT INTO outbox (id, routing_key, envelope, created_at) VALUES ($1, $2, $3, $4)",
+            """
+            WITH recorded AS (
+                INSERT INTO outbox (id, routing_key, envelope, created_at)
+                VALUES ($1, $2, $3, $4) RETURNING id
+            )
+            SELECT pg_notify($5, '') FROM recorded
+            """,
             envelope.id,
             envelope.type,
             envelope.model_dump(mode="json"),
             envelope.occurred_at,
+            NOTIFY_CHANNEL,
         )
-        # NOTIFY inside a transaction is delivered at commit, and not at all on rollback.
-        await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
         return envelope

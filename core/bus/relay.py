@@ -3,8 +3,14 @@
 ``OutboxRelay`` sends committed rows in order of creation, marks them sent, and leaves failed
 ones for the next round. Several relays (one per instance) share the table through ``FOR UPDATE
 SKIP LOCKED``. A relay that dies between the broker's confirm and the mark sends the row again:
-consumers deduplicate by envelope id (``Inbox``). It is woken by the ``NOTIFY`` of
-``Outbox.publish`` and polls as a fallback; a failed round is retried with ``core.retry.Backoff``.
+consumers deduplicate by envelope id (``Inbox``). It is woken by the ``NOTIFY`` that
+``Outbox.publish`` sends at commit and polls as a fallback; a failed round is retried with
+``core.retry.Backoff``.
+
+Its rounds run on its own connection, the one that LISTENs (the pool when it has none): no pool
+checkout and reset per round. The lag and pending gauges are refreshed at most once a second,
+and sent rows are purged every ten minutes, so that a busy relay does not query for them in
+every round.
 """
 
 from __future__ import annotations
@@ -12,20 +18,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import asyncpg
 
 from core.bus.bus import Bus
 from core.bus.events import Envelope
-from core.bus.outbox import NOTIFY_CHANNEL
+from core.bus.outbox import NOTIFY_CHANNEL, Connection
 from core.bus.transport import PublishError
-from core.db import transaction
 from core.retry import Backoff
 
 __all__ = ["OutboxRelay"]
 
 log = logging.getLogger("core.bus.outbox")
+
+OBSERVE_EVERY = 1.0  # seconds between two refreshes of the lag and pending gauges
+PURGE_EVERY = 600.0  # seconds between two purges of sent rows
 
 
 class OutboxRelay:
@@ -76,11 +85,26 @@ class OutboxRelay:
         self._wake.set()
 
     async def relay_once(self) -> int:
-        """Send one batch of committed rows; return how many were sent."""
-        async with transaction(self.pool) as conn:
+        """Send one batch of committed rows (on a connection of the pool); return how many were
+        sent."""
+        async with self.pool.acquire() as conn:
+            return await self._relay_on(conn)
+
+    async def _round(self) -> int:
+        # Only the relay's own loop uses its listening connection: a connection runs one query
+        # at a time, and relay_once may be called alongside.
+        listener = self._listener
+        if listener is not None and not listener.is_closed():
+            return await self._relay_on(listener)
+        return await self.relay_once()
+
+    async def _relay_on(self, conn: Connection) -> int:
+        async with conn.transaction():
+            # As text: the listening connection has no JSON codec, and the envelope is parsed
+            # and validated in one go from it.
             rows = await conn.fetch(
                 """
-                SELECT id, envelope FROM outbox
+                SELECT id, envelope::text AS envelope FROM outbox
                  WHERE published_at IS NULL
                  ORDER BY created_at, id
                  LIMIT $1
@@ -90,7 +114,7 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            envelopes = [Envelope.model_validate(row["envelope"]) for row in rows]
+            envelopes = [Envelope.from_bytes(row["envelope"]) for row in rows]
             results = await asyncio.gather(
                 *(self.bus.publish_envelope(e) for e in envelopes), return_exceptions=True
             )
@@ -151,15 +175,19 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = Backoff(base=self.retry_base, cap=self.retry_cap)
-        rounds = 0
+        observed = purged = -float("inf")
         while True:
             await self._listen()
             self._wake.clear()
             try:
-                sent = await self.relay_once()
-                if rounds % 600 == 0:
+                sent = await self._round()
+                now = time.monotonic()
+                if now - purged >= PURGE_EVERY:
                     await self._purge()
-                await self._observe_lag()
+                    purged = now
+                if now - observed >= OBSERVE_EVERY:
+                    await self._observe_lag()
+                    observed = now
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
@@ -171,7 +199,6 @@ class OutboxRelay:
                     await self._observe_lag()
                 await backoff.wait()
                 continue
-            rounds += 1
             if sent == self.batch_size:
                 continue  # more may be waiting
             with contextlib.suppress(TimeoutError):

@@ -332,12 +332,18 @@ class Consumers:
         tag = message.delivery_tag
         if tag is None:
             return
+        channel = message.channel
         try:
+            if ack and not channel.connection.write_queue.full():
+                # Queued for the connection's writer, which has room: nothing to wait for (the
+                # broker answers no ack, and one lost with the connection is a redelivery).
+                await channel.basic_ack(tag, wait=False)
+                return
             async with asyncio.timeout(self.publisher.publish_timeout):
                 if ack:
-                    await message.channel.basic_ack(tag)
+                    await channel.basic_ack(tag, wait=False)
                 else:
-                    await message.channel.basic_nack(tag, requeue=True)
+                    await channel.basic_nack(tag, requeue=True)
         except asyncio.CancelledError:
             if cancelled_by_caller():
                 raise
@@ -352,7 +358,7 @@ class Consumers:
 
 
 def _incoming(queue: str, message: DeliveredMessage) -> Incoming:
-    headers = dict(message.header.properties.headers or {})
+    headers = message.header.properties.headers or {}
     attempt = headers.get(ATTEMPT, 1)
     if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 1:
         raise ValueError(f"invalid {ATTEMPT} header {attempt!r}")

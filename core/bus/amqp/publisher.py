@@ -43,17 +43,30 @@ class Publisher:
         """Publish and wait for the broker's confirm, all within ``publish_timeout``."""
         if not self.accepting:
             raise PublishError("the AMQP transport is not running")
-        channel: AbstractChannel | None = None
+        link = self.link
+        channel: AbstractChannel | None = link.publish_channel
         try:
-            async with asyncio.timeout(self.publish_timeout):
-                channel = await self._confirm_channel()
+            if link.ready.is_set() and channel is not None and not channel.is_closed:
+                # Connected: aiormq's own timeout bounds the publish and its confirm.
                 confirm = await channel.basic_publish(
                     body,
                     exchange=exchange,
                     routing_key=routing_key,
                     properties=properties,
                     mandatory=mandatory,
+                    timeout=self.publish_timeout,
                 )
+            else:
+                channel = None
+                async with asyncio.timeout(self.publish_timeout):
+                    channel = await self._confirm_channel()
+                    confirm = await channel.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=mandatory,
+                    )
         except TimeoutError as exc:
             if channel is None:
                 raise PublishError(

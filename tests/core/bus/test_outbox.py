@@ -255,3 +255,40 @@ async def test_two_relays_share_the_table_and_every_event_takes_effect_once(
 async def _thing_count(pool: asyncpg.Pool, n: int) -> bool:
     count: int = await pool.fetchval("SELECT count(*) FROM things")
     return count == n
+
+
+async def test_a_started_relay_sends_a_burst_larger_than_its_batch_on_its_own_connection(
+    pool: asyncpg.Pool, bus_dsn: str
+) -> None:
+    transport = InMemoryTransport()
+    bus = Bus(transport, source="producer")
+    received: list[Message] = []
+
+    async def handler(message: Message) -> None:
+        received.append(message)
+
+    bus.subscribe("thing.*", handler, queue="listener", events=[ThingCreated])
+    await bus.start()
+    relay = OutboxRelay(pool, bus, dsn=bus_dsn, batch_size=40, poll_interval=60)
+    await relay.start()
+    try:
+        await wait_for(lambda: _listening(relay), within=5)
+        async with transaction(pool) as conn:
+            envelopes = [
+                await Outbox(bus.source).publish(conn, ThingCreated(name=f"b{i}"))
+                for i in range(130)
+            ]
+        await wait_for(lambda: _count(received, 130), within=10)
+        await wait_for(lambda: _no_pending(pool), within=5)
+    finally:
+        await relay.stop()
+        await bus.stop()
+    by_id = {m.envelope.id: m for m in received}
+    assert [by_id[e.id].envelope for e in envelopes] == envelopes  # each as it was written
+    assert [by_id[e.id].event for e in envelopes] == [
+        ThingCreated(name=f"b{i}") for i in range(130)
+    ]
+
+
+async def _no_pending(pool: asyncpg.Pool) -> bool:
+    return await _pending(pool) == 0
