@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import warnings
 from collections.abc import Mapping
 from contextlib import suppress
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from services import registry
@@ -186,7 +188,13 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
     from gateway import Settings as GatewaySettings
     from gateway import create_gateway_app
 
-    gateway_settings = GatewaySettings(redis_url=servers.redis_url, host=host, **upstreams)
+    # Ready once every service has a ready instance (the products warm their cache first).
+    gateway_settings = GatewaySettings(
+        redis_url=servers.redis_url,
+        host=host,
+        ready_upstreams=list(registry.SERVICES),
+        **upstreams,
+    )
     gateway_app = create_gateway_app(gateway_settings, transport=transport)
     apps.append(("gateway", gateway_app, gateway_settings.port))
 
@@ -197,10 +205,16 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
             log.warning("the in-memory bus was still busy after 10 s; stopping anyway")
         await transport.close()
 
+    announced: list[asyncio.Task[None]] = []  # a reference, so the task is not collected
+
+    def listening(_: object) -> None:
+        listed = [(name, port) for name, _, port in apps]
+        announced.append(asyncio.get_running_loop().create_task(_announce(host, listed)))
+
     # The gateway last, so that it is torn down first and the services last.
     await serve_all(
         [Site(app, host, port) for _, app, port in apps],
-        ready=lambda _: _print_urls(host, [(name, port) for name, _, port in apps]),
+        ready=listening,
         signals=(signal.SIGINT, signal.SIGTERM, signal.SIGHUP),  # HUP: the terminal closed
         stopped=drain_the_bus,
     )
@@ -209,6 +223,22 @@ async def _serve(host: str, servers: EmbeddedServers, *, dashboard: bool) -> int
 
 def _client(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104  # nosec B104: a comparison, no bind
+
+
+async def _announce(host: str, apps: list[tuple[str, int]], *, within: float = 60.0) -> None:
+    """Print the addresses once the gateway is ready (every service has a ready instance)."""
+    url = f"http://{_client(host)}:{dict(apps)['gateway']}/readyz"
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            with suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        break
+            await asyncio.sleep(0.1)  # polling the gateway's readiness, bounded by the deadline
+        else:
+            log.warning("the gateway is not ready after %.0f s: serving anyway", within)
+    _print_urls(host, apps)
 
 
 def _print_urls(host: str, apps: list[tuple[str, int]]) -> None:

@@ -177,7 +177,8 @@ def test_embedded_runs_the_system_in_one_process_and_keeps_its_data(
         assert system.gateway in system.output
         status, ready = system.call("GET", "/readyz")
         assert status == 200, ready
-        assert len(system.call("GET", "/api/v1/products?limit=100")[1]["items"]) == 40  # --demo
+        listing = system.call("GET", "/api/v1/products?limit=100")
+        assert len(listing[1]["items"]) == 40, listing  # --demo
 
         email = f"embedded-{uuid.uuid4().hex[:8]}@example.com"
         user = {"email": email, "password": "long-enough-pw", "full_name": "Em Bedded"}
