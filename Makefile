@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit servers lint typecheck pytest bench load clean audit security
+.PHONY: install run test test-unit servers lint typecheck pytest bench load profile clean audit security
 
 install: $(STAMP)
 
@@ -77,6 +77,17 @@ load: install
 		--users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --run-time $(LOAD_TIME) \
 		--host $(LOAD_HOST) --html perf/reports/load.html --csv perf/reports/load; \
 		status=$$?; echo "reports: perf/reports/load.html, perf/reports/load_*.csv"; exit $$status
+
+# A flame graph of one service of the running system (`make run` in another terminal, limits
+# raised as for `make load`) under the Locust load: py-spy SVG in perf/reports/, top 15 printed.
+SERVICE ?= products
+PROFILE_TIME ?= 20
+PROFILE_USERS ?= 20
+
+profile: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
+	$(BIN)/python -m perf.profile --service $(SERVICE) --duration $(PROFILE_TIME) \
+		--users $(PROFILE_USERS) --host $(LOAD_HOST) --out perf/reports/
 
 # Static security checks (pytest runs them too, in tests/security/test_tooling.py).
 security: install
