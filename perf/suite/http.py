@@ -115,14 +115,23 @@ class HttpBench:
     ceiling: float = 0.0
 
     def measure(
-        self, request: Request, *, rate: float | None = None, connections: int | None = None
+        self,
+        request: Request,
+        *,
+        rate: float | None = None,
+        connections: int | None = None,
+        seconds: float | None = None,
     ) -> LoadResult:
         """One probe that must succeed, a discarded one-second warm-up, then the measured run."""
         probe(request)
         connections = connections or self.connections
         run_load(request, seconds=1, connections=connections, rate=rate, tool=self.tool)
         return run_load(
-            request, seconds=self.seconds, connections=connections, rate=rate, tool=self.tool
+            request,
+            seconds=seconds or self.seconds,
+            connections=connections,
+            rate=rate,
+            tool=self.tool,
         )
 
     def add(
@@ -291,6 +300,7 @@ class HttpBench:
         self.add(
             "accounts",
             f"login: gateway ({LOGIN_ACCOUNTS} accounts, {connections} connections)",
-            self.measure(login, connections=connections),
-            note="bcrypt at the shipped cost, off the event loop",
+            # At least 5 s: one hash takes a good part of a second on a busy small machine.
+            self.measure(login, connections=connections, seconds=max(self.seconds, 5.0)),
+            note="bcrypt at the shipped cost, off the event loop; at least 5 s",
         )

@@ -155,6 +155,8 @@ def test_make_bench_prints_one_table_of_every_row_against_a_launched_system(
             "1",
             "--products",
             "40",
+            "--warm-window",
+            "2",
             "--out",
             str(tmp_path),
         ],
@@ -179,4 +181,11 @@ def test_make_bench_prints_one_table_of_every_row_against_a_launched_system(
         failed = re.search(r"(\d+) errors of (\d+)", row["note"])
         assert failed is None or int(failed[1]) <= int(failed[2]) / 100, row
     assert "| product by id, cached: through the gateway |" in done.stdout
+    groups = {row["group"] for row in report["rows"]}
+    assert groups == {"peers", "reads", "accounts", "orders", "memory", "warming", "bus", "cache"}
+    for row in report["rows"]:
+        if row["group"] in {"orders", "warming", "bus", "cache", "memory"}:
+            assert (row["throughput"] or 0) > 0, row
+    sagas = [row for row in report["rows"] if row["group"] == "orders"]
+    assert all(" 0 confirmed" not in row["note"] for row in sagas), sagas
     assert (tmp_path / "bench.md").read_text().strip() == done.stdout.strip()
