@@ -38,7 +38,7 @@ def _serve_fastapi(port: int) -> None:
 
     app = FastAPI()
 
-    @app.get("/")
+    @app.get("/")  # type: ignore[untyped-decorator, unused-ignore]  # (FastAPI: bench extra)
     async def product() -> dict[str, Any]:
         return PRODUCT
 
