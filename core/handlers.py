@@ -14,7 +14,8 @@ handler runs (one 422 listing every failure) and documents the same annotations 
 
 Parameters typed ``web.Request`` receive the request and parameters typed ``Principal`` receive the
 authenticated caller. A handler returns a model (shaped by ``response``), ``None`` (an empty body
-with the route's status, 204 by default for ``None``) or any ``web.StreamResponse``.
+with the route's status, 204 by default for ``None``), a ``JsonBody`` (JSON already encoded in the
+shape of ``response``, sent as it is) or any ``web.StreamResponse``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ __all__ = [
     "ROUTES",
     "Body",
     "Header",
+    "JsonBody",
     "Path",
     "Query",
     "RouteDef",
@@ -102,6 +104,15 @@ def json_response(
     return web.Response(
         body=payload, status=status, content_type="application/json", headers=headers
     )
+
+
+@dataclass(frozen=True, slots=True)
+class JsonBody:
+    """A response body already encoded as JSON, e.g. kept by a cache: sent with the route's
+    status as it is, neither validated nor encoded again. The handler vouches that it is what
+    ``response`` would have made of the value (the same fields, in the same form)."""
+
+    body: bytes
 
 
 @dataclass(slots=True)
@@ -214,6 +225,8 @@ class RouteDef:
 
     def render(self, result: Any) -> web.StreamResponse:
         """Turn a handler's return value into a response."""
+        if type(result) is JsonBody:
+            return json_response(result.body, self.status)
         if isinstance(result, web.StreamResponse):
             return result
         if result is None:

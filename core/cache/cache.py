@@ -249,6 +249,14 @@ class Cache:
         in memory takes no extra frame."""
         return self._path.call(policy, args, kwargs)
 
+    def call_json(
+        self, policy: Policy[R], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, bytes | None]:
+        """The JSON of ``call``'s result as the cache stores it (``None`` for a ``None``
+        result); to be awaited. A hit in memory neither decodes nor encodes: for a handler that
+        sends the result as it is."""
+        return self._path.call_json(policy, args, kwargs)
+
     async def refresh(self, policy: Policy[R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """Compute the result now and store it in every tier (for warming or after a write)."""
         return await self._path.refresh(policy, args, kwargs)

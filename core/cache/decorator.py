@@ -13,6 +13,7 @@ given the call's first argument, which for a method is ``self``::
             return await self.repo.get(product_id)
 
     await products.get(pid)             # cached
+    await products.get.json(pid)        # its JSON, as cached (no decoding on a hit in memory)
     await products.get.invalidate(pid) # this key, in every tier and instance
     await products.cache.invalidate(tags=["products"])
 
@@ -68,6 +69,15 @@ class CachedFunction(Generic[P, R]):
             cache = self.cache_for(args)
         return cache.call(self.policy, args, kwargs)
 
+    def json(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, bytes | None]:
+        """The result's JSON, as the cache stores it (``dumps``), or ``None`` for ``None``; a hit
+        in memory returns it without decoding or encoding anything (``Cache.call_json``)."""
+        return self.cache_for(args).call_json(self.policy, args, kwargs)
+
+    def dumps(self, result: R) -> bytes:
+        """The JSON the cache stores for ``result`` (what ``json`` returns for it)."""
+        return self.policy.codec.dumps(result)
+
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self._attribute = name
 
@@ -115,6 +125,14 @@ class BoundCachedFunction(Generic[R]):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, R]:
         return self._function(self.__self__, *args, **kwargs)
+
+    def json(self, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, bytes | None]:
+        """See ``CachedFunction.json``."""
+        return self._function.json(self.__self__, *args, **kwargs)
+
+    def dumps(self, result: R) -> bytes:
+        """See ``CachedFunction.dumps``."""
+        return self._function.dumps(result)
 
     def key(self, *args: Any, **kwargs: Any) -> str:
         """See ``CachedFunction.key``."""

@@ -2,7 +2,8 @@
 
 A call of a ``@cached`` function goes:
 
-1. In-process tier: a hit returns a freshly decoded copy.
+1. In-process tier: a hit returns a freshly decoded copy, or one value decoded once when no
+   caller can change it (``core.cache.memory``); ``call_json`` returns the JSON kept on the entry.
 2. Otherwise one lookup per key per process (single flight: concurrent callers of the key await
    the first one's answer) through the remote tiers in order (Redis, memcached). Redis answers, in
    one round trip, the record and the current invalidation versions of the call's key and tags:
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 
 from core.cache.call import Call, Limits, Missing, Plan
 from core.cache.keys import KeySpace
+from core.cache.memory import MemoryEntry
 from core.cache.policy import CachedError, Policy
 from core.cache.redis_tier import RedisTier, Versions
 from core.cache.serialize import InvalidRecord, Record, decode_record, encode_record
@@ -136,17 +138,11 @@ class CallPath:
             entry = memory.get(record_key, now)
             if entry is not None:
                 try:
-                    result = policy.decode(entry.record)
+                    result = policy.value_of(entry)
                 except InvalidRecord:  # a value its own type does not read back: never served
                     memory.delete(record_key)
                 else:
-                    stats = plan.stats
-                    stats.hit("memory")
-                    if now >= entry.quiet_until and policy.should_refresh(entry.record, now):
-                        self._start_refresh(
-                            Call(self.keyspace, self._seq, policy, plan, args, kwargs, key)
-                        )
-                    stats.observe("memory", perf_counter() - started)
+                    self._memory_hit(plan, entry, now, started, (policy, args, kwargs, key))
                     return _unwrap(result)
             plan.stats.miss("memory")
         call = Call(self.keyspace, self._seq, policy, plan, args, kwargs, key)
@@ -158,6 +154,50 @@ class CallPath:
         if result is _RETRY:
             return await self.call(policy, args, kwargs)
         return _unwrap(result)  # type: ignore[no-any-return]
+
+    async def call_json(
+        self, policy: Policy[R], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bytes | None:
+        """The JSON of ``call``'s result, as the policy's codec writes it; ``None`` for ``None``.
+
+        A hit in memory returns bytes kept on the entry: neither decoded nor encoded again.
+        """
+        started = perf_counter()
+        plan = self._plans.get(policy) or self._plan(policy)
+        memory = plan.memory
+        if memory is not None:
+            key = policy.keys.key(args, kwargs)
+            record_key = plan.prefix + key
+            now = self._clock()
+            entry = memory.get(record_key, now)
+            if entry is not None:
+                try:
+                    body = policy.json_of(entry)
+                except InvalidRecord:
+                    memory.delete(record_key)
+                else:
+                    if body is not None:
+                        self._memory_hit(plan, entry, now, started, (policy, args, kwargs, key))
+                        return body
+        # a miss, a cached None or error: the ordinary path
+        result = await self.call(policy, args, kwargs)
+        return None if result is None else policy.codec.dumps(result)
+
+    def _memory_hit(
+        self,
+        plan: Plan,
+        entry: MemoryEntry,
+        now: float,
+        started: float,
+        call: tuple[Policy[Any], tuple[Any, ...], dict[str, Any], str],
+    ) -> None:
+        """Count a hit in memory; start an early refresh if it is due."""
+        stats = plan.stats
+        stats.hit("memory")
+        policy = call[0]
+        if now >= entry.quiet_until and policy.should_refresh(entry.record, now):
+            self._start_refresh(Call(self.keyspace, self._seq, policy, plan, *call[1:]))
+        stats.observe("memory", perf_counter() - started)
 
     async def refresh(self, policy: Policy[R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         """Compute the result now and store it in every tier."""

@@ -1,7 +1,9 @@
 """The in-process tier: an LRU bounded by entries and by bytes, with an index of marks.
 
-Entries keep the encoded record, not the decoded value: every hit decodes a fresh value, so a caller
-that mutates what it got cannot change what the next caller gets, and the byte bound is exact.
+Entries keep the encoded record, and the byte bound counts it alone. Its first hit decodes it (a
+check that the value reads back as its type) and, for a type whose values cannot be changed
+(``Codec.shared``), keeps the decoded value for the later hits; for any other type every hit
+decodes a fresh value, so a caller that mutates what it got cannot change what the next one gets.
 A *mark* is a key or tag name (``core.cache.keys``); ``drop_marks`` removes every entry carrying
 one, which is how an invalidation reaches this tier.
 """
@@ -14,15 +16,31 @@ from collections.abc import Callable, Iterable
 
 from core.cache.serialize import Record
 
-__all__ = ["MemoryEntry", "MemoryTier"]
+__all__ = ["UNREAD", "MemoryEntry", "MemoryTier", "Unread"]
 
 _ENTRY_OVERHEAD = 256  # the entry object, the dict slots and the index sets, roughly
 
 
-class MemoryEntry:
-    """One cached record and when this process stops serving it."""
+class Unread:
+    """The value of an entry not decoded yet (or one each hit decodes anew)."""
 
-    __slots__ = ("expires_at", "marks", "owner", "quiet_until", "record", "size")
+
+UNREAD = Unread()
+
+
+class MemoryEntry:
+    """One cached record and when this process stops serving it.
+
+    ``value``: ``UNREAD``, or the decoded value once a hit has read it, if it can be shared (see
+    the module docstring). ``json``: ``None``, or the value's JSON as its codec writes it, once a
+    hit has asked for it (``Policy.json_of``): the same bytes object as the record's payload
+    unless that came from another writer in another form.
+    """
+
+    __slots__ = ("expires_at", "json", "marks", "owner", "quiet_until", "record", "size", "value")
+
+    value: object
+    json: bytes | None
 
     def __init__(
         self,
@@ -39,6 +57,8 @@ class MemoryEntry:
         self.owner = owner
         self.marks = marks
         self.size = size
+        self.value = UNREAD
+        self.json = None
 
 
 class MemoryTier:

@@ -11,6 +11,7 @@ from typing import Generic, Literal, TypeVar
 import orjson
 
 from core.cache.keys import KeyBuilder
+from core.cache.memory import UNREAD, MemoryEntry
 from core.cache.serialize import (
     Codec,
     InvalidRecord,
@@ -140,6 +141,38 @@ class Policy(Generic[R]):
                 raise InvalidRecord("negative caching is off")
             return None  # type: ignore[return-value]
         return CachedError(self._error(record.payload))
+
+    def value_of(self, entry: MemoryEntry) -> R | CachedError:
+        """The result an in-process entry holds: kept on the entry if it cannot be changed,
+        decoded anew otherwise; ``InvalidRecord`` if it is not a valid one."""
+        value = entry.value
+        if value is not UNREAD:
+            return value  # type: ignore[return-value]
+        result = self.decode(entry.record)
+        kind = entry.record.kind
+        if kind is Kind.NONE or (kind is Kind.VALUE and (self._codec or self.codec).shared):
+            entry.value = result
+        return result
+
+    def json_of(self, entry: MemoryEntry) -> bytes | None:
+        """The JSON of the value an in-process entry holds, as the codec writes it (so nothing
+        its type leaves out, whoever wrote the record); kept on the entry. ``None`` if the entry
+        holds ``None`` or an error; ``InvalidRecord`` if it is not a valid record."""
+        if entry.json is not None:
+            return entry.json
+        if entry.record.kind is not Kind.VALUE:
+            return None
+        payload = entry.record.payload
+        codec = self._codec or self.codec
+        try:
+            value = codec.loads(payload)
+            written = codec.dumps(value)
+        except Exception as exc:
+            raise InvalidRecord(f"payload rejected: {type(exc).__name__}") from None
+        entry.json = payload if written == payload else written
+        if codec.shared:
+            entry.value = value
+        return entry.json
 
     def should_refresh(self, record: Record, now: float) -> bool:
         """Whether a hit on ``record`` at ``now`` starts a background refresh.

@@ -15,20 +15,31 @@ cached error.
 Bytes read from a shared server are untrusted: ``decode_record`` checks every field and raises
 ``InvalidRecord``; a codec either turns the payload into a value of the function's return type
 (pydantic validation) or raises. Nothing in a record can name code to run.
+
+A codec whose values cannot be changed once built (``Codec.shared``: the return type is made of
+frozen dataclasses or frozen models, scalars, tuples and frozensets only) lets the in-process tier
+hand one decoded value to every caller.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
 import enum
+import ipaddress
 import math
+import pathlib
 import struct
+import types
 import typing
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import orjson
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 __all__ = [
     "MAGIC",
@@ -42,6 +53,7 @@ __all__ = [
     "codec_for",
     "decode_record",
     "encode_record",
+    "immutable",
 ]
 
 T = TypeVar("T")
@@ -111,7 +123,12 @@ def decode_record(raw: bytes) -> Record:
 
 
 class Codec(Protocol[T]):
-    """Turns a function's results into JSON bytes and back, validating on the way back."""
+    """Turns a function's results into JSON bytes and back, validating on the way back.
+
+    ``shared``: a value ``loads`` returns cannot be changed, so one may be given to every caller.
+    """
+
+    shared: bool
 
     def dumps(self, value: T) -> bytes:
         """The JSON of ``value``; raises if it has none."""
@@ -129,6 +146,8 @@ class JsonCodec(Generic[T]):
     as they were.
     """
 
+    shared = False
+
     def dumps(self, value: T) -> bytes:
         """The JSON of ``value``."""
         return orjson.dumps(value)
@@ -143,6 +162,7 @@ class AdapterCodec(Generic[T]):
 
     def __init__(self, annotation: Any) -> None:
         self.adapter: TypeAdapter[T] = TypeAdapter(annotation)
+        self.shared = immutable(annotation)
 
     def dumps(self, value: T) -> bytes:
         """The JSON of ``value`` as its type serializes it."""
@@ -164,6 +184,7 @@ class ContainerCodec(AdapterCodec[T]):
     def __init__(self, annotation: Any, container: type[dict[str, Any]] | type[list[Any]]) -> None:
         super().__init__(annotation)
         self.container = container
+        self.shared = False
 
     def loads(self, data: bytes) -> T:
         """``data`` read as JSON; ``ValueError`` unless it is the container."""
@@ -171,6 +192,64 @@ class ContainerCodec(AdapterCodec[T]):
         if type(value) is not self.container:
             raise ValueError(f"not a JSON {self.container.__name__}")
         return cast(T, value)
+
+
+_ATOMS: tuple[type, ...] = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    uuid.UUID,
+    datetime.date,  # datetime.datetime too
+    datetime.time,
+    datetime.timedelta,
+    decimal.Decimal,
+    enum.Enum,
+    ipaddress.IPv4Address,
+    ipaddress.IPv6Address,
+    pathlib.PurePath,
+)
+
+
+def immutable(annotation: Any, _seen: frozenset[int] = frozenset()) -> bool:
+    """Whether every value of ``annotation`` is deeply immutable: scalars, enums, ``Literal``,
+    tuples and frozensets of such, frozen dataclasses and frozen pydantic models whose fields
+    all are. Anything else (a ``dict``, a ``list``, ``Any``, a plain class) is not."""
+    if id(annotation) in _seen:
+        return True  # a recursive type: immutable if the rest of it is
+    seen = _seen | {id(annotation)}
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return immutable(args[0], seen)
+    if origin is typing.Literal:
+        return True
+    if origin in (typing.Union, types.UnionType, tuple, frozenset):
+        return all(arg is Ellipsis or immutable(arg, seen) for arg in args) and bool(args)
+    value = getattr(annotation, "__value__", None)  # a ``type X = ...`` alias
+    if value is not None:
+        return immutable(value, seen)
+    if not isinstance(annotation, type):
+        return False
+    if issubclass(annotation, _ATOMS):
+        return True
+    if issubclass(annotation, BaseModel):
+        if not annotation.model_config.get("frozen"):
+            return False
+        fields = [field.annotation for field in annotation.model_fields.values()]
+    elif dataclasses.is_dataclass(annotation):
+        if not annotation.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            return False
+        try:
+            hints = typing.get_type_hints(annotation)
+        except NameError:
+            return False
+        fields = [hints[field.name] for field in dataclasses.fields(annotation)]
+    else:
+        return False
+    return all(immutable(field, seen) for field in fields)
 
 
 def _container(annotation: Any) -> type[dict[str, Any]] | type[list[Any]] | None:

@@ -9,7 +9,9 @@ import asyncpg
 import pytest
 
 from core.testing import assert_problem
+from services.products import api
 from services.products.keys import PRODUCTS_SERVICE
+from services.products.schemas import ProductOut
 from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import (
     PRODUCT_FIELDS,
@@ -61,6 +63,32 @@ async def test_a_product_reads_as_stored_with_its_stock(
     assert body["stock"] == row["available"] == 7
     assert body["created_at"] == body["updated_at"]
     assert body["created_at"].endswith("Z")
+
+
+async def test_the_product_body_is_product_out_on_a_miss_and_on_hits(
+    catalog: Catalog, products_client: Client
+) -> None:
+    assert api._PRODUCT_JSON_IS_PRODUCT_OUT  # the hot read sends the cached JSON as it is
+    created = await catalog.product(
+        name='Caf\u00e9 \u2603 "mug"',
+        description="Line one.\n\tLine two.",
+        attributes={"nested": {"list": [1, 2.5, None, True, "\u00e9"]}, "empty": {}},
+        stock=3,
+    )
+    service = products_client.app[PRODUCTS_SERVICE]
+    expected = ProductOut.model_validate(
+        await service.catalog.get(uuid.UUID(created["id"]))
+    ).model_dump_json()
+    assert service.cache is not None
+    assert service.cache.memory is not None
+    for _ in range(2):  # computed or from Redis, then from memory
+        resp = await products_client.get(product_path(created["id"]))
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        assert await resp.text() == expected
+    service.cache.memory.clear()
+    resp = await products_client.get(product_path(created["id"]))
+    assert await resp.text() == expected
 
 
 async def test_defaults_of_a_new_product(catalog: Catalog) -> None:
