@@ -78,7 +78,6 @@ def serve_products(port: int, dsn: str, namespace: str, exchange: str, queue: st
         bus_queue=queue,
         log_level="WARNING",
         log_format="text",
-        db_pool_max_size=20,
     )
     configure_logging("products", level=settings.log_level, fmt=settings.log_format)
     transport = AmqpTransport(AMQP_URL, exchange=exchange)
@@ -104,7 +103,6 @@ def serve_orders(
         products_url=products_url,
         log_level="WARNING",
         log_format="text",
-        db_pool_max_size=20,
         saga_poll_interval=0.2,
     )
     configure_logging("orders", level=settings.log_level, fmt=settings.log_format)

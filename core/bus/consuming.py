@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from core.bus.events import Envelope, Event
@@ -72,6 +72,11 @@ class Delivery:
     async def publish(self, event: Event) -> Envelope:
         """Write ``event`` to the outbox in this delivery's transaction (sent once it commits)."""
         return await self.outbox.publish(self.conn, event)
+
+    async def publish_many(self, events: Sequence[Event]) -> list[Envelope]:
+        """Write ``events``, in order, to the outbox in this delivery's transaction, in one
+        statement (``Outbox.publish_many``)."""
+        return await self.outbox.publish_many(self.conn, events)
 
     def after_commit(self, callback: AfterCommit) -> None:
         """Run ``callback()`` (awaited if it returns an awaitable) once the transaction has

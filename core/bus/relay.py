@@ -7,10 +7,15 @@ consumers deduplicate by envelope id (``Inbox``). It is woken by the ``NOTIFY`` 
 ``Outbox.publish`` sends at commit and polls as a fallback; a failed round is retried with
 ``core.retry.Backoff``.
 
-Its rounds run on its own connection, the one that LISTENs (the pool when it has none): no pool
-checkout and reset per round. The lag and pending gauges are refreshed at most once a second,
-and sent rows are purged every ten minutes, so that a busy relay does not query for them in
-every round.
+Rounds are pipelined in ``lanes`` (two by default): lanes take turns to lock the next batch and
+start publishing it, in creation order, then each waits for its own confirms and marks its rows,
+while the next lane already locks (``SKIP LOCKED`` passes over the rows in flight) and sends the
+following batch. A row is still marked only after its own confirm, in the transaction that
+locked it. Each lane runs on a connection of its own, lane 0 on the one that LISTENs (the pool
+when it cannot connect): no pool checkout per round, and no wait on a pool that the consumers
+hold. The lag and pending gauges are refreshed at most
+once a second, and sent rows are purged every ten minutes, so that a busy relay does not query
+for them in every round.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class OutboxRelay:
         retention_hours: int = 24,
         retry_base: float = 0.1,
         retry_cap: float = 5.0,
+        lanes: int = 2,
     ) -> None:
         self.pool = pool
         self.bus = bus
@@ -64,9 +70,13 @@ class OutboxRelay:
         self.retention_hours = retention_hours
         self.retry_base = retry_base
         self.retry_cap = retry_cap
+        self.lanes = lanes
         self._wake = asyncio.Event()
+        self._wake.set()  # rows may be waiting at start
+        self._turn = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._listener: asyncpg.Connection | None = None
+        self._own: dict[int, asyncpg.Connection] = {}  # lane -> its connection (lanes >= 1)
 
     async def start(self) -> None:
         """Start relaying in the background."""
@@ -79,6 +89,10 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._close_listener()
+        for conn in self._own.values():
+            with contextlib.suppress(Exception):
+                await conn.close()
+        self._own.clear()
 
     def wake(self) -> None:
         """Relay now rather than at the next poll."""
@@ -90,51 +104,64 @@ class OutboxRelay:
         async with self.pool.acquire() as conn:
             return await self._relay_on(conn)
 
-    async def _round(self) -> int:
-        # Only the relay's own loop uses its listening connection: a connection runs one query
-        # at a time, and relay_once may be called alongside.
-        listener = self._listener
-        if listener is not None and not listener.is_closed():
-            return await self._relay_on(listener)
-        return await self.relay_once()
-
     async def _relay_on(self, conn: Connection) -> int:
         async with conn.transaction():
-            # As text: the listening connection has no JSON codec, and the envelope is parsed
-            # and validated in one go from it.
-            rows = await conn.fetch(
-                """
-                SELECT id, envelope::text AS envelope FROM outbox
-                 WHERE published_at IS NULL
-                 ORDER BY created_at, id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED
-                """,
-                self.batch_size,
+            envelopes, publishing = await self._select_and_send(conn)
+            sent, failed = await self._settle(conn, envelopes, publishing)
+        _raise_if(failed, len(envelopes))
+        return sent
+
+    async def _select_and_send(
+        self, conn: Connection
+    ) -> tuple[list[Envelope], asyncio.Future[list[BaseException | None]]]:
+        """Lock the next batch (inside ``conn``'s transaction) and start publishing it, in
+        order; the future gathers the confirms (``None`` each when confirmed)."""
+        # As text: the listening connection has no JSON codec, and the envelope is parsed
+        # and validated in one go from it.
+        rows = await conn.fetch(
+            """
+            SELECT id, envelope::text AS envelope FROM outbox
+             WHERE published_at IS NULL
+             ORDER BY created_at, id
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+            """,
+            self.batch_size,
+        )
+        envelopes = [Envelope.from_bytes(row["envelope"]) for row in rows]
+        publishing = asyncio.gather(
+            *(self.bus.publish_envelope(e) for e in envelopes), return_exceptions=True
+        )
+        return envelopes, publishing
+
+    async def _settle(
+        self,
+        conn: Connection,
+        envelopes: list[Envelope],
+        publishing: asyncio.Future[list[BaseException | None]],
+    ) -> tuple[int, int]:
+        """Wait for the batch's confirms, then mark what was confirmed sent (still inside the
+        transaction that locked the rows) and count the failures on the others: ``(sent,
+        failed)``. The caller raises for failures once that transaction has committed."""
+        if not envelopes:
+            await publishing
+            return 0, 0
+        results = await publishing
+        sent = [e.id for e, r in zip(envelopes, results, strict=True) if r is None]
+        failed = [(e.id, r) for e, r in zip(envelopes, results, strict=True) if r is not None]
+        if sent:
+            await conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", sent
             )
-            if not rows:
-                return 0
-            envelopes = [Envelope.from_bytes(row["envelope"]) for row in rows]
-            results = await asyncio.gather(
-                *(self.bus.publish_envelope(e) for e in envelopes), return_exceptions=True
+        for event_id, error in failed:
+            if isinstance(error, asyncio.CancelledError):
+                raise error
+            await conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
+                event_id,
+                repr(error)[:500],
             )
-            sent = [e.id for e, r in zip(envelopes, results, strict=True) if r is None]
-            failed = [(e.id, r) for e, r in zip(envelopes, results, strict=True) if r is not None]
-            if sent:
-                await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", sent
-                )
-            for event_id, error in failed:
-                if isinstance(error, asyncio.CancelledError):
-                    raise error
-                await conn.execute(
-                    "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1",
-                    event_id,
-                    repr(error)[:500],
-                )
-        if failed:
-            raise PublishError(f"{len(failed)} of {len(envelopes)} outbox events not confirmed")
-        return len(sent)
+        return len(sent), len(failed)
 
     async def _observe_lag(self) -> None:
         row = await self.pool.fetchrow(
@@ -164,6 +191,25 @@ class OutboxRelay:
             log.warning("outbox relay cannot LISTEN (polling instead): %r", exc)
             await self._close_listener()
 
+    async def _connection(self, lane: int) -> asyncpg.Connection | None:
+        """The lane's own connection (lane 0: the listening one), opened again if it was lost;
+        ``None``: use the pool. Own connections keep the lanes from waiting on a pool that the
+        consumers have checked out."""
+        if lane == 0:
+            await self._listen()
+            listener = self._listener
+            return listener if listener is not None and not listener.is_closed() else None
+        conn = self._own.get(lane)
+        if conn is not None and not conn.is_closed():
+            return conn
+        try:
+            conn = self._own[lane] = await asyncpg.connect(self.dsn)
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("outbox relay lane %d cannot connect (using the pool): %r", lane, exc)
+            self._own.pop(lane, None)
+            return None
+        return conn
+
     def _on_notify(self, *args: Any) -> None:
         self._wake.set()
 
@@ -174,20 +220,56 @@ class OutboxRelay:
             self._listener = None
 
     async def _run(self) -> None:
+        await self._listen()
+        lanes = [
+            asyncio.create_task(self._lane(i), name=f"outbox-relay-{i}") for i in range(self.lanes)
+        ]
+        try:
+            await asyncio.gather(*lanes)
+        finally:
+            for lane in lanes:
+                lane.cancel()
+            await asyncio.gather(*lanes, return_exceptions=True)
+
+    async def _await_work(self) -> None:
+        """Until rows may be waiting: a NOTIFY, a full batch or a failure before, or the
+        poll."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    async def _lane(self, index: int) -> None:
+        """One lane of the pipeline: lanes take turns to lock a batch and start publishing it,
+        then each waits for its own confirms and marks its rows while the next lane is already
+        locking and sending the following batch (``SKIP LOCKED`` passes over the rows in
+        flight). Lane 0 runs on the listening connection when there is one, and does the
+        housekeeping (purge, gauges)."""
         backoff = Backoff(base=self.retry_base, cap=self.retry_cap)
         observed = purged = -float("inf")
         while True:
-            await self._listen()
-            self._wake.clear()
             try:
-                sent = await self._round()
-                now = time.monotonic()
-                if now - purged >= PURGE_EVERY:
-                    await self._purge()
-                    purged = now
-                if now - observed >= OBSERVE_EVERY:
-                    await self._observe_lag()
-                    observed = now
+                async with contextlib.AsyncExitStack() as stack:
+                    async with self._turn:
+                        await self._await_work()
+                        self._wake.clear()
+                        own = await self._connection(index)
+                        if own is not None:
+                            conn: Connection = own
+                        else:
+                            conn = await stack.enter_async_context(self.pool.acquire())
+                        await stack.enter_async_context(conn.transaction())
+                        envelopes, publishing = await self._select_and_send(conn)
+                        if len(envelopes) == self.batch_size:
+                            self._wake.set()  # more may be waiting: the next lane goes on
+                    _, failed = await self._settle(conn, envelopes, publishing)
+                _raise_if(failed, len(envelopes))
+                if index == 0:
+                    now = time.monotonic()
+                    if now - purged >= PURGE_EVERY:
+                        await self._purge()
+                        purged = now
+                    if now - observed >= OBSERVE_EVERY:
+                        await self._observe_lag()
+                        observed = now
                 backoff.reset()
             except asyncio.CancelledError:
                 raise
@@ -198,8 +280,10 @@ class OutboxRelay:
                 with contextlib.suppress(Exception):
                     await self._observe_lag()
                 await backoff.wait()
-                continue
-            if sent == self.batch_size:
-                continue  # more may be waiting
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                self._wake.set()  # try again rather than wait for a NOTIFY
+
+
+def _raise_if(failed: int, of: int) -> None:
+    """``PublishError`` when some of a batch's ``of`` events were not confirmed."""
+    if failed:
+        raise PublishError(f"{failed} of {of} outbox events not confirmed")

@@ -153,8 +153,8 @@ class OrdersService:
                 keep_lease=step.keep_lease,
                 lease_in=step.lease_in,
             )
-        for bus_event in change.publish:
-            await self.outbox.publish(conn, bus_event)
+        if change.publish:
+            await self.outbox.publish_many(conn, change.publish)
         return Transition(order, saga, change)
 
     async def transition(self, order_id: uuid.UUID, decide: Decision) -> Transition | None:

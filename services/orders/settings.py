@@ -32,6 +32,11 @@ class Settings(BaseServiceSettings):
     Commands that do not serve (migrations, read-model rebuilds) are not refused.
     """
 
+    # More than core's 10: the consumer runs up to 32 deliveries at once (the bus prefetch),
+    # each holding a connection for its transaction, beside the HTTP requests. 20 keeps the
+    # pool wait under a few ms at full load (40 halved it again) and leaves room in PostgreSQL's
+    # default 100 connections for replicas: DB_POOL_MAX_SIZE sets it per instance.
+    db_pool_max_size: int = Field(default=20, ge=1)
     port: int = Field(
         default=8003, ge=0, le=65535, validation_alias=AliasChoices("ORDERS_PORT", "port")
     )

@@ -215,8 +215,8 @@ class InventoryService:
             )
             return outcome, stale
         after = await self.repository.reserve_lines(order_id, wanted, conn)
-        await self.outbox.publish(conn, InventoryReserved(order_id=order_id, items=_items(wanted)))
-        await self._publish_changes(conn, stale, stock, after, "reserved", order_id)
+        reserved = InventoryReserved(order_id=order_id, items=_items(wanted))
+        await self._publish_changes(conn, stale, stock, after, "reserved", order_id, reserved)
         return ReservationOutcome(order_id, "reserved", changed=True, items=wanted), stale
 
     async def release_in(
@@ -256,10 +256,8 @@ class InventoryService:
         stock = await self.repository.lock_inventory(existing.lines, conn)
         after = await self.repository.adjust(existing.lines, conn, reserved=-1)
         await self.repository.set_reservation(order_id, "released", conn)
-        await self.outbox.publish(
-            conn, InventoryReleased(order_id=order_id, items=_items(existing.lines))
-        )
-        await self._publish_changes(conn, stale, stock, after, "released", order_id)
+        released = InventoryReleased(order_id=order_id, items=_items(existing.lines))
+        await self._publish_changes(conn, stale, stock, after, "released", order_id, released)
         return ReservationOutcome(order_id, "released", True, items=existing.lines), stale
 
     async def commit_in(
@@ -321,13 +319,18 @@ class InventoryService:
         after: list[Inventory],
         reason: Literal["reserved", "released", "committed"],
         order_id: uuid.UUID,
+        answer: Event | None = None,
     ) -> None:
+        """Record ``answer`` (the order's outcome, if any) then an ``inventory.changed`` per
+        product, all in one outbox statement, and mark what the change made stale."""
+        events: list[Event] = [answer] if answer is not None else []
         crossed = []
         for inventory in after:
-            await self.outbox.publish(conn, _changed(inventory, reason, order_id))
+            events.append(_changed(inventory, reason, order_id))
             stale.product(inventory.product_id)
             if _crossed_zero(before[inventory.product_id], inventory):
                 crossed.append(inventory.product_id)
+        await self.outbox.publish_many(conn, events)
         if crossed:
             await self._stale_stock(stale, crossed, conn)
 
