@@ -58,8 +58,13 @@ class CategoryPage:
 
 
 def listing_key(query: ListingQuery) -> str:
-    """The cache key of a listing page: a digest of everything that selects its rows."""
-    digest = hashlib.sha256(orjson.dumps(query, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    """The cache key of a listing page: a digest of everything that selects its rows.
+
+    ``default=str``: ids read from the database are asyncpg's own UUID type, which orjson does
+    not take as a ``uuid.UUID``; their text is the same, and so is the key."""
+    digest = hashlib.sha256(
+        orjson.dumps(query, default=str, option=orjson.OPT_SORT_KEYS)
+    ).hexdigest()
     return f"products:page:{digest[:40]}"
 
 

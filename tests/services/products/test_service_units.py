@@ -94,3 +94,18 @@ def test_order_lines_are_merged_by_product_and_must_be_positive() -> None:
         merge_lines([(ID, 0)])
     with pytest.raises(ValueError, match="at least one line"):
         merge_lines([])
+
+
+def test_a_listing_key_is_the_same_for_an_id_read_from_the_database() -> None:
+    # The cache warm-up lists each category by the id its row gave: asyncpg's UUID type.
+    from asyncpg.pgproto.pgproto import UUID as PgUUID
+
+    from services.products.service.listing import listing_key
+
+    category = uuid.uuid4()
+    from_request = ListingQuery(sort="name", limit=20, category_id=category)
+    from_database = ListingQuery(sort="name", limit=20, category_id=PgUUID(str(category)))
+    assert listing_key(from_database) == listing_key(from_request)
+    assert listing_key(ListingQuery(sort="name", limit=20, category_id=uuid.uuid4())) != (
+        listing_key(from_request)
+    )
