@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
 	touch $(STAMP)
 
 run: install
@@ -54,7 +54,6 @@ test: lint typecheck test-unit pytest
 BENCH_ARGS ?=
 
 bench: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
 		&& { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } || true; }
 	bash scripts/servers.sh
@@ -69,7 +68,6 @@ LOAD_TIME ?= 60s
 LOAD_HOST ?= http://127.0.0.1:8000
 
 load: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
 	@$(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/healthz", timeout=5)' '$(LOAD_HOST)' >/dev/null 2>&1 \
 		|| { echo "no gateway answers $(LOAD_HOST)/healthz: start the system with \`make run\` in another terminal (README, Benchmarks: the variables a load test needs)"; exit 1; }
 	@mkdir -p perf/reports
@@ -85,7 +83,6 @@ PROFILE_TIME ?= 20
 PROFILE_USERS ?= 20
 
 profile: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded,bench]'
 	$(BIN)/python -m perf.profile --service $(SERVICE) --duration $(PROFILE_TIME) \
 		--users $(PROFILE_USERS) --host $(LOAD_HOST) --out perf/reports/
 
