@@ -9,6 +9,7 @@ hop's added latency is what a user feels, rather than at saturation, where it is
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from urllib.request import Request as UrlRequest
 from urllib.request import urlopen
 
 from perf.suite.load import LoadResult, Request, run_load
-from perf.suite.system import System, free_port, stop_process, wait_http
+from perf.suite.system import System, extra_products, free_port, stop_process, wait_http
 from perf.suite.table import Row
 
 __all__ = ["HttpBench", "RssSampler", "json_call"]
@@ -31,6 +32,8 @@ __all__ = ["HttpBench", "RssSampler", "json_call"]
 CEILING = "bare aiohttp"
 LOGIN_ACCOUNTS = 48
 LOGIN_CONNECTIONS = 4
+LOG_ROUNDS = 2
+LOG_TARGET = 0.9
 
 
 def json_call(
@@ -207,6 +210,7 @@ class HttpBench:
             met=lambda _, ratio: ratio >= 0.35,
         )
         self._gateway_hop(products + by_id, gateway + by_id, saturation=through.rps)
+        self._logging_cost(by_id)
         filters = urlencode(
             {
                 "category": category,
@@ -231,6 +235,33 @@ class HttpBench:
             met=lambda _, ratio: ratio >= 0.25,
         )
         self.add("reads", "search `q=lamp`: gateway", self.measure(Request(gateway + search)))
+
+    def _logging_cost(self, path: str) -> None:
+        """The same cached read on two more products instances, one at the shipped INFO level
+        and one at WARNING (no access log), in alternate runs: what the default log costs."""
+        runs: dict[str, list[LoadResult]] = {"INFO": [], "WARNING": []}
+        with (
+            extra_products(self.system, "products-info", {"LOG_LEVEL": "INFO"}) as (info, _),
+            extra_products(self.system, "products-quiet", {"LOG_LEVEL": "WARNING"}) as (quiet, _),
+        ):
+            for _ in range(LOG_ROUNDS):
+                runs["INFO"].append(self.measure(Request(info + path)))
+                runs["WARNING"].append(self.measure(Request(quiet + path)))
+        info_rps = statistics.median(r.rps for r in runs["INFO"])
+        quiet_rps = statistics.median(r.rps for r in runs["WARNING"])
+        ratio = info_rps / quiet_rps
+        self.rows.append(
+            Row(
+                group="reads",
+                name="product by id, cached: service at INFO (the default) over WARNING",
+                throughput=info_rps,
+                ratio=ratio,
+                baseline="LOG_LEVEL=WARNING",
+                target="the log costs <= 10 %",
+                met=ratio >= LOG_TARGET,
+                note=f"WARNING: {quiet_rps:,.0f} req/s; medians of {LOG_ROUNDS} alternate runs",
+            )
+        )
 
     def _gateway_hop(self, service_url: str, gateway_url: str, *, saturation: float) -> None:
         rate = saturation / 2

@@ -29,7 +29,15 @@ from urllib.request import urlopen
 
 import psutil
 
-__all__ = ["ROLES", "System", "free_port", "launch_system", "wait_http"]
+__all__ = [
+    "ROLES",
+    "System",
+    "extra_products",
+    "free_port",
+    "launch_system",
+    "stop_process",
+    "wait_http",
+]
 
 HOST = "127.0.0.1"
 ROLES = ("users", "products", "orders", "web", "gateway")
@@ -172,6 +180,28 @@ def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 30) -> No
             child.kill()
         process.kill()
         process.wait()
+
+
+@contextmanager
+def extra_products(system: System, name: str, env: dict[str, str]) -> Iterator[tuple[str, float]]:
+    """One more products instance beside ``system`` (same database and bus), with ``env`` on top
+    of the system's: yields its URL and how long it took to be ready; stopped on exit."""
+    port = free_port()
+    variables = {**system.env, **env, "PRODUCTS_PORT": str(port), "AIOSHOP_PROCESS": name}
+    started = time.monotonic()
+    with system.log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "serve", "products", "--port", str(port)],
+            env=variables,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://{HOST}:{port}"
+    try:
+        wait_http(f"{url}/readyz", timeout=60, alive=process)
+        yield url, time.monotonic() - started
+    finally:
+        stop_process(process, timeout=15)
 
 
 @contextmanager

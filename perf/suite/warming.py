@@ -12,15 +12,11 @@ and their categories' first pages, what a shop's first visitors ask for.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import asyncpg
 
 from perf.suite.load import Request, run_load
-from perf.suite.system import System, free_port, stop_process, wait_http
+from perf.suite.system import System, extra_products
 from perf.suite.table import Row
 from services.products.repository.hot import HotRepository
 
@@ -43,43 +39,23 @@ async def hot_paths(dsn: str, products: int) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def _start(system: System, *, warm: bool, log: Path) -> tuple[subprocess.Popen[bytes], str, float]:
-    port = free_port()
-    env = {
-        **system.env,
-        "PRODUCTS_PORT": str(port),
-        "PRODUCTS_CACHE_WARMUP": "true" if warm else "false",
-        "REDIS_NAMESPACE": f"bench-{system.suffix}-{'warm' if warm else 'cold'}",
-        "AIOSHOP_PROCESS": f"products-{'warm' if warm else 'cold'}",
-    }
-    started = time.monotonic()
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "serve", "products", "--port", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/readyz", timeout=60, alive=process)
-    return process, url, time.monotonic() - started
-
-
 def warming_rows(system: System, *, window: float, connections: int, tool: str) -> list[Row]:
     """The first ``window`` seconds of a new instance, without and then with warming."""
     paths = asyncio.run(hot_paths(system.databases["products"], 200))
     rows: list[Row] = []
     for warm in (False, True):
-        process, url, ready_after = _start(system, warm=warm, log=system.log)
-        try:
+        env = {
+            "PRODUCTS_CACHE_WARMUP": "true" if warm else "false",
+            "REDIS_NAMESPACE": f"bench-{system.suffix}-{'warm' if warm else 'cold'}",
+        }
+        with extra_products(system, f"products-{'warm' if warm else 'cold'}", env) as started:
+            url, ready_after = started
             result = run_load(
                 Request(url + paths[0], paths=paths),
                 seconds=window,
                 connections=connections,
                 tool=tool,
             )
-        finally:
-            stop_process(process, timeout=15)
         notes = [f"ready {ready_after:.1f} s after start", f"{len(paths)} hot paths"]
         if result.errors:
             notes.append(f"{result.errors} errors of {result.requests}")
