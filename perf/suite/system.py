@@ -182,6 +182,14 @@ def stop_process(process: subprocess.Popen[bytes], *, timeout: float = 30) -> No
         process.wait()
 
 
+def _last_words(log: Path, lines: int = 25) -> str:
+    """The end of the system's output, without the access log (what says why it stopped)."""
+    kept = [
+        line for line in log.read_text(errors="replace").splitlines() if '"core.access"' not in line
+    ]
+    return "\n".join(kept[-lines:])
+
+
 @contextmanager
 def extra_products(system: System, name: str, env: dict[str, str]) -> Iterator[tuple[str, float]]:
     """One more products instance beside ``system`` (same database and bus), with ``env`` on top
@@ -204,9 +212,7 @@ def extra_products(system: System, name: str, env: dict[str, str]) -> Iterator[t
         stop_process(process, timeout=15)
 
 
-@contextmanager
-def launch_system(*, products: int, reports: Path) -> Iterator[System]:
-    """``aioshop up --demo products`` isolated for the benchmark, ready; torn down on exit."""
+def _start_system(products: int, reports: Path) -> System:
     suffix = uuid.uuid4().hex[:8]
     ports = {role: free_port() for role in ROLES}
     admin = (f"bench-admin-{suffix}@example.com", secrets.token_urlsafe(16))
@@ -220,7 +226,7 @@ def launch_system(*, products: int, reports: Path) -> Iterator[System]:
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    system = System(
+    return System(
         suffix=suffix,
         ports=ports,
         databases={
@@ -237,9 +243,35 @@ def launch_system(*, products: int, reports: Path) -> Iterator[System]:
             "its own databases, Redis namespace, bus exchange and queues (deleted at the end)",
         ],
     )
-    try:
-        wait_http(f"{system.url('gateway')}/readyz", timeout=READY_TIMEOUT, alive=process)
-        yield system
-    finally:
-        stop_process(process)
-        asyncio.run(_cleanup(system))
+
+
+def _tear_down(system: System) -> None:
+    stop_process(system.process)
+    asyncio.run(_cleanup(system))
+
+
+@contextmanager
+def launch_system(*, products: int, reports: Path, attempts: int = 2) -> Iterator[System]:
+    """``aioshop up --demo products`` isolated for the benchmark, ready; torn down on exit.
+
+    A system that stops before it is ready is started again on new ports (``attempts`` in
+    all): its free ports were only free when they were picked, and on a busy machine another
+    process may take one first. The error says what the system said last."""
+    for attempt in range(1, attempts + 1):
+        system = _start_system(products, reports)
+        try:
+            wait_http(
+                f"{system.url('gateway')}/readyz", timeout=READY_TIMEOUT, alive=system.process
+            )
+        except RuntimeError as exc:
+            words = _last_words(system.log)
+            _tear_down(system)
+            if attempt == attempts:
+                raise RuntimeError(f"{exc}; the system's last words:\n{words}") from exc
+            print(f"the system stopped before it was ready; again:\n{words}", file=sys.stderr)
+            continue
+        try:
+            yield system
+        finally:
+            _tear_down(system)
+        return
