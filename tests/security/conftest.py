@@ -203,6 +203,8 @@ def system(
         "LOG_FORMAT": "json",
         "METRICS_SNAPSHOT_INTERVAL": "1",
         "HTTP_HEADER_TIMEOUT": "2",
+        # The session shares PostgreSQL (100 connections) with every other test's servers.
+        "DB_POOL_MAX_SIZE": "10",
     }
     ports = {name: free_port() for name in ("users", "products", "orders", "web", "gateway")}
     env = {
