@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiomcache
@@ -33,6 +34,28 @@ def _memcached_key(key: str) -> bytes:
     return f"{key.split(':', 1)[0][:64]}:h:{digest}".encode("ascii", "replace")
 
 
+class _Client(aiomcache.Client):
+    """aiomcache's client, except that a connection the server closed ends a command.
+
+    aiomcache 0.8 reads the reply of a simple command (set, delete, ...) until a line ends in
+    CRLF; on a closed connection every read returns ``b""`` at once, so it spins forever and
+    holds the event loop, which no timeout can interrupt (aio-libs/aiomcache#502, fixed upstream
+    by #503, unreleased). Drop this class once a release carries the fix.
+    """
+
+    async def _execute_simple_command(self, conn: Any, raw_command: bytes) -> bytes:
+        response = bytearray()
+        conn.writer.write(raw_command)
+        await conn.writer.drain()
+        while not response.endswith(b"\r\n"):
+            line = await conn.reader.readline()
+            if not line:
+                # The message the error middleware knows as a closed connection.
+                raise aiomcache.ClientException("Memcached closed the connection", b"")
+            response.extend(line)
+        return bytes(response[:-2])
+
+
 class MemcachedTier(RemoteTier):
     """Records in memcached, each call failing open (see ``RemoteTier``).
 
@@ -52,7 +75,7 @@ class MemcachedTier(RemoteTier):
         pool_size: int = 8,
     ) -> None:
         super().__init__(timeout=timeout, breaker=breaker, concurrency=pool_size)
-        self.client = aiomcache.Client(host, port, pool_size=pool_size)
+        self.client: aiomcache.Client = _Client(host, port, pool_size=pool_size)
 
     async def get(self, key: str) -> bytes | None:
         """The record stored under ``key``."""

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from core.breaker import BreakerState
+from core.breaker import BreakerState, CircuitBreaker
 from core.cache import Cache, cached
+from core.cache.memcached_tier import MemcachedTier
 from core.testing import wait_for
 from tests.core.cache.conftest import (
     CLOSED_MEMCACHED_URL,
@@ -245,3 +246,30 @@ async def test_both_servers_down_then_back(
     assert cache.memcached is not None
     assert cache.redis.available
     assert cache.memcached.available
+
+
+async def test_memcached_closing_connections_fails_open_instead_of_holding_the_loop() -> None:
+    """A server that accepts and closes at once (memcached dying, a proxy in front of a dead
+    one): aiomcache 0.8 alone reads b"" forever without yielding (aio-libs/aiomcache#502), so
+    this test would hang until pytest's timeout instead of returning."""
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the command has arrived: close before answering
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tier = MemcachedTier(
+        "127.0.0.1", port, timeout=0.5, breaker=CircuitBreaker(failure_threshold=100)
+    )
+    try:
+        async with asyncio.timeout(5):
+            stored = await tier.set("item:1", b"value", 60)
+            deleted_or_missing = await tier.get("item:1")
+        assert stored is False  # failed open: the caller goes on without the tier
+        assert deleted_or_missing is None
+        assert tier.errors >= 1
+    finally:
+        await tier.close()
+        server.close()
+        await server.wait_closed()
