@@ -212,6 +212,9 @@ class ReadModelStore(Store):
             tx = conn.transaction()
             await tx.start()
             try:
+                # Locked before the copy, as the replay will be: an order projected in between
+                # would otherwise differ from its replay once, with nothing wrong.
+                await conn.execute("LOCK TABLE order_views IN EXCLUSIVE MODE")
                 await conn.execute(
                     f"CREATE TEMP TABLE live_views ON COMMIT DROP AS "  # noqa: S608  # nosec B608: constant columns
                     f"SELECT {_VIEW} FROM order_views"

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import uuid
 from typing import Any
 
 import asyncpg
 import pytest
 
+from core.db import create_pool
+from core.testing import wait_for
+from services.orders.aggregate import NewEvent
 from services.orders.commands import add_commands, check_read_model, rebuild_read_model
+from services.orders.repository import OrdersRepository
 from tests.services.orders.helpers import Shop, order_path
 
 VIEW = "SELECT * FROM order_views ORDER BY id"
@@ -117,3 +122,43 @@ async def test_business_metrics(shop: Shop) -> None:
     assert samples['orders_refunded_cents_total{currency="USD"}'] == 1000
     assert samples['orders_saga_duration_seconds_count{outcome="confirmed"}'] == 1
     assert samples['orders_saga_duration_seconds_count{outcome="rejected"}'] == 1
+
+
+async def test_an_order_projected_while_the_check_runs_is_no_difference(orders_dsn: str) -> None:
+    """The check compares a copy of the live views with a replay: an order committed between
+    the copy and the replay must be in both (the chaos suite saw it reported once)."""
+    pool = await create_pool(orders_dsn, min_size=1, max_size=3)
+    repository = OrdersRepository(pool)
+    order_id = uuid.uuid4()
+    placed = NewEvent(
+        "order.placed",
+        {
+            "user_id": str(uuid.uuid4()),
+            "items": [{"product_id": str(uuid.uuid4()), "quantity": 1, "unit_price_cents": 99}],
+            "total_cents": 99,
+            "currency": "EUR",
+            "shipping_address": {"city": "Lyon"},
+        },
+    )
+    try:
+        async with pool.acquire() as writer:
+            tx = writer.transaction()
+            await tx.start()
+            await repository.append_projected(writer, order_id, 0, [placed], before=[])
+            check = asyncio.create_task(repository.differing_from_replay())
+
+            async def check_waits_for_the_writer() -> bool:
+                return bool(
+                    await pool.fetchval(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                        " WHERE NOT l.granted AND c.relname = 'order_views'"
+                    )
+                )
+
+            await wait_for(check_waits_for_the_writer, within=10)
+            await tx.commit()
+            assert order_id not in await asyncio.wait_for(check, 30)
+    finally:
+        await pool.execute("DELETE FROM order_views WHERE id = $1", order_id)
+        await pool.execute("DELETE FROM order_events WHERE order_id = $1", order_id)
+        await pool.close()
