@@ -1,10 +1,21 @@
-"""PostgreSQL through asyncpg: a pool per service, JSON codecs, a transaction helper."""
+"""PostgreSQL through asyncpg: a pool per service, JSON codecs, a transaction helper.
+
+Every pool has two limits, so that a slow or saturated database answers 503 (with
+``Retry-After``, see ``core.middleware.errors``) instead of holding requests without end:
+
+- a statement timeout: PostgreSQL cancels a statement running longer (``statement_timeout``,
+  raised as ``asyncpg.QueryCanceledError``), with asyncpg's ``command_timeout`` a little longer
+  as the backstop for a server that no longer answers at all;
+- an acquire timeout: waiting longer for a free pooled connection raises ``TimeoutError``. It is
+  the default of every ``pool.acquire()``, so ``transaction``, ``Repository`` and
+  ``pool.fetch*`` all have it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import asyncpg
 import asyncpg.pool
@@ -14,7 +25,22 @@ from aiohttp import web
 from core.health import HEALTH
 from core.keys import DB_POOL
 
-__all__ = ["Connection", "Repository", "create_pool", "postgres_ctx", "transaction"]
+__all__ = [
+    "DEFAULT_ACQUIRE_TIMEOUT",
+    "DEFAULT_STATEMENT_TIMEOUT",
+    "Connection",
+    "Repository",
+    "TimedPool",
+    "create_pool",
+    "postgres_ctx",
+    "transaction",
+]
+
+DEFAULT_STATEMENT_TIMEOUT = 30.0
+DEFAULT_ACQUIRE_TIMEOUT = 5.0
+# asyncpg's own timeout comes this much after the server's: the server cancels first, cleanly
+# (the connection stays usable), and the client's gives up only on a server that went silent.
+_CLIENT_GRACE = 1.0
 
 Connection: TypeAlias = (
     "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
@@ -44,18 +70,57 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """An asyncpg pool whose connections speak JSON through orjson."""
-    pool = await asyncpg.create_pool(
+if TYPE_CHECKING:
+    _Pool = asyncpg.Pool[asyncpg.Record]
+else:
+    _Pool = asyncpg.Pool  # not subscriptable at run time
+
+
+class TimedPool(_Pool):
+    """An asyncpg pool whose ``acquire()`` waits at most ``acquire_timeout`` seconds unless
+    told otherwise (``TimeoutError`` past it); ``None``: without end, as asyncpg's."""
+
+    __slots__ = ("acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(
+        self, *, timeout: float | None = None
+    ) -> asyncpg.pool.PoolAcquireContext[asyncpg.Record]:
+        """A pooled connection, waited for at most ``timeout`` (default ``acquire_timeout``)."""
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+    acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
+) -> TimedPool:
+    """An asyncpg pool whose connections speak JSON through orjson, with the statement and
+    acquire timeouts (seconds) of the module's docstring."""
+    pool = TimedPool(
         dsn,
+        acquire_timeout=acquire_timeout,
         min_size=min_size,
         max_size=max_size,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
         init=_init_connection,
         connection_class=_PooledConnection,
-        command_timeout=30,
-        server_settings={"application_name": "aioshop"},
+        record_class=asyncpg.Record,
+        command_timeout=statement_timeout + _CLIENT_GRACE,
+        server_settings={
+            "application_name": "aioshop",
+            "statement_timeout": str(max(1, round(statement_timeout * 1000))),  # ms
+        },
     )
-    assert pool is not None
+    await pool
     return pool
 
 
@@ -67,12 +132,24 @@ async def transaction(pool: asyncpg.Pool, **options: Any) -> AsyncIterator[Conne
 
 
 def postgres_ctx(
-    dsn: str, *, min_size: int = 1, max_size: int = 10
+    dsn: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+    acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` opening the pool as ``app[DB_POOL]``, with its readiness check."""
+    """A ``cleanup_ctx`` opening the pool as ``app[DB_POOL]``, with its readiness check
+    (services pass ``DB_STATEMENT_TIMEOUT`` and ``DB_ACQUIRE_TIMEOUT``)."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        pool = await create_pool(dsn, min_size=min_size, max_size=max_size)
+        pool = await create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            statement_timeout=statement_timeout,
+            acquire_timeout=acquire_timeout,
+        )
         app[DB_POOL] = pool
 
         async def check() -> None:

@@ -254,6 +254,18 @@ class BaseServiceSettings(BaseSettings):
     idempotency_max_record_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
+    # Dependency limits (seconds): a statement running longer is cancelled by PostgreSQL; a
+    # request waiting longer for a pooled connection gets a 503 instead of queueing without end.
+    db_statement_timeout: float = Field(default=30.0, gt=0, le=3600)
+    db_acquire_timeout: float = Field(default=5.0, gt=0, le=300)
+    # Redis connections per client at most, and how long a call waits for a free one.
+    redis_max_connections: int = Field(default=64, ge=1, le=10_000)
+    redis_pool_timeout: float = Field(default=2.0, gt=0, le=60)
+    # Graceful stop on SIGTERM/SIGINT: /readyz answers 503 for SHUTDOWN_DRAIN_DELAY seconds while
+    # the instance still serves (balancers take it out of rotation), then it stops accepting and
+    # finishes the requests in flight for at most SHUTDOWN_TIMEOUT seconds.
+    shutdown_drain_delay: float = Field(default=0.0, ge=0, le=300)
+    shutdown_timeout: float = Field(default=10.0, gt=0, le=600)
 
     @classmethod
     def settings_customise_sources(

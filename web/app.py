@@ -271,7 +271,11 @@ def create_web_app(
     env = _environment()
     resources: list[CleanupCtx] = [
         _templates_ctx(env),
-        redis_ctx(settings.redis_url),  # token revocations
+        redis_ctx(  # token revocations
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            pool_timeout=settings.redis_pool_timeout,
+        ),
         auth_ctx(settings),
         bus_ctx(settings, transport=transport),
         _feed_ctx(ready_check=not in_memory),

@@ -58,7 +58,9 @@ class RevocationStore:
         try:
             family, jti, not_before = await self._redis.mget(keys)
         except (RedisError, OSError) as exc:
-            raise ServiceUnavailable("Token revocation cannot be checked right now") from exc
+            raise ServiceUnavailable(
+                "Token revocation cannot be checked right now", headers={"Retry-After": "1"}
+            ) from exc
         if family is not None or jti is not None:
             raise Unauthorized("The token has been revoked")
         if not_before is not None and principal.issued_at < float(not_before):

@@ -3,8 +3,9 @@
 - a ``ProblemError`` is its own status (``GatewayTimeout``, 504, when an upstream this service
   waits on does not answer in time: the code that knows raises it);
 - a lost or refused connection to a dependency (``is_dependency_error``: PostgreSQL, Redis,
-  RabbitMQ, memcached, or a socket the kernel refused or reset) is a 503 with ``Retry-After``:
-  the request may succeed later;
+  RabbitMQ, memcached, or a socket the kernel refused or reset), a statement PostgreSQL
+  cancelled at its ``statement_timeout``, or a pool that had no free connection in time is a
+  503 with ``Retry-After``: the request may succeed later;
 - anything else is a bug: a 500, its traceback logged once with the request's correlation id
   (never in the response). A ``FileNotFoundError`` or a bare ``TimeoutError`` is one: an
   ``OSError`` is not a dependency failure by itself.
@@ -53,6 +54,9 @@ DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
+    # A statement PostgreSQL cancelled (``statement_timeout``, or an operator's cancel): the
+    # database is slow or overloaded right now, not our bug.
+    asyncpg.QueryCanceledError,
     RedisConnectionError,
     RedisTimeoutError,
     # The broker: aiormq's AMQPConnectionError is a ConnectionError (above); the bus raises

@@ -63,11 +63,17 @@ def create_products_app(
         subscribe(app, bus, queue=settings.bus_queue)
 
     resources: list[CleanupCtx] = [
-        redis_ctx(settings.redis_url),
+        redis_ctx(
+            settings.redis_url,
+            max_connections=settings.redis_max_connections,
+            pool_timeout=settings.redis_pool_timeout,
+        ),
         postgres_ctx(
             settings.database_url,
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
+            statement_timeout=settings.db_statement_timeout,
+            acquire_timeout=settings.db_acquire_timeout,
         ),
         auth_ctx(settings),
     ]
