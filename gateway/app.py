@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from redis.asyncio import Redis
 
 from core import HEALTH, METRICS, REDIS, Router, create_app, token_codec
 from core.app import CleanupCtx
@@ -20,8 +19,9 @@ from core.auth import Authenticator, RevocationStore
 from core.bus import Transport, bus_ctx
 from core.health import Check
 from core.keys import AUTHENTICATOR
+from core.redis import create_redis
 from gateway.auth import EdgeAuth
-from gateway.balancer import BreakerConfig, Pool
+from gateway.balancer import BreakerConfig, ConcurrencyLimit, Pool
 from gateway.edge import edge_middleware, rate_limit_hook
 from gateway.headers import Forwarding
 from gateway.health import HealthChecker
@@ -69,6 +69,12 @@ def _pools(settings: Settings, table: RouteTable, metrics: GatewayMetrics) -> di
                 min_per_second=settings.retry_budget_min_per_second,
             ),
             metrics=metrics,
+            panic_routing=settings.upstream_panic_routing,
+            limit=ConcurrencyLimit(
+                settings.upstream_max_concurrency,
+                queue=settings.upstream_queue_size,
+                queue_timeout=settings.upstream_queue_timeout,
+            ),
         )
         for name, instances in urls.items()
     }
@@ -82,12 +88,15 @@ def _resources_ctx(
         # Short timeouts: a dead Redis must cost a request little (rate limits fail open,
         # revocation checks fail closed, both quickly).
         timeout = max(settings.rate_limit_timeout, 0.05)
-        redis = Redis.from_url(
+        # A bounded pool that waits for a free connection (REDIS_MAX_CONNECTIONS,
+        # REDIS_POOL_TIMEOUT): an authenticated request holds two at once (its rate-limit hit
+        # and its revocation check), and redis-py's default pool refused past 100 in use.
+        redis = create_redis(
             settings.redis_url,
-            socket_connect_timeout=timeout,
+            max_connections=settings.redis_max_connections,
+            pool_timeout=settings.redis_pool_timeout,
             socket_timeout=timeout,
-            health_check_interval=30,
-            retry_on_timeout=False,
+            connect_timeout=timeout,
         )
         app[REDIS] = redis
 

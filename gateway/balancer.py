@@ -4,20 +4,104 @@
 breaker admits a request: two at random, the one with fewer requests in flight wins (P2C, as
 Envoy's least-request balancer). Every attempt is bracketed by ``Instance.begin`` and
 ``Instance.end(ok)``, which keep the in-flight count and feed the breaker.
+
+``ConcurrencyLimit`` bounds the requests in flight to a pool as a whole (Envoy's circuit breaker
+``max_requests`` per cluster): past the bound, a short bounded queue, then 503 at once, so that
+an overloaded upstream sheds load instead of collecting requests without end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 from core.breaker import BreakerState, CircuitBreaker
 from gateway.metrics import GatewayMetrics
 from gateway.retry import RetryBudget
 
-__all__ = ["BreakerConfig", "Instance", "Pool"]
+__all__ = ["BreakerConfig", "ConcurrencyLimit", "Instance", "Pool"]
+
+
+class ConcurrencyLimit:
+    """At most ``limit`` holders at once; up to ``queue`` more may wait, first come first served,
+    for at most ``queue_timeout`` seconds; the rest are refused.
+
+    The admission of the common case is one comparison and one increment (``try_acquire``), no
+    lock and no future: the event loop is single-threaded. A released place goes straight to
+    the first waiter, so a waiter is never overtaken by a newcomer.
+    """
+
+    __slots__ = ("_waiters", "in_flight", "limit", "queue", "queue_timeout")
+
+    def __init__(self, limit: int, *, queue: int = 0, queue_timeout: float = 0.0) -> None:
+        if limit < 1 or queue < 0 or queue_timeout < 0:
+            raise ValueError("the limit must be positive, the queue and its timeout not negative")
+        self.limit = limit
+        self.queue = queue
+        self.queue_timeout = queue_timeout
+        self.in_flight = 0
+        # Only futures still waiting: one that timed out or was cancelled removes itself.
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+
+    @property
+    def queued(self) -> int:
+        """How many are waiting for a place."""
+        return len(self._waiters)
+
+    def try_acquire(self) -> bool:
+        """Take a place if one is free now (then ``release`` it exactly once)."""
+        if self.in_flight < self.limit:  # never true while some wait: places go to them first
+            self.in_flight += 1
+            return True
+        return False
+
+    async def wait(self) -> str | None:
+        """After ``try_acquire`` failed: wait for a place, at most ``queue_timeout`` seconds.
+        ``None`` once admitted (then ``release`` it), else why not: ``"queue_full"`` at once,
+        or ``"queue_timeout"``."""
+        if len(self._waiters) >= self.queue or self.queue_timeout <= 0:
+            return "queue_full"
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(waiter)
+        expiry = loop.call_later(self.queue_timeout, _expire, waiter)
+        try:
+            admitted = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self.release()  # handed a place just as the waiting task was cancelled
+            else:
+                self._forget(waiter)
+            raise
+        finally:
+            expiry.cancel()
+        if admitted:
+            return None
+        self._forget(waiter)
+        return "queue_timeout"
+
+    def release(self) -> None:
+        """Give a place back: to the first waiter, if any."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)  # the place changes hands: in_flight stays
+                return
+        self.in_flight -= 1
+
+    def _forget(self, waiter: asyncio.Future[bool]) -> None:
+        with suppress(ValueError):  # already taken off by release()
+            self._waiters.remove(waiter)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +127,8 @@ class Instance:
     metrics: GatewayMetrics | None = None
     outstanding: int = 0
     healthy: bool = True
+    # Whether its last health check got an HTTP answer, even a 503: the process is up.
+    answering: bool = True
     _check_failures: int = field(default=0, repr=False)
     _check_successes: int = field(default=0, repr=False)
     _checked: bool = field(default=False, repr=False)
@@ -74,10 +160,13 @@ class Instance:
         else:
             self.breaker.record_failure()
 
-    def health_result(self, ok: bool) -> None:
+    def health_result(self, ok: bool, *, answered: bool | None = None) -> None:
         """Record an active health check: enough failures in a row take the instance out,
         enough successes bring it back (and let an open breaker probe at once). The first
-        check decides alone: at start-up nothing is known yet."""
+        check decides alone: at start-up nothing is known yet. ``answered``: whether the
+        instance answered at all (a 503 is an answer; a refused connection is not), by default
+        ``ok``."""
+        self.answering = ok if answered is None else (ok or answered)
         first, self._checked = not self._checked, True
         if first:
             self.healthy = ok
@@ -98,7 +187,8 @@ class Instance:
 
 
 class Pool:
-    """The instances of one upstream, its retry budget, and the choice of an instance."""
+    """The instances of one upstream, its retry budget, its concurrency limit, and the choice
+    of an instance."""
 
     def __init__(
         self,
@@ -110,13 +200,21 @@ class Pool:
         metrics: GatewayMetrics | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] | None = None,
+        limit: ConcurrencyLimit | None = None,
+        panic_routing: bool = True,
     ) -> None:
         self.name = name
         self.config = config
         self.budget = budget
         self.metrics = metrics
+        # Proxied requests in flight to the pool as a whole (streams are bounded apart).
+        self.limit = limit if limit is not None else ConcurrencyLimit(2**31)
+        if metrics is not None:  # read when scraped, as the instances' outstanding gauge
+            metrics.upstream_in_flight.labels(name).set_function(lambda: self.limit.in_flight)
+            metrics.upstream_queued.labels(name).set_function(lambda: self.limit.queued)
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not security
         self.instances = [self._instance(index, url, clock) for index, url in enumerate(urls)]
+        self.panic_routing = panic_routing
 
     def _instance(self, index: int, url: str, clock: Callable[[], float] | None) -> Instance:
         instance_id = f"{self.name}-{index}"
@@ -139,14 +237,33 @@ class Pool:
             metrics.instance_healthy.labels(self.name, instance_id).set(1)
         return Instance(self.name, instance_id, url, breaker, self.config, metrics)
 
+    @property
+    def panicking(self) -> bool:
+        """Whether no instance passes its readiness check while some still answer it.
+
+        Then a dependency they all share is down (a broker, Redis): each instance still serves
+        what does not need it (catalog reads, orders kept in the outbox), so requests go to the
+        answering ones, as Envoy's panic threshold does, rather than all failing at the gateway.
+        """
+        return (
+            self.panic_routing
+            and not any(i.healthy for i in self.instances)
+            and any(i.answering for i in self.instances)
+        )
+
     def available(self, exclude: Collection[Instance] = ()) -> list[Instance]:
-        """Instances that may take a request now, except ``exclude``."""
+        """Instances that may take a request now, except ``exclude``: those ready and admitted
+        by their breaker or, while the pool is ``panicking``, those answering and admitted."""
+        if self.panicking:
+            return [
+                i for i in self.instances if i.answering and i.breaker.allows() and i not in exclude
+            ]
         return [i for i in self.instances if i.available and i not in exclude]
 
     @property
     def healthy(self) -> bool:
-        """Whether some instance may take a request."""
-        return bool(self.available())
+        """Whether some instance passes its readiness check and may take a request."""
+        return any(i.available for i in self.instances)
 
     def pick(self, exclude: Collection[Instance] = ()) -> Instance | None:
         """Choose an instance by P2C over the least outstanding and begin an attempt on it."""
@@ -158,6 +275,8 @@ class Pool:
                 first, second = self._rng.sample(candidates, 2)
                 choice = first if first.outstanding <= second.outstanding else second
             if choice.begin():
+                if not choice.healthy and self.metrics is not None:
+                    self.metrics.upstream_panic.labels(self.name).inc()
                 return choice
             candidates.remove(choice)
         return None

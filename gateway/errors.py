@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from core.errors import ProblemError, ServiceUnavailable
 
-__all__ = ["BadGateway", "GatewayTimeout", "NoHealthyInstance"]
+__all__ = ["BadGateway", "GatewayTimeout", "NoHealthyInstance", "UpstreamOverloaded"]
 
 
 class BadGateway(ProblemError):
@@ -28,5 +28,16 @@ class NoHealthyInstance(ServiceUnavailable):
         super().__init__(
             f"No healthy instance of the {upstream} service is available; retry shortly",
             headers={"Retry-After": "1"},
+        )
+        self.upstream = upstream
+
+
+class UpstreamOverloaded(ServiceUnavailable):
+    """The upstream has as many requests in flight as it may, and no place came free in time."""
+
+    def __init__(self, upstream: str, *, retry_after: int) -> None:
+        super().__init__(
+            f"The {upstream} service is busy; retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
         )
         self.upstream = upstream

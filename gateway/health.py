@@ -58,9 +58,9 @@ class HealthChecker:
         """One round over every instance of every pool."""
         instances = [instance for pool in self.pools for instance in pool.instances]
         results = await asyncio.gather(*(self._check(instance) for instance in instances))
-        for instance, ok in zip(instances, results, strict=True):
+        for instance, (ok, answered) in zip(instances, results, strict=True):
             was = instance.healthy
-            instance.health_result(ok)
+            instance.health_result(ok, answered=answered)
             self._log_change(instance, was)
 
     def _log_change(self, instance: Instance, was: bool) -> None:
@@ -77,14 +77,15 @@ class HealthChecker:
         elif now != was:
             log.warning("instance %s is %s", instance.id, "up" if now else "down")
 
-    async def _check(self, instance: Instance) -> bool:
+    async def _check(self, instance: Instance) -> tuple[bool, bool]:
+        """Whether the instance is ready, and whether it answered at all."""
         try:
             async with asyncio.timeout(self.timeout):
                 async with self.session.get(instance.url + self.path) as response:
                     await response.read()
-                    return response.status == 200
+                    return response.status == 200, True
         except (aiohttp.ClientError, OSError, TimeoutError):
-            return False
+            return False, False
 
     async def _run(self) -> None:
         while True:

@@ -16,7 +16,8 @@ __all__ = ["GatewayMetrics"]
 
 
 class GatewayMetrics:
-    """Counters and gauges of proxying, balancing, rate limiting and edge authentication."""
+    """Counters and gauges of proxying, balancing, load shedding, rate limiting and edge
+    authentication."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.upstream_requests = Counter(
@@ -72,6 +73,32 @@ class GatewayMetrics:
             "gateway_instance_outstanding",
             "Requests in flight to the instance",
             ["upstream", "instance"],
+            registry=registry,
+        )
+        self.upstream_in_flight = Gauge(
+            "gateway_upstream_in_flight",
+            "Proxied requests in flight to the upstream (all instances; streams apart)",
+            ["upstream"],
+            registry=registry,
+        )
+        self.upstream_queued = Gauge(
+            "gateway_upstream_queued",
+            "Requests waiting for a place under the upstream's concurrency limit",
+            ["upstream"],
+            registry=registry,
+        )
+        self.upstream_shed = Counter(
+            "gateway_upstream_shed",
+            "Requests answered 503 at the upstream's concurrency limit, by reason "
+            "(queue_full: refused at once, queue_timeout: waited in vain)",
+            ["upstream", "reason"],
+            registry=registry,
+        )
+        self.upstream_panic = Counter(
+            "gateway_upstream_panic_routed",
+            "Requests sent to an instance out of rotation because no instance of its upstream "
+            "passed its readiness check while some still answered it (panic routing)",
+            ["upstream"],
             registry=registry,
         )
         self.ratelimit = Counter(

@@ -8,6 +8,8 @@ a refused connection to 503 (no healthy instance), a timeout to 504, anything el
 Long-lived streams (``STREAM_ROUTES`` and WebSockets) go through a session of their own, so they
 can never take the API's upstream connections; they are admitted by a ``StreamLimiter`` (per
 client and in total, 429/503 past a limit) and ended after ``stream_max_lifetime`` seconds.
+Every other request takes a place under its upstream's ``ConcurrencyLimit`` (``UPSTREAM_MAX_
+CONCURRENCY``, a short bounded wait past it) or is shed at once: 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from core.server import RequestBodyTimeout
 from gateway.auth import identity_headers
 from gateway.balancer import Instance, Pool
 from gateway.edge import IDENTITY
-from gateway.errors import BadGateway, GatewayTimeout, NoHealthyInstance
+from gateway.errors import BadGateway, GatewayTimeout, NoHealthyInstance, UpstreamOverloaded
 from gateway.headers import Forwarding, response_headers
 from gateway.metrics import GatewayMetrics
 from gateway.routing import Route, has_dot_segments
@@ -211,61 +213,78 @@ class Proxy:
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + settings.request_timeout
-        idempotent = request.method in IDEMPOTENT_METHODS
-        pool.budget.record_request()
-        instance = pool.pick()
-        if instance is None:
-            self.metrics.no_instance.labels(pool.name).inc()
-            raise NoHealthyInstance(pool.name)
-        session = self.session if lease is None else self.stream_session
-        if is_websocket(request):
-            return await relay_websocket(
-                request,
-                instance,
-                headers,
-                session=session,
-                handshake_timeout=settings.upstream_timeout,
-                lifetime=settings.stream_max_lifetime,
-                on_expired=self.metrics.streams_expired.inc,
-                still_allowed=self._still_allowed(principal) if principal else None,
-                check_every=settings.stream_recheck_interval,
-            )
-        tried: list[Instance] = []
-        while True:
-            tried.append(instance)
-            try:
-                upstream = await self._attempt(
-                    request, route, instance, target, headers, body, deadline, session
+        # Streams are bounded by their own limiter; every other request takes a place under the
+        # upstream's concurrency limit (a short wait at most), or is shed with 503 at once.
+        limit = pool.limit if lease is None else None
+        if limit is not None and not limit.try_acquire():
+            refused = await limit.wait()
+            if refused is not None:
+                self.metrics.upstream_shed.labels(pool.name, refused).inc()
+                overloaded = UpstreamOverloaded(
+                    pool.name, retry_after=settings.upstream_retry_after
                 )
-            except _Failure as exc:
-                if isinstance(body, _StreamedBody) and body.too_large:
-                    raise PayloadTooLarge(
-                        f"The request body exceeds {settings.max_body_bytes} bytes"
-                    ) from None
-                if isinstance(body, _StreamedBody) and body.timed_out:
-                    raise RequestBodyTimeout() from None
-                if isinstance(body, _StreamedBody) and body.client_failed:
-                    raise BadRequest("The request body was cut off") from None
-                replayable = not (isinstance(body, _StreamedBody) and body.started)
-                retryable = replayable and (not exc.sent or (idempotent and exc.kind == "broken"))
-                if not retryable or len(tried) > settings.retry_attempts:
-                    raise exc.problem from None
-                # Another instance; with none left, a reset may come from a stale keep-alive
-                # connection, so the same instance may be tried again, on a new one.
-                exclude = tried if pool.available(tried) or exc.kind != "broken" else ()
-                if loop.time() >= deadline or not pool.available(exclude):
-                    raise exc.problem from None
-                if not pool.budget.try_retry():
-                    self.metrics.retry_budget_exhausted.labels(pool.name).inc()
-                    raise exc.problem from None
-                following = pool.pick(exclude=exclude)
-                if following is None:
-                    raise exc.problem from None
-                self.metrics.retries.labels(pool.name, exc.kind).inc()
-                instance = following
-                continue
-            lifetime = settings.stream_max_lifetime if lease is not None else None
-            return await self._relay(request, instance, upstream, deadline, lifetime)
+                return problem_from(request, overloaded)  # expected at a limit: not logged
+        try:
+            idempotent = request.method in IDEMPOTENT_METHODS
+            pool.budget.record_request()
+            instance = pool.pick()
+            if instance is None:
+                self.metrics.no_instance.labels(pool.name).inc()
+                raise NoHealthyInstance(pool.name)
+            session = self.session if lease is None else self.stream_session
+            if is_websocket(request):
+                return await relay_websocket(
+                    request,
+                    instance,
+                    headers,
+                    session=session,
+                    handshake_timeout=settings.upstream_timeout,
+                    lifetime=settings.stream_max_lifetime,
+                    on_expired=self.metrics.streams_expired.inc,
+                    still_allowed=self._still_allowed(principal) if principal else None,
+                    check_every=settings.stream_recheck_interval,
+                )
+            tried: list[Instance] = []
+            while True:
+                tried.append(instance)
+                try:
+                    upstream = await self._attempt(
+                        request, route, instance, target, headers, body, deadline, session
+                    )
+                except _Failure as exc:
+                    if isinstance(body, _StreamedBody) and body.too_large:
+                        raise PayloadTooLarge(
+                            f"The request body exceeds {settings.max_body_bytes} bytes"
+                        ) from None
+                    if isinstance(body, _StreamedBody) and body.timed_out:
+                        raise RequestBodyTimeout() from None
+                    if isinstance(body, _StreamedBody) and body.client_failed:
+                        raise BadRequest("The request body was cut off") from None
+                    replayable = not (isinstance(body, _StreamedBody) and body.started)
+                    retryable = replayable and (
+                        not exc.sent or (idempotent and exc.kind == "broken")
+                    )
+                    if not retryable or len(tried) > settings.retry_attempts:
+                        raise exc.problem from None
+                    # Another instance; with none left, a reset may come from a stale keep-alive
+                    # connection, so the same instance may be tried again, on a new one.
+                    exclude = tried if pool.available(tried) or exc.kind != "broken" else ()
+                    if loop.time() >= deadline or not pool.available(exclude):
+                        raise exc.problem from None
+                    if not pool.budget.try_retry():
+                        self.metrics.retry_budget_exhausted.labels(pool.name).inc()
+                        raise exc.problem from None
+                    following = pool.pick(exclude=exclude)
+                    if following is None:
+                        raise exc.problem from None
+                    self.metrics.retries.labels(pool.name, exc.kind).inc()
+                    instance = following
+                    continue
+                lifetime = settings.stream_max_lifetime if lease is not None else None
+                return await self._relay(request, instance, upstream, deadline, lifetime)
+        finally:
+            if limit is not None:
+                limit.release()
 
     async def _attempt(
         self,
@@ -330,7 +349,11 @@ class Proxy:
         deadline: float,
         lifetime: float | None,
     ) -> web.StreamResponse:
-        ok = upstream.status not in _FAILURE_STATUSES
+        ok: bool | None = upstream.status not in _FAILURE_STATUSES
+        if upstream.status == 503 and not instance.healthy:
+            # Reached while the pool panics: the instance is known to miss a dependency, and
+            # its 503 says so; it must not be ejected for it from the only ones that answer.
+            ok = None
         headers = response_headers(upstream.headers)
         length = upstream.content_length
         bodiless = request.method == "HEAD" or upstream.status in _NO_BODY_STATUSES
@@ -381,7 +404,7 @@ class Proxy:
         instance: Instance,
         upstream: aiohttp.ClientResponse,
         headers: Mapping[str, str],
-        ok: bool,
+        ok: bool | None,
         lifetime: float | None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(

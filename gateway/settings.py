@@ -84,7 +84,9 @@ class Settings(BaseServiceSettings):
     """The gateway's settings; environment variables are the upper-cased field names.
 
     ``GATEWAY_PORT`` (8000), ``UPSTREAM_USERS``/``_PRODUCTS``/``_ORDERS``/``_WEB``, timeouts in
-    seconds, balancing and breaker thresholds, ``RATE_LIMIT_*``, ``PUBLIC_ROUTES`` (JSON list),
+    seconds, balancing and breaker thresholds, the overload bounds ``UPSTREAM_MAX_CONCURRENCY``,
+    ``UPSTREAM_QUEUE_SIZE``, ``UPSTREAM_QUEUE_TIMEOUT`` and ``UPSTREAM_RETRY_AFTER``,
+    ``RATE_LIMIT_*``, ``PUBLIC_ROUTES`` (JSON list),
     the limits of long-lived streams ``STREAM_*``; the client timeouts ``HTTP_*_TIMEOUT`` are
     core's.
     """
@@ -115,6 +117,20 @@ class Settings(BaseServiceSettings):
     upstream_keepalive: float = Field(default=30.0, gt=0)
     # Bodies up to this size are read whole (and so can be retried); larger ones stream.
     buffer_bytes: int = Field(default=64 * 1024, ge=0)
+
+    # Overload: at most ``upstream_max_concurrency`` proxied requests in flight per upstream (all
+    # its instances together, as Envoy's max_requests per cluster; long-lived streams are
+    # counted apart, see ``stream_*``). Past it, up to ``upstream_queue_size`` more wait at most
+    # ``upstream_queue_timeout`` seconds for a place, first come first served; the rest are shed
+    # at once with 503 and ``Retry-After: upstream_retry_after``. Queue size or timeout 0: no
+    # waiting at all.
+    upstream_max_concurrency: int = Field(default=256, ge=1, le=100_000)
+    upstream_queue_size: int = Field(default=64, ge=0, le=100_000)
+    upstream_queue_timeout: float = Field(default=0.5, ge=0, le=60)
+    upstream_retry_after: int = Field(default=1, ge=1, le=3600)
+    # When no instance of an upstream passes its readiness check but some still answer it (a
+    # dependency they share is down), send requests to those rather than refusing them all.
+    upstream_panic_routing: bool = True
 
     health_path: str = "/readyz"
     health_interval: float = Field(default=2.0, gt=0, le=300)

@@ -101,6 +101,46 @@ async def test_an_instance_failing_readiness_gets_no_traffic_until_it_recovers(
     await wait_for(a_serves)
 
 
+async def test_with_no_instance_ready_those_that_answer_still_serve(
+    fake_upstream: FakeFactory, make_gateway: GatewayFactory
+) -> None:
+    """A dependency every instance shares is down (their /readyz says 503): the gateway sends
+    requests to them anyway and relays their answers, 503 included, without ejecting them."""
+    a, b = await fake_upstream("a"), await fake_upstream("b")
+    gateway = await make_gateway(
+        upstream_products=f"{a.url},{b.url}",
+        unhealthy_threshold=1,
+        eject_after=3,
+        rate_limit_enabled=False,
+    )
+    await a.set_ready(False)
+    await b.set_ready(False)
+
+    async def both_out() -> bool:
+        healthy = [
+            await metric(gateway, "gateway_instance_healthy", instance=f"products-{i}")
+            for i in (0, 1)
+        ]
+        return healthy == [0, 0]
+
+    await wait_for(both_out)
+    for _ in range(10):  # the instances' own 503s: relayed, and no breaker opens for them
+        response = await gateway.get("/api/v1/products/status/503")
+        assert response.status == 503
+    responses = await asyncio.gather(*(gateway.get("/api/v1/products/1") for _ in range(30)))
+    assert [response.status for response in responses] == [200] * 30
+    assert {(await response.json())["name"] for response in responses} == {"a", "b"}
+    assert await metric(gateway, "gateway_upstream_panic_routed_total", upstream="products") >= 40
+    readiness = await gateway.get("/readyz")
+    assert readiness.status == 200  # READY_UPSTREAMS is empty by default
+
+    await a.kill()  # now only b answers: a refused connection is retried there, then a is out
+    for _ in range(20):
+        response = await gateway.get("/api/v1/products/1")
+        assert response.status == 200
+        assert (await response.json())["name"] == "b"
+
+
 async def test_gets_are_retried_on_another_instance(
     fake_upstream: FakeFactory, make_gateway: GatewayFactory
 ) -> None:

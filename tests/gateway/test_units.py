@@ -114,13 +114,14 @@ def test_retry_budget_allows_a_floor_plus_a_ratio_and_forgets_old_traffic() -> N
     assert not none.try_retry()
 
 
-def _pool(urls: list[str], **config: Any) -> Pool:
+def _pool(urls: list[str], *, panic_routing: bool = True, **config: Any) -> Pool:
     return Pool(
         "products",
         urls,
         config=BreakerConfig(**config),
         budget=RetryBudget(ratio=0.2, min_per_second=1),
         rng=random.Random(7),
+        panic_routing=panic_routing,
     )
 
 
@@ -159,6 +160,29 @@ def test_pool_skips_ejected_unhealthy_and_excluded_instances() -> None:
     assert not pool.healthy
     b.health_result(True)
     assert pool.pick() is b
+
+
+def test_a_pool_with_no_ready_instance_routes_to_those_that_still_answer() -> None:
+    pool = _pool(["http://a", "http://b", "http://c"], unhealthy_threshold=1)
+    a, b, c = pool.instances
+    a.health_result(False, answered=True)  # up, but a dependency it needs is down: 503
+    b.health_result(True)
+    c.health_result(False)  # not answering at all: gone
+    assert not pool.panicking
+    assert {pool.pick() for _ in range(20)} == {b}  # a ready instance: only it
+    b.health_result(False, answered=True)
+    assert pool.panicking
+    assert not pool.healthy  # the gateway's own readiness still says no instance is ready
+    assert {pool.pick() for _ in range(40)} == {a, b}  # never c, which does not answer
+    assert pool.pick(exclude=[a, b]) is None
+    a.health_result(False)
+    b.health_result(False)
+    assert not pool.panicking  # nothing answers: nothing to route to
+    assert pool.pick() is None
+    off = _pool(["http://a"], unhealthy_threshold=1, panic_routing=False)
+    off.instances[0].health_result(False, answered=True)
+    assert not off.panicking
+    assert off.pick() is None
 
 
 def test_health_thresholds_after_the_first_check() -> None:
