@@ -1,4 +1,10 @@
-"""Liveness and readiness: each dependency checked concurrently with a short timeout."""
+"""Liveness and readiness: each dependency checked concurrently with a short timeout.
+
+An instance that is shutting down says so first: ``HealthChecks.start_draining`` (called by
+``core.runner`` when a stop signal arrives) makes every later ``/readyz`` a 503 with a
+``draining`` check, while the instance still serves, so that balancers polling it take it out of
+rotation before it stops accepting connections.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 __all__ = [
+    "DRAINING",
     "HEALTH",
     "Check",
     "HealthChecks",
@@ -18,6 +25,8 @@ __all__ = [
 log = logging.getLogger("core.health")
 
 Check = Callable[[], Awaitable[object]]
+
+DRAINING = "draining"  # the name of the check a draining instance reports down
 
 
 class NotReady(Exception):
@@ -30,6 +39,18 @@ class HealthChecks:
 
     def __init__(self) -> None:
         self._checks: dict[str, Check] = {}
+        self._draining = False
+
+    @property
+    def draining(self) -> bool:
+        """Whether the instance is shutting down (readiness fails from then on)."""
+        return self._draining
+
+    def start_draining(self) -> None:
+        """Fail readiness from now on: the instance is about to stop. Not undone."""
+        if not self._draining:
+            log.info("draining: readiness fails from now on")
+        self._draining = True
 
     def add(self, name: str, check: Check) -> None:
         """Register ``check`` under ``name``: it passes when it returns without raising."""
@@ -45,7 +66,11 @@ class HealthChecks:
         return sorted(self._checks)
 
     async def run(self, deadline: float) -> tuple[bool, dict[str, dict[str, str]]]:
-        """Run every check (each within ``deadline`` seconds); return success and a report."""
+        """Run every check (each within ``deadline`` seconds); return success and a report.
+
+        While draining, no check runs: the report is ``draining`` down, whatever else holds."""
+        if self._draining:
+            return False, {DRAINING: {"status": "down", "error": "shutting down"}}
         names = list(self._checks)
         results = await asyncio.gather(
             *(self._one(name, self._checks[name], deadline) for name in names)

@@ -1,10 +1,14 @@
 """``aioshop up``: every service (with replicas), the gateway and the dashboard as processes.
 
 Every process is an ``aioshop serve ROLE``. The plan is computed first (``plan``), so that it can
-be printed and tested without starting anything; ``Supervisor`` then starts the services, waits
-for their ``/readyz``, starts the front processes (the gateway, and the dashboard when the ``web``
-package is installed) pointed at every instance, and stops everything in reverse order on
-SIGINT/SIGTERM or when one exits.
+be printed and tested without starting anything; ``Supervisor`` (``services.supervisor``) then
+starts the services, waits for their ``/readyz``, starts the front processes (the gateway, and
+the dashboard when the ``web`` package is installed) pointed at every instance, and keeps them
+running: a process that exits is started again with a backoff, and given up after too many
+crashes in a short time (``RestartPolicy``). It stops everything in reverse order on
+SIGINT/SIGTERM/SIGHUP. ``aioshop restart ROLE`` (``services.cli.restart``) asks it, over a Unix
+socket in the data directory (``services.control``), to replace a role's instances one at a
+time.
 
 The children write to this process's terminal (or wherever its stderr goes): they inherit its
 stdout and stderr, so no line passes through this process (a busy service's access log costs the
@@ -20,13 +24,8 @@ import importlib.util
 import ipaddress
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -34,8 +33,21 @@ from typing import Any, TextIO
 from core.logging import PROCESS_NAME_VAR, log_format
 from core.settings import DEV_KEYS_WARNED_VAR
 from services import registry
+from services.control import running_supervisor
+from services.supervisor import DRAIN_DELAY_VAR, CrashHistory, RestartPolicy, Supervisor
 
-__all__ = ["Process", "Supervisor", "child_environment", "parse_replicas", "plan"]
+__all__ = [
+    "DRAIN_DELAY_VAR",
+    "CrashHistory",
+    "Process",
+    "RestartPolicy",
+    "Supervisor",
+    "child_environment",
+    "parse_replicas",
+    "plan",
+    "rotation_delay",
+    "running_supervisor",
+]
 
 MAX_REPLICAS = 16
 
@@ -119,6 +131,15 @@ def _serve(role: str, host: str, port: int) -> list[str]:
     ]
 
 
+def rotation_delay() -> float:
+    """Seconds the gateway may take to take a failing instance out of rotation, with a round to
+    spare: ``(UNHEALTHY_THRESHOLD + 1) * HEALTH_INTERVAL`` (6 s by default)."""
+    from gateway.settings import Settings as GatewaySettings
+
+    settings = GatewaySettings()
+    return float((settings.unhealthy_threshold + 1) * settings.health_interval)
+
+
 def _dashboard_available() -> bool:
     return importlib.util.find_spec("web") is not None and (
         importlib.util.find_spec("web.__main__") is not None
@@ -146,7 +167,8 @@ def plan(
         instances[name] = [f"http://{_client_host(host)}:{port}" for port in ports[name]]
     # Services that call another directly (orders reads prices from products) find it here.
     peers = {
-        variable: urls[0]
+        # Every instance: the caller spreads its calls and fails over (orders' CatalogClient).
+        variable: ",".join(urls)
         for variable, urls in ((f"{n.upper()}_URL", u) for n, u in instances.items())
         # A URL set on purpose (or from a file) stays.
         if variable not in os.environ and f"{variable}_FILE" not in os.environ
@@ -155,10 +177,17 @@ def plan(
     # X-Forwarded-For (per-client login throttling, anonymous idempotency keys, stream caps).
     proxies = json.dumps(gateway_cidrs(host))
     trusted = {} if "TRUSTED_PROXIES" in os.environ else {"TRUSTED_PROXIES": proxies}
+    # A replica stopped by ``aioshop restart`` (SIGTERM) keeps serving with /readyz failing
+    # until the gateway has taken it out of rotation; Ctrl-C (SIGINT) does not wait.
+    drain = {}
+    if gateway and DRAIN_DELAY_VAR not in os.environ:
+        drain = {DRAIN_DELAY_VAR: f"{rotation_delay():g}"}
     for name, service_ports in ports.items():
         for i, port in enumerate(service_ports):
             label = f"{name}-{i}" if len(service_ports) > 1 else name
             env = {**common, **peers, **trusted, PROCESS_NAME_VAR: label}
+            if len(service_ports) > 1:
+                env.update(drain)
             processes.append(Process(label, name, _serve(name, host, port), port, env=env))
     upstreams = {f"UPSTREAM_{name.upper()}": ",".join(urls) for name, urls in instances.items()}
     if dashboard and _dashboard_available():
@@ -178,116 +207,3 @@ def plan(
         cmd = _serve("gateway", host, port)
         processes.append(Process("gateway", "gateway", cmd, port, env=env, front=True))
     return processes
-
-
-class Supervisor:
-    """Starts a plan's processes, waits for them to be ready, stops them all together."""
-
-    def __init__(self, processes: Sequence[Process], host: str, *, ready_timeout: float = 60):
-        self.processes = list(processes)
-        self.host = host
-        self.ready_timeout = ready_timeout
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
-        self._stopping = False
-
-    def run(self) -> int:
-        """Start everything, print the URLs, wait for Ctrl-C (0) or a process exiting (1)."""
-        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # HUP: terminal closed
-            signal.signal(signum, self._stop)
-        try:
-            for front in (False, True):
-                group = [p for p in self.processes if p.front is front]
-                for process in group:
-                    self._start(process)
-                if not self._wait_ready(group):
-                    return 1
-            self._print_urls()
-            while not self._stopping:
-                for name, child in self.children.items():
-                    if child.poll() is not None:
-                        print(f"{name} exited with {child.returncode}; stopping", file=sys.stderr)
-                        return 1
-                time.sleep(0.2)
-            return 0
-        finally:
-            self.terminate()
-
-    def _stop(self, signum: int, frame: object) -> None:
-        self._stopping = True
-
-    def _start(self, process: Process) -> None:
-        env = {**os.environ, **process.env}
-        # start_new_session: Ctrl-C reaches only this parent, which stops the children in order.
-        self.children[process.name] = subprocess.Popen(  # noqa: S603
-            process.cmd, env=env, start_new_session=True, preexec_fn=_die_with_parent
-        )
-
-    def _wait_ready(self, group: Sequence[Process]) -> bool:
-        deadline = time.monotonic() + self.ready_timeout
-        pending = {p.name: p for p in group}
-        while pending and not self._stopping:
-            for name, process in list(pending.items()):
-                if self.children[name].poll() is not None:
-                    print(f"{name} exited before it was ready; stopping", file=sys.stderr)
-                    return False
-                if _ready(f"{process.url(self.host)}/readyz"):
-                    del pending[name]
-            if time.monotonic() > deadline:
-                print(f"not ready in time: {', '.join(pending)}; stopping", file=sys.stderr)
-                return False
-            time.sleep(0.2)
-        return not pending
-
-    def _print_urls(self) -> None:
-        by_name = {p.name: p for p in self.processes}
-        print("\naioshop is up:")
-        if "gateway" in by_name:
-            base = by_name["gateway"].url(self.host)
-            print(f"  gateway    {base}   docs {base}/docs   (use this one)")
-            if "dashboard" in by_name:
-                print(f"  dashboard  {base}/dashboard")
-        for process in self.processes:
-            if process.name == "gateway":
-                continue
-            base = process.url(self.host)
-            page = f"{base}/dashboard" if process.role == "web" else f"docs {base}/docs"
-            print(f"  {process.name:<10} {base}   {page}")
-        print("Ctrl-C stops everything.\n", flush=True)
-
-    def terminate(self) -> None:
-        """SIGTERM the front processes, then the services; SIGKILL what outlives 15 s."""
-        order = sorted(self.children.items(), key=lambda kv: not self._is_front(kv[0]))
-        for _, child in order:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for name, child in order:
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"{name} did not stop in time; killing it", file=sys.stderr)
-                child.kill()
-                child.wait()
-
-    def _is_front(self, name: str) -> bool:
-        return any(p.front for p in self.processes if p.name == name)
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM it when this supervisor dies, even by SIGKILL (Linux's
-    PR_SET_PDEATHSIG), so no service outlives ``aioshop up`` and holds its port."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310  # nosec B310: our own http:// URL
-            return int(response.status) == 200
-    except (urllib.error.URLError, OSError):
-        return False

@@ -17,7 +17,7 @@ from core.bus.outbox import Outbox
 from core.bus.relay import OutboxRelay
 from core.bus.transport import Transport
 from core.health import HEALTH
-from core.keys import DB_POOL, SERVICE_NAME
+from core.keys import DB_POOL, SERVICE_NAME, SETTINGS
 from core.metrics import METRICS
 from core.settings import BaseServiceSettings
 
@@ -69,6 +69,7 @@ def make_transport(settings: BaseServiceSettings) -> Transport:
         settings.amqp_url,
         exchange=settings.bus_exchange,
         publish_timeout=settings.bus_publish_timeout,
+        drain_timeout=settings.shutdown_timeout,  # handlers in flight at a stop
     )
 
 
@@ -127,9 +128,14 @@ def bus_ctx(
     return ctx
 
 
-def bus_workers_ctx(dsn: str | None, *, poll_interval: float = 1.0) -> CleanupCtx:
+def bus_workers_ctx(
+    dsn: str | None, *, poll_interval: float = 1.0, flush_timeout: float | None = None
+) -> CleanupCtx:
     """A ``cleanup_ctx``, last in the resources: the outbox relay (when ``dsn`` is given) and the
-    consumers run while the app runs, and stop first at shutdown."""
+    consumers run while the app runs, and stop first at shutdown, in the order of a drain: the
+    consumers take no more messages and their handlers in progress finish, then the relay sends
+    every outbox row committed so far (for at most ``flush_timeout`` seconds, default the app's
+    ``SHUTDOWN_TIMEOUT``), then the bus disconnects."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         bus = app[BUS]
@@ -142,8 +148,17 @@ def bus_workers_ctx(dsn: str | None, *, poll_interval: float = 1.0) -> CleanupCt
             await bus.start_consuming()
             yield
         finally:
-            if relay is not None:
-                await relay.stop()
-            await bus.stop()
+            try:
+                await bus.stop_consuming()
+                if relay is not None:
+                    settings = app.get(SETTINGS)
+                    bound = flush_timeout
+                    if bound is None:
+                        bound = settings.shutdown_timeout if settings is not None else 10.0
+                    await relay.flush(bound)
+            finally:
+                if relay is not None:
+                    await relay.stop()
+                await bus.stop()
 
     return ctx

@@ -329,6 +329,14 @@ class Bus:
             )
         self._started = True
 
+    async def stop_consuming(self) -> None:
+        """Take no more messages (broadcast subscriptions end, consumers are cancelled) and let
+        the handlers in flight finish; publishing still works (see ``stop`` to disconnect)."""
+        live, self._live = self._live, []
+        for subscription in live:
+            await subscription.stop()
+        await self.transport.stop_consuming()
+
     async def stop(self) -> None:
         """Stop the broadcast subscriptions, stop consuming and disconnect."""
         live, self._live = self._live, []

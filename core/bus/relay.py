@@ -84,15 +84,39 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Stop relaying (rows not yet sent stay for the next start)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._cancel()
         await self._close_listener()
         for conn in self._own.values():
             with contextlib.suppress(Exception):
                 await conn.close()
         self._own.clear()
+
+    async def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def flush(self, within: float) -> int:
+        """Stop the background rounds, then send the rows committed so far, batch after batch,
+        for at most ``within`` seconds: what a graceful stop does once nothing writes any more.
+        Returns how many were sent; what is left (unconfirmed, past the deadline, or locked by
+        another instance's relay) stays for a relay that runs later."""
+        await self._cancel()
+        sent = 0
+        try:
+            async with asyncio.timeout(within):
+                while batch := await self.relay_once():
+                    sent += batch
+        except TimeoutError:
+            log.warning("outbox flush at stop: %d sent, more left after %g s", sent, within)
+        except Exception as exc:  # the stop goes on: what is left is sent by a later relay
+            log.warning("outbox flush at stop: %d sent, then it failed: %r", sent, exc)
+        else:
+            if sent:
+                log.info("outbox flushed at stop: %d events sent", sent)
+        return sent
 
     def wake(self) -> None:
         """Relay now rather than at the next poll."""

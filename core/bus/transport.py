@@ -143,6 +143,11 @@ class Transport(abc.ABC):
     async def stop(self) -> None:
         """Stop consuming, let in-flight handlers finish, disconnect."""
 
+    async def stop_consuming(self) -> None:  # noqa: B027 - optional, not abstract
+        """Take no more messages and let in-flight handlers finish, still connected (their
+        publishes go out): the first step of a graceful stop. By default nothing: ``stop``
+        does it all."""
+
     @abc.abstractmethod
     async def publish(
         self,

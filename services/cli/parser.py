@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import importlib.metadata
+from collections.abc import Callable
 
 from services import registry
 from services.cli.admin import cmd_create_admin, cmd_keygen, cmd_migrate, cmd_seed
@@ -30,6 +32,18 @@ examples:
 Settings come from environment variables and a .env file (see the README).
 aioshop COMMAND --help tells more about a command.
 """
+
+
+def _lazy(module: str, name: str) -> Callable[[argparse.Namespace], int]:
+    """A command imported when it runs: backups and restarts need nothing at start-up."""
+
+    def run(args: argparse.Namespace) -> int:
+        command: Callable[[argparse.Namespace], int] = getattr(
+            importlib.import_module(module), name
+        )
+        return command(args)
+
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +162,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="run N instances of SERVICE behind the gateway (e.g. products=2); repeatable",
     )
     up.set_defaults(func=cmd_up)
+
+    restart = sub.add_parser(
+        "restart",
+        help="replace a service's instances one by one, under a running `aioshop up`",
+        description=(
+            "Ask the running `aioshop up` (started from this directory) to replace every "
+            "instance of SERVICE, one at a time: each drains (taken out of rotation, its "
+            "requests finished) before it stops, and the next one waits until the new one is "
+            "ready. With two or more instances no request fails."
+        ),
+    )
+    restart.add_argument(
+        "service", choices=registry.ROLES, metavar="SERVICE", help=f"one of {roles}"
+    )
+    restart.add_argument(
+        "--data-dir",
+        default=".aioshop",
+        help="where `aioshop up` keeps its state (default ./.aioshop)",
+    )
+    restart.add_argument(
+        "--timeout", type=float, default=300.0, help="give up after this many seconds (300)"
+    )
+    restart.set_defaults(func=_lazy("services.cli.restart", "cmd_restart"))
+
+    backup = sub.add_parser(
+        "backup",
+        help="write a consistent backup of every service database and the broker's definitions",
+        description=(
+            "Dump each service database (pg_dump, custom format) and the broker's definitions "
+            "into a new directory, with a manifest of checksums. Needs pg_dump."
+        ),
+    )
+    backup.add_argument(
+        "--dir",
+        default=None,
+        metavar="D",
+        help="where to write it (default: backups/<UTC time>)",
+    )
+    backup.set_defaults(func=_lazy("services.cli.backup", "cmd_backup"))
+
+    restore = sub.add_parser(
+        "restore",
+        help="restore a backup written by `aioshop backup`",
+        description=(
+            "Check the backup's manifest, then restore each service database into an empty "
+            "one (created if missing). A database that holds data is left alone unless "
+            "--force is given. Needs pg_restore."
+        ),
+    )
+    restore.add_argument("dir", metavar="D", help="a directory written by `aioshop backup`")
+    restore.add_argument(
+        "--force", action="store_true", help="replace databases that are not empty"
+    )
+    restore.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help=f"only these (any of {', '.join(registry.SERVICES)}; default: all in the backup)",
+    )
+    restore.set_defaults(func=_lazy("services.cli.backup", "cmd_restore"))
 
     bus = sub.add_parser(
         "bus",

@@ -28,7 +28,8 @@ def _seed_demo(dsn: str, products: int) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Migrate, start every service (with replicas), the dashboard and the gateway as their own
-    processes, print the URLs, stop all on Ctrl-C."""
+    processes, print the URLs, keep them running (a crashed one is started again), stop all on
+    Ctrl-C. ``aioshop restart`` finds it through ``--data-dir``."""
     from services.up import Supervisor, child_environment, parse_replicas, plan
 
     # This process only speaks up for warnings (the development-key one, once for everybody).
@@ -61,4 +62,4 @@ def cmd_up(args: argparse.Namespace) -> int:
         _seed_demo(database_url(registry.get("products").settings()), args.demo)
     environment = child_environment(registry.get("users").settings(), sys.stderr)
     processes = plan(args.host, replicas, gateway=not args.no_gateway, environment=environment)
-    return Supervisor(processes, args.host).run()
+    return Supervisor(processes, args.host, data_dir=Path(args.data_dir)).run()

@@ -11,10 +11,18 @@ second), and an unknown product is refused at once with a 422. The cost is a dep
 products service being up to *place* orders (503 otherwise, 504 when it does not answer within
 ``products_timeout``); every later saga step goes over the bus. The batch route must be
 deployed on the products service before this client.
+
+``PRODUCTS_URL`` may list several instances, comma-separated (``aioshop up --replicas
+products=2`` sets them all): reads go round-robin over them, and one that refuses the connection,
+drops it or answers 503 is followed at once by the next (the read is idempotent), so that a
+crashed or restarting products instance does not fail orders. An instance that failed so is tried
+last for ``COOL_DOWN`` seconds. A 4xx, or a timeout, is the answer: no failover.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -57,31 +65,72 @@ class CatalogTimeout(GatewayTimeout):
         super().__init__("The catalog did not answer in time; try again later")
 
 
+class _Failover(Exception):
+    """This instance failed in a way that another one may not: try the next."""
+
+
 class CatalogClient:
-    """Reads product prices from the products service: one request per ``BATCH`` products."""
+    """Reads product prices from the products service: one request per ``BATCH`` products.
+
+    ``base_url`` is one base URL or several, comma-separated (see the module docstring)."""
 
     BATCH = 100  # the products service's limit of ids per batch read
+    COOL_DOWN = 2.0  # seconds an instance that failed is tried after the others
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
         self.session = session
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        if not self.base_urls:
+            raise ValueError("the catalog needs at least one base URL")
+        self.base_url = self.base_urls[0]
+        self._turn = itertools.count()
+        self._failed_at: dict[str, float] = {}
+
+    def _order(self) -> list[str]:
+        """The URLs to try for one read: round-robin, those that failed lately last."""
+        urls = self.base_urls
+        if len(urls) > 1:
+            start = next(self._turn) % len(urls)
+            urls = urls[start:] + urls[:start]
+            now = time.monotonic()
+            urls.sort(
+                key=lambda url: now - self._failed_at.get(url, -self.COOL_DOWN) < self.COOL_DOWN
+            )
+        return urls
 
     async def _batch(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Price]:
+        urls = self._order()
+        for index, url in enumerate(urls):
+            try:
+                return await self._batch_from(url, product_ids)
+            except _Failover as exc:
+                self._failed_at[url] = time.monotonic()
+                if index == len(urls) - 1:
+                    raise CatalogUnavailable() from exc.__cause__
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _batch_from(
+        self, base_url: str, product_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, Price]:
         headers = {}
         correlation = get_correlation_id()
         if correlation:
             headers["X-Correlation-ID"] = correlation
         try:
             async with self.session.get(
-                f"{self.base_url}/api/v1/products/batch",
+                f"{base_url}/api/v1/products/batch",
                 params={"ids": ",".join(map(str, product_ids))},
                 headers=headers,
             ) as resp:
+                if resp.status == 503:
+                    raise _Failover()
                 if resp.status != 200:
                     raise CatalogUnavailable()
                 body = await resp.json()
         except TimeoutError as exc:  # aiohttp's timeouts too: ServerTimeoutError is one
             raise CatalogTimeout() from exc
+        except aiohttp.ClientConnectionError as exc:  # refused, reset, dropped: the next one
+            raise _Failover() from exc
         except (aiohttp.ClientError, ValueError) as exc:
             raise CatalogUnavailable() from exc
         try:

@@ -116,3 +116,20 @@ async def test_checks_are_removed_when_their_resource_closes(
     finally:
         await runner.cleanup()
     assert app[core.HEALTH].names == []
+
+
+async def test_a_draining_instance_fails_readiness_whatever_its_checks_say(
+    service_client: ClientFactory, make_settings: SettingsFactory
+) -> None:
+    app = core.create_app("t", make_settings(), resources=[core.redis_ctx(REDIS_URL)])
+    client = await service_client(app)
+    assert (await client.get("/readyz")).status == 200
+    app[core.HEALTH].start_draining()
+    assert app[core.HEALTH].draining
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert await resp.json() == {
+        "status": "unavailable",
+        "checks": {"draining": {"status": "down", "error": "shutting down"}},
+    }
+    assert (await client.get("/healthz")).status == 200  # alive: it still serves

@@ -32,7 +32,7 @@ from core.settings import DEV_KEYS_WARNED_VAR, BaseServiceSettings
 from core.testing import wait_for
 from services import registry
 from services.cli import main
-from services.up import child_environment, parse_replicas, plan
+from services.up import child_environment, parse_replicas, plan, rotation_delay
 
 CLI = [sys.executable, "-m", "services.cli"]
 RETRY_MS = (50, 1000, 5000, 30000)  # this file's retry policy, and the default one
@@ -420,6 +420,17 @@ def test_up_refuses_unknown_services_and_bad_replica_counts(cli_env: dict[str, s
         assert "replica" in result.stderr, result.stderr
 
 
+def test_restart_with_no_aioshop_up_running_is_one_line_and_exit_status_1(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    result = _run(["restart", "products", "--data-dir", str(tmp_path / "none")], cli_env)
+    assert result.returncode == 1
+    assert "no `aioshop up` is running with data directory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    refused = _run(["restart", "nope"], cli_env)
+    assert refused.returncode == 2  # argparse: not a role
+
+
 def test_the_plan_puts_every_instance_behind_the_gateway() -> None:
     processes = plan("0.0.0.0", parse_replicas(["products=3", "users=2"]))  # noqa: S104
     names = [p.name for p in processes]
@@ -431,10 +442,17 @@ def test_the_plan_puts_every_instance_behind_the_gateway() -> None:
     assert len(set(instances)) == 3
     assert all(url.startswith("http://127.0.0.1:") for url in instances)
     assert not any(p.front for p in processes if p.role in registry.SERVICES)
-    # Services calling products directly are pointed at its first instance.
+    # Services calling products directly get every instance (they spread and fail over).
     for process in processes:
         if process.role in registry.SERVICES:
-            assert process.env["PRODUCTS_URL"] == instances[0], process
+            assert process.env["PRODUCTS_URL"] == ",".join(instances), process
+    # Replicas drain for a gateway round or more when restarted; a single instance does not.
+    delays = {p.name: p.env.get("SHUTDOWN_DRAIN_DELAY") for p in processes}
+    assert delays["products-0"] == delays["users-1"] == f"{rotation_delay():g}"
+    assert delays["orders"] is None
+    assert delays["gateway"] is None
+    no_gateway = plan("127.0.0.1", parse_replicas(["products=2"]), gateway=False)
+    assert all("SHUTDOWN_DRAIN_DELAY" not in p.env for p in no_gateway)
 
 
 class _Terminal(io.StringIO):
@@ -534,9 +552,9 @@ def test_children_of_aioshop_up_die_with_it_even_when_it_is_killed() -> None:
             sys.executable,
             "-c",
             "import subprocess, sys, time\n"
-            "from services.up import _die_with_parent\n"
+            "from services.supervisor import die_with_parent\n"
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],"
-            " start_new_session=True, preexec_fn=_die_with_parent)\n"
+            " start_new_session=True, preexec_fn=die_with_parent)\n"
             "print(child.pid, flush=True)\n"
             "time.sleep(60)\n",
         ],

@@ -116,15 +116,21 @@ class AmqpTransport(Transport):
             subscription.start()
         await self._link.start()
 
+    async def stop_consuming(self) -> None:
+        """Stop the broadcast subscriptions, cancel the consumers (``basic.cancel``: the broker
+        sends this instance no more messages), let handlers in flight finish (bounded by
+        ``drain_timeout``); publishing goes on."""
+        broadcasts, self._broadcasts = self._broadcasts, []
+        for subscription in broadcasts:
+            await subscription.stop()
+        await self._consumers.stop_all()
+
     async def stop(self) -> None:
         """Stop the broadcast subscriptions, cancel the consumers, let handlers in flight
         finish (bounded), disconnect."""
         if not self._link.running:
             return
-        broadcasts, self._broadcasts = self._broadcasts, []
-        for subscription in broadcasts:
-            await subscription.stop()
-        await self._consumers.stop_all()
+        await self.stop_consuming()
         self._publisher.accepting = False
         await self._link.stop()
 
