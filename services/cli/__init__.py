@@ -3,9 +3,9 @@
 Every process of the system is one `aioshop serve ROLE`; `aioshop up` runs them all on this
 machine. Settings come from environment variables (and a .env file): see the README.
 
-The package, by job: ``parser`` (the commands and their help), ``serve``, ``up``, ``admin``
-(migrate, create-admin, seed, keygen) and ``bus`` (the commands), ``startup`` (one line for a
-server that cannot be reached, instead of a traceback).
+The package, by job: ``parser`` (the commands and their help), ``serve``, ``up``, ``restart``,
+``admin`` (migrate, create-admin, seed, keygen), ``backup`` (backup, restore) and ``bus`` (the
+commands), ``startup`` (one line for a server that cannot be reached, instead of a traceback).
 """
 
 from __future__ import annotations
