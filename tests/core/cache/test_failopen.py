@@ -253,9 +253,13 @@ async def test_memcached_closing_connections_fails_open_instead_of_holding_the_l
     one): aiomcache 0.8 alone reads b"" forever without yielding (aio-libs/aiomcache#502), so
     this test would hang until pytest's timeout instead of returning."""
 
+    writers: list[asyncio.StreamWriter] = []
+
     async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         await reader.read(1)  # the command has arrived: close before answering
         writer.close()
+        await writer.wait_closed()
 
     server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -272,4 +276,7 @@ async def test_memcached_closing_connections_fails_open_instead_of_holding_the_l
     finally:
         await tier.close()
         server.close()
+        for writer in writers:  # connections the client opened and never used, too
+            writer.close()
+        await asyncio.gather(*(w.wait_closed() for w in writers), return_exceptions=True)
         await server.wait_closed()
