@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit servers lint typecheck pytest bench load profile clean audit security
+.PHONY: install run test test-unit servers lint typecheck pytest bench load profile chaos dr-drill clean audit security
 
 install: $(STAMP)
 
@@ -86,9 +86,24 @@ profile: install
 	$(BIN)/python -m perf.profile --service $(SERVICE) --duration $(PROFILE_TIME) \
 		--users $(PROFILE_USERS) --host $(LOAD_HOST) --out perf/reports/
 
+# The fault-injection suite (ops/chaos): the system under a Locust load while faults are
+# injected one after another; one table of requests, errors, recovery times and invariant
+# violations. CHAOS_ARGS passes options, e.g. CHAOS_ARGS='--profile short'.
+CHAOS_ARGS ?=
+
+chaos: install
+	bash scripts/servers.sh
+	$(BIN)/python -m ops.chaos $(CHAOS_ARGS)
+
+# The disaster-recovery drill (ops/drill.py): orders placed, a backup, the orders database
+# destroyed and restored, its read model rebuilt, the invariants checked; prints RTO and RPO.
+dr-drill: install
+	bash scripts/servers.sh
+	$(BIN)/python -m ops.drill
+
 # Static security checks (pytest runs them too, in tests/security/test_tooling.py).
 security: install
-	$(BIN)/bandit -q -c pyproject.toml -r core services gateway web migrations perf -ll
+	$(BIN)/bandit -q -c pyproject.toml -r core services gateway web migrations ops perf -ll
 	$(BIN)/hadolint Dockerfile
 
 # Known vulnerabilities of the installed dependencies; fails (never passes silently) when the

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ["core", "services", "gateway", "web", "migrations", "perf"]
+SOURCES = ["core", "services", "gateway", "web", "migrations", "ops", "perf"]
 BIN = Path(sys.executable).parent
 
 
@@ -41,7 +41,7 @@ def _bandit(tmp_path: Path, *targets: str) -> dict[str, object]:
 
 
 def test_bandit_finds_no_medium_or_high_issue(tmp_path: Path) -> None:
-    """``bandit -c pyproject.toml -r core services gateway web migrations perf -ll``."""
+    """``bandit -c pyproject.toml -r core services gateway web migrations ops perf -ll``."""
     report = _bandit(tmp_path, *SOURCES)
     assert report["errors"] == [], report["errors"]
     findings = [
