@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import ClientResponse
 
-__all__ = ["assert_problem", "wait_for"]
+__all__ = ["assert_problem", "free_port", "refuses_connections", "wait_for"]
 
 T = TypeVar("T")
 
@@ -45,3 +46,22 @@ async def assert_problem(response: ClientResponse, status: int) -> dict[str, Any
         for error in body["errors"]:
             assert set(error) == {"loc", "msg", "type"}, error
     return body  # type: ignore[no-any-return]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that was free a moment ago (another process may take it since)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def refuses_connections(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether nothing listens on ``host:port`` (a connection is refused)."""
+    try:
+        _, writer = await asyncio.open_connection(host, port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    await writer.wait_closed()
+    return False

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,30 +17,13 @@ from aiohttp import web
 
 from core import BaseServiceSettings, create_app
 from core.runner import Site, serve, serve_all, server_ssl_context
-from core.testing import wait_for
+from core.testing import free_port, refuses_connections, wait_for
 from tests.certificates import self_signed
 
 pytestmark = [
     pytest.mark.unit,
     pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _refused(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    await writer.wait_closed()
-    return False
 
 
 @pytest.fixture
@@ -89,7 +71,7 @@ async def test_https_then_a_graceful_stop_on_sigterm(
 
     app = create_app("runner", make_settings(), resources=[resource])
     app.router.add_get("/slow", slow)
-    port = _free_port()
+    port = free_port()
     urls: list[str] = []
     server = asyncio.create_task(
         serve(
@@ -115,7 +97,7 @@ async def test_https_then_a_graceful_stop_on_sigterm(
             await asyncio.wait_for(entered.wait(), 5)
 
             os.kill(os.getpid(), signal.SIGTERM)  # caught by serve's handler, not fatal
-            await wait_for(lambda: _refused(port))  # stopped accepting at once
+            await wait_for(lambda: refuses_connections(port))  # stopped accepting at once
             assert not server.done()  # but still draining the request in flight
             assert closed == []
             release.set()
@@ -140,7 +122,7 @@ async def test_several_apps_stop_accepting_then_the_hook_then_cleanup_last_first
     """``serve_all`` (the embedded mode): every site stops accepting before ``stopped`` runs,
     and the apps are torn down after it, the last site first."""
     order: list[str] = []
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
 
     def resource(name: str) -> Callable[[web.Application], AsyncIterator[None]]:
         async def ctx(app: web.Application) -> AsyncIterator[None]:
@@ -150,7 +132,7 @@ async def test_several_apps_stop_accepting_then_the_hook_then_cleanup_last_first
         return ctx
 
     async def stopped() -> None:
-        assert [await _refused(port) for port in ports] == [True, True]
+        assert [await refuses_connections(port) for port in ports] == [True, True]
         order.append("stopped")
 
     apps = [create_app(n, make_settings(), resources=[resource(n)]) for n in ("first", "last")]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -20,21 +19,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 import migrations
-from core.testing import wait_for
+from core.testing import free_port, wait_for
 from gateway import Settings, create_gateway_app
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOSED = "http://127.0.0.1:1"  # nothing listens on port 1: connections are refused at once
 
 Client = TestClient[Any, Any]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _answers(url: str) -> bool:

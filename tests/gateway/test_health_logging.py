@@ -4,22 +4,15 @@ the instances are still starting (``aioshop up`` starts the dashboard beside the
 from __future__ import annotations
 
 import logging
-import socket
 
 import aiohttp
 import pytest
 from aiohttp import web
 
+from core.testing import free_port
 from gateway.balancer import BreakerConfig, Pool
 from gateway.health import HealthChecker
 from gateway.retry import RetryBudget
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def _ready(request: web.Request) -> web.Response:
@@ -35,7 +28,7 @@ def _messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
 async def test_not_up_yet_is_no_warning_and_a_fall_after_being_up_is(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = _free_port()  # nothing listens there yet: the instance is starting
+    port = free_port()  # nothing listens there yet: the instance is starting
     pool = Pool(
         "web",
         [f"http://127.0.0.1:{port}"],

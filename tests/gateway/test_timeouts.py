@@ -12,16 +12,9 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
-from core.testing import wait_for
+from core.testing import free_port, wait_for
 from tests.core.test_server import MARGIN, RawClient, raw_clients, slow_loris, status_of
-from tests.gateway.conftest import (
-    CLOSED,
-    ROOT,
-    FakeFactory,
-    ServiceProcess,
-    _serve,
-    free_port,
-)
+from tests.gateway.conftest import CLOSED, ROOT, FakeFactory, ServiceProcess, _serve
 
 __all__ = ["raw_clients"]  # the fixture closing every raw client, used here too
 

@@ -12,17 +12,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core.testing import wait_for
+from core.testing import free_port, wait_for
 from tests.certificates import self_signed
-from tests.gateway.conftest import (
-    CLOSED,
-    ROOT,
-    Client,
-    FakeFactory,
-    FakeUpstream,
-    GatewayFactory,
-    free_port,
-)
+from tests.gateway.conftest import CLOSED, ROOT, Client, FakeFactory, FakeUpstream, GatewayFactory
 
 
 @pytest.fixture

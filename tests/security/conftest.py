@@ -32,12 +32,11 @@ import pytest
 import migrations
 from core.bus import RetryPolicy
 from core.bus.amqp import delay_queue_name, parking_queue_name
-from core.testing import wait_for
+from core.testing import free_port, wait_for
 from tests.gateway.conftest import (  # the gateway tests' process helpers and fixtures
     ROOT,
     ServiceProcess,
     _answers,
-    free_port,
     gateway_settings,
     make_gateway,
 )

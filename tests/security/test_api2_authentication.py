@@ -25,9 +25,9 @@ import pytest
 
 from core.auth.devkeys import DEV_PRIVATE_KEY, DEV_PUBLIC_KEY
 from core.auth.tokens import TokenCodec
-from core.testing import assert_problem
+from core.testing import assert_problem, free_port
 from services.users.roles import PERMISSIONS
-from tests.gateway.conftest import ROOT, ServiceProcess, free_port
+from tests.gateway.conftest import ROOT, ServiceProcess
 from tests.security.conftest import Session, System, spawn
 
 ME = "/api/v1/users/me"

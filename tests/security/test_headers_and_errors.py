@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from multidict import CIMultiDictProxy
 
-from core.testing import assert_problem, wait_for
-from tests.gateway.conftest import CLOSED, GatewayFactory, ServiceProcess, free_port
+from core.testing import assert_problem, free_port, wait_for
+from tests.gateway.conftest import CLOSED, GatewayFactory, ServiceProcess
 from tests.security.conftest import PASSWORD, Session, System, assert_no_leak, spawn, stop
 
 

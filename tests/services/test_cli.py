@@ -8,7 +8,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,20 +28,13 @@ from core.bus import Incoming, RetryPolicy
 from core.bus.amqp import AmqpTransport
 from core.logging import PROCESS_NAME_VAR
 from core.settings import DEV_KEYS_WARNED_VAR, BaseServiceSettings
-from core.testing import wait_for
+from core.testing import free_port, wait_for
 from services import registry
 from services.cli import main
 from services.up import child_environment, parse_replicas, plan, rotation_delay
 
 CLI = [sys.executable, "-m", "services.cli"]
 RETRY_MS = (50, 1000, 5000, 30000)  # this file's retry policy, and the default one
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -212,8 +204,8 @@ def _get(url: str) -> int:
 def test_up_runs_every_service_replicas_and_the_gateway_and_stops_on_ctrl_c(
     cli_env: dict[str, str],
 ) -> None:
-    ports = {name: _free_port() for name in registry.SERVICES}
-    gateway, dashboard = _free_port(), _free_port()
+    ports = {name: free_port() for name in registry.SERVICES}
+    gateway, dashboard = free_port(), free_port()
     queues = {name: f"test-up-{name}-{uuid.uuid4().hex[:8]}" for name in registry.SERVICES}
     env = {
         **cli_env,
@@ -296,10 +288,10 @@ def _served_by_instance(metrics_url: str, upstream: str) -> dict[str, float]:
 def test_a_database_out_of_reach_is_one_line_and_exit_status_1(
     command: list[str], cli_env: dict[str, str]
 ) -> None:
-    refused = _free_port()  # nothing listens on it
+    refused = free_port()  # nothing listens on it
     url = f"postgresql://postgres:not-for-your-eyes@127.0.0.1:{refused}/aioshop_users"
     env = {**cli_env, "USERS_DATABASE_URL": url}
-    port = ["--port", str(_free_port())] if command[0] == "serve" else []
+    port = ["--port", str(free_port())] if command[0] == "serve" else []
     result = _run([*command, *port], env)
     assert result.returncode == 1, result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr  # no traceback
@@ -312,7 +304,7 @@ def test_a_database_out_of_reach_is_one_line_and_exit_status_1(
 
 @pytest.mark.parametrize("role", ["gateway", "web"])
 def test_serve_runs_the_gateway_and_the_dashboard(role: str, cli_env: dict[str, str]) -> None:
-    port, refused = _free_port(), _free_port()
+    port, refused = free_port(), free_port()
     env = {
         **cli_env,
         **{f"UPSTREAM_{name.upper()}": f"http://127.0.0.1:{refused}" for name in registry.ROLES},
@@ -356,15 +348,15 @@ def _collect(stream: IO[str], lines: list[tuple[float, str]]) -> None:
 def test_up_is_quiet_when_idle_and_warns_of_the_development_key_once(
     cli_env: dict[str, str],
 ) -> None:
-    ports = {name: _free_port() for name in registry.SERVICES}
-    gateway = _free_port()
+    ports = {name: free_port() for name in registry.SERVICES}
+    gateway = free_port()
     queues = {name: f"test-idle-{name}-{uuid.uuid4().hex[:8]}" for name in registry.SERVICES}
     env = {
         **cli_env,
         **{f"{name.upper()}_PORT": str(port) for name, port in ports.items()},
         **{f"{name.upper()}_BUS_QUEUE": queue for name, queue in queues.items()},
         "GATEWAY_PORT": str(gateway),
-        "WEB_PORT": str(_free_port()),
+        "WEB_PORT": str(free_port()),
         "LOG_LEVEL": "INFO",  # what a developer sees by default
         "AIOSHOP_ENV": "development",  # the development keys: their warning is wanted once
     }

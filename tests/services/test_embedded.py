@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from core.testing import free_port
 from services import registry
 from services.embedded import CONFIG_VARIABLES, servers_available
 
@@ -32,15 +33,8 @@ CLI = [sys.executable, "-m", "services.cli"]
 ADMIN = ("embedded-admin@example.com", "embedded-admin-password")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_servers_are_available_when_configured_or_answering() -> None:
-    closed = {"PostgreSQL": _free_port(), "Redis": _free_port()}
+    closed = {"PostgreSQL": free_port(), "Redis": free_port()}
     assert not servers_available({}, closed)
     assert servers_available({"REDIS_URL": "redis://elsewhere:6379/0"}, closed)
     assert servers_available({"USERS_DATABASE_URL": "postgresql://db/users"}, closed)
@@ -161,7 +155,7 @@ class Embedded:
 @pytest.fixture
 def ports() -> dict[str, int]:
     names = [*registry.SERVICES, "web", "gateway"]
-    return {name: _free_port() for name in names}
+    return {name: free_port() for name in names}
 
 
 @pytest.fixture

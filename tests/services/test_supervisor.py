@@ -8,7 +8,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from core.testing import free_port
 from services.cli.restart import cmd_restart
 from services.control import running_supervisor
 from services.supervisor import CrashHistory, RestartPolicy
@@ -63,13 +63,6 @@ sys.exit(supervisor.run())
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _child(
     name: str,
     role: str,
@@ -80,7 +73,7 @@ def _child(
     front: bool = False,
     broken: Path | None = None,
 ) -> dict[str, object]:
-    port = _free_port()
+    port = free_port()
     marker = str(broken or "/nonexistent/broken")
     cmd = [sys.executable, "-c", CHILD, str(port), str(life), str(code), str(drain), marker]
     return {"name": name, "role": role, "cmd": cmd, "port": port, "front": front}

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import migrations
 from core.bus import RetryPolicy
 from core.bus.amqp import delay_queue_name, parking_queue_name
+from core.testing import free_port
 from services import registry
 from services.control import running_supervisor
 
@@ -37,13 +37,6 @@ pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "services.cli"]
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _token(roles: list[str]) -> str:
@@ -144,8 +137,8 @@ def heal_dsns(throwaway_database: Callable[[str, Path], str]) -> dict[str, str]:
 @pytest.fixture
 def system(heal_dsns: dict[str, str], redis_namespace: str, tmp_path: Path) -> Iterator[System]:
     suffix = uuid.uuid4().hex[:8]
-    ports = {f"{name.upper()}_PORT": str(_free_port()) for name in (*registry.SERVICES, "web")}
-    gateway_port = _free_port()
+    ports = {f"{name.upper()}_PORT": str(free_port()) for name in (*registry.SERVICES, "web")}
+    gateway_port = free_port()
     queues = {name: f"test-heal-{name}-{suffix}" for name in registry.SERVICES}
     exchange = f"test-heal-{suffix}.events"
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_PORT", "_DATABASE_URL"))}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +25,7 @@ from core.bus.app import bus_ctx, bus_workers_ctx
 from core.db import postgres_ctx
 from core.keys import DB_POOL
 from core.runner import Site, serve_all
-from core.testing import wait_for
+from core.testing import free_port, refuses_connections, wait_for
 from tests.core.bus.conftest import AMQP_URL, delete_topology, unique
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGTERM"), reason="POSIX signals")
@@ -54,23 +53,6 @@ class Flushed(Event):
     event_type = "drain.flushed"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def _refused(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
-        return True
-    writer.close()
-    await writer.wait_closed()
-    return False
-
-
 def _stop() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
@@ -78,7 +60,7 @@ def _stop() -> None:
 async def test_a_slow_request_in_flight_is_answered_while_readyz_fails_first(
     make_settings: Callable[..., BaseServiceSettings],
 ) -> None:
-    port = _free_port()
+    port = free_port()
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def slow(request: web.Request) -> web.Response:
@@ -114,7 +96,7 @@ async def test_a_slow_request_in_flight_is_answered_while_readyz_fails_first(
         # Still serving during the delay: a balancer that has not noticed yet is answered.
         async with session.get(f"{base}/healthz") as response:
             assert response.status == 200
-        await wait_for(lambda: _refused(port), within=5)
+        await wait_for(lambda: refuses_connections(port), within=5)
         assert time.monotonic() - stopped_at >= 1.4  # not before the drain delay
         assert not server.done()  # the request in flight holds the shutdown
         release.set()
@@ -128,7 +110,7 @@ async def test_a_slow_request_in_flight_is_answered_while_readyz_fails_first(
 async def test_a_request_that_never_ends_is_cut_after_the_shutdown_timeout(
     make_settings: Callable[..., BaseServiceSettings],
 ) -> None:
-    port = _free_port()
+    port = free_port()
     entered = asyncio.Event()
 
     async def hang(request: web.Request) -> web.Response:
@@ -145,7 +127,7 @@ async def test_a_request_that_never_ends_is_cut_after_the_shutdown_timeout(
 
         async def listening() -> bool:
             assert not server.done(), server
-            return not await _refused(port)
+            return not await refuses_connections(port)
 
         await wait_for(listening)
         in_flight = asyncio.create_task(session.get(f"http://127.0.0.1:{port}/hang"))
@@ -212,7 +194,7 @@ async def test_consumers_stop_then_the_outbox_is_flushed_before_the_process_exit
             bus_workers_ctx(bus_dsn, poll_interval=60, flush_timeout=5),
         ],
     )
-    port = _free_port()
+    port = free_port()
     server = asyncio.create_task(serve_all([Site(app, "127.0.0.1", port)]))
     connection = await aiormq.connect(AMQP_URL)
     try:

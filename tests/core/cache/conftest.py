@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from core.cache import Cache
-from core.testing import wait_for
+from core.testing import free_port, wait_for
 from tests.core.bus.conftest import BrokerProxy
 from tests.core.conftest import REDIS_URL
 
@@ -23,14 +22,6 @@ CLOSED_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on ports 1 and 2
 CLOSED_MEMCACHED_URL = "memcached://127.0.0.1:2"
 
 CacheFactory = Callable[..., Cache]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,7 +24,7 @@ import orjson
 import pytest
 
 from core.bus.amqp import AmqpTransport
-from core.testing import wait_for
+from core.testing import free_port, wait_for
 from services.orders import Settings
 from services.products import Settings as ProductsSettings
 from services.products import create_products_app
@@ -36,13 +35,6 @@ from tests.services.products.helpers import Client, inventory_row
 from tests.services.products.test_events_amqp import AMQP_URL, delete_topology
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -143,7 +135,7 @@ async def test_sigkill_mid_saga_then_restart_every_order_settles_correctly(
         "ORDERS_SAGA_POLL_INTERVAL": "0.1",
         "ORDERS_SAGA_LEASE": "1",
     }
-    service = OrdersProcess(env, _free_port())
+    service = OrdersProcess(env, free_port())
     async with aiohttp.ClientSession() as session:
         try:
             mug = await catalog.product(stock=30)
