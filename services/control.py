@@ -15,6 +15,8 @@ import contextlib
 import json
 import os
 import socket
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +70,13 @@ class Control:
     @classmethod
     def open(cls, data_dir: Path, say: Callable[[str], None]) -> Control | None:
         """Listen in ``data_dir`` (made 0700); ``None``, after saying why, when another live
-        supervisor uses it or its path is too long for a Unix socket."""
+        supervisor uses it, it is not this user's own, or its path is too long for a Unix
+        socket."""
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        problem = _not_private(data_dir)
+        if problem is not None:
+            say(f"{data_dir} {problem}: no `aioshop restart` for this one")
+            return None
         other = running_supervisor(data_dir)
         if other is not None and other["pid"] != os.getpid():
             say(
@@ -101,11 +108,17 @@ class Control:
             "processes": processes,
         }
         path = self.data_dir / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump(state, file, indent=2)
-        os.replace(temporary, path)
+        # A new file of a random name (O_EXCL, 0600): nothing planted in the directory is
+        # followed or truncated.
+        descriptor, temporary = tempfile.mkstemp(dir=self.data_dir, prefix=".up-", suffix=".json")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(state, file, indent=2)
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
 
     def accept(self) -> Iterator[Request]:
         """The requests of the clients waiting to be accepted (none: returns at once). A
@@ -136,6 +149,20 @@ class Control:
         state = running_supervisor(self.data_dir, alive=False)
         if state is not None and state["pid"] == os.getpid():
             (self.data_dir / STATE_FILE).unlink(missing_ok=True)
+
+
+def _not_private(data_dir: Path) -> str | None:
+    """Why ``data_dir`` cannot hold the control files (``None``: it can). It must be a real
+    directory of this user's, closed to others: a directory made 0700 by ``mkdir`` keeps the
+    mode it had when it existed already, so that is set here, on this user's own only."""
+    info = os.lstat(data_dir)
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a directory (a symbolic link?)"
+    if info.st_uid != os.getuid():
+        return "belongs to another user"
+    if info.st_mode & 0o077:
+        os.chmod(data_dir, 0o700)
+    return None
 
 
 def running_supervisor(data_dir: Path, *, alive: bool = True) -> dict[str, Any] | None:

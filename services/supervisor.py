@@ -153,10 +153,11 @@ class Supervisor:
         self.slots = {
             p.name: _Slot(p, CrashHistory(self.policy, rand=rand)) for p in self.processes
         }
-        if settle is None:  # the gateway's next health round, before the next instance goes
-            settle = _gateway_interval() + 0.5 if self._role_running("gateway") else 0.0
+        if settle is None:  # the gateway sees the new instance ready before the next one goes
+            settle = _gateway_settle() if self._role_running("gateway") else 0.0
         self.settle = settle
         self._stopping = False
+        self._state_failed = False
         self._control: Control | None = None
         self._roll: _Roll | None = None
 
@@ -205,7 +206,13 @@ class Supervisor:
                     return True
             if slot.child is None and slot.restart_at is not None and now >= slot.restart_at:
                 slot.restart_at = None
-                self._start(slot)
+                try:
+                    self._start(slot)
+                except OSError as exc:  # fork or exec failed (memory, process limits): a crash
+                    self._say(f"{slot.process.name} could not be started again: {exc}")
+                    if self._crashed(slot, 1, now):
+                        return True
+                    continue
                 self._say(f"{slot.process.name} started again (pid {self._pid(slot)})")
             if slot.down_since is not None and slot.child is not None and now >= slot.next_probe:
                 slot.next_probe = now + 0.5
@@ -314,14 +321,15 @@ class Supervisor:
         print(f"aioshop up: {line}", file=sys.stderr, flush=True)
 
     def terminate(self) -> None:
-        """SIGINT the front processes, then the services (SIGINT: they drain without waiting
-        to be taken out of rotation, the gateway goes first anyway); SIGKILL what outlives
-        15 s."""
+        """SIGINT every process, the front ones first (SIGINT: they drain without waiting to be
+        taken out of rotation, the gateway goes first anyway); SIGKILL what outlives its stop
+        budget (three SHUTDOWN_TIMEOUTs and a margin: requests, handlers, outbox flush)."""
         order = sorted(self.children.items(), key=lambda kv: not self._is_front(kv[0]))
         for _, child in order:
             if child.poll() is None:
                 child.send_signal(signal.SIGINT)
-        deadline = time.monotonic() + 15
+        budget = max((_stop_budget(s.process) for s in self.slots.values()), default=15.0)
+        deadline = time.monotonic() + budget
         for name, child in order:
             try:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -337,8 +345,21 @@ class Supervisor:
         return any(p.role == role for p in self.processes)
 
     def _write_state(self) -> None:
+        """Best effort: the state file serves ``aioshop restart``; failing to write it (the
+        data directory removed, a full disk) must not stop the system it describes."""
         if self._control is None:
             return
+        try:
+            self._write_state_file()
+        except OSError as exc:
+            if not self._state_failed:
+                self._say(f"cannot write the state in {self.data_dir} ({exc}); going on without")
+            self._state_failed = True
+        else:
+            self._state_failed = False
+
+    def _write_state_file(self) -> None:
+        assert self._control is not None
         processes: list[dict[str, Any]] = [
             {
                 "name": slot.process.name,
@@ -407,7 +428,7 @@ class Supervisor:
                 delay = _seconds(slot.process, DRAIN_DELAY_VAR, 0.0)
                 say(f"{name}: draining (pid {old.pid}; out of rotation for {delay:g} s first)")
                 stopping = self.clock()
-                deadline = stopping + delay + _seconds(slot.process, "SHUTDOWN_TIMEOUT", 10) + 15
+                deadline = stopping + delay + _stop_budget(slot.process)
                 old.send_signal(signal.SIGTERM)
                 while old.poll() is None:
                     if self.clock() > deadline:
@@ -418,7 +439,10 @@ class Supervisor:
                 stopped = _exit_description(old.returncode)
                 say(f"{name}: stopped ({stopped}) after {self.clock() - stopping:.1f} s")
             slot.child = None
-            new = self._start(slot)
+            try:
+                new = self._start(slot)
+            except OSError as exc:
+                raise _RollFailed(f"{name}: could not be started: {exc}") from exc
             starting = self.clock()
             slot.down_since = None
             say(f"{name}: started (pid {new.pid}), waiting until it is ready")
@@ -452,10 +476,20 @@ def _seconds(process: Process, variable: str, default: float) -> float:
         return default
 
 
-def _gateway_interval() -> float:
+def _gateway_settle() -> float:
+    """Seconds until the gateway has checked an instance ready enough times to route to it."""
     from gateway.settings import Settings as GatewaySettings
 
-    return float(GatewaySettings().health_interval)
+    settings = GatewaySettings()
+    return float(
+        settings.health_interval * settings.healthy_threshold + settings.health_timeout + 0.5
+    )
+
+
+def _stop_budget(process: Process) -> float:
+    """Seconds a process may take to stop after its drain delay: its requests, its consumers'
+    handlers and its outbox flush, each bounded by SHUTDOWN_TIMEOUT, and a margin."""
+    return 3 * _seconds(process, "SHUTDOWN_TIMEOUT", 10.0) + 5
 
 
 def die_with_parent() -> None:

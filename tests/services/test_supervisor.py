@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,6 +209,41 @@ def test_a_killed_process_is_restarted_on_its_port_and_the_others_keep_running(
     assert not (running.data_dir / "up.sock").exists()
     assert not _alive(after["victim"])
     assert not _alive(before["steady"])
+
+
+def test_losing_the_data_directory_does_not_stop_the_healing(
+    supervise: Callable[..., Running],
+) -> None:
+    """The state file is for `aioshop restart`: a removed data directory (a `git clean`) must
+    not turn the next crash into stopping everything."""
+    running = supervise([_child("steady", "svc"), _child("victim", "svc")])
+    victim = running.pids()["victim"]
+    assert victim is not None
+    shutil.rmtree(running.data_dir)
+    os.kill(victim, signal.SIGKILL)
+    running.wait_for(lambda: "victim is ready again" in running.output(), 10, "not back")
+    assert "cannot write the state in" in running.output()
+    assert running.process.poll() is None
+
+
+def test_a_data_directory_open_to_others_is_closed_and_a_symlink_is_refused(
+    supervise: Callable[..., Running], data_dir: Path, tmp_path: Path
+) -> None:
+    data_dir.mkdir(mode=0o777)
+    data_dir.chmod(0o777)  # whatever the umask
+    running = supervise([_child("one", "svc")])
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert running.pids()["one"] is not None
+    running.process.send_signal(signal.SIGTERM)
+    assert running.process.wait(timeout=20) == 0
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    shutil.rmtree(data_dir)
+    data_dir.symlink_to(target)
+    running = supervise([_child("one", "svc")])
+    assert "is not a directory (a symbolic link?): no `aioshop restart`" in running.output()
+    assert not (target / "up.json").exists()
 
 
 def test_a_process_crashing_again_and_again_is_given_up_and_the_rest_runs_on(
