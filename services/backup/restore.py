@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import asyncpg
 
@@ -117,16 +118,56 @@ async def _restore_one(
     )
 
 
+def _database_key(dsn: str) -> tuple[str, int, str]:
+    """The server and database a URL names, to tell when two URLs name the same database."""
+    parts = urlsplit(dsn)
+    query = dict(parse_qsl(parts.query))
+    host = parts.hostname or query.get("host", "")
+    return host, parts.port or int(query.get("port", 5432)), database_name(dsn)
+
+
+def shared_databases(targets: Sequence[Target], services: Sequence[Target]) -> list[str]:
+    """A line for each of ``targets`` whose database is also another of ``services``'s: a
+    restore into it would replace that service's data too (one ``DATABASE_URL`` for all)."""
+    lines = []
+    for target in targets:
+        others = [
+            other.service
+            for other in services
+            if other.service != target.service
+            and _database_key(other.dsn) == _database_key(target.dsn)
+        ]
+        if others:
+            lines.append(
+                f"{target.service}: {database_name(target.dsn)} is also the database of "
+                f"{', '.join(others)}"
+            )
+    return lines
+
+
 async def restore(
-    directory: Path, targets: Sequence[Target], *, force: bool = False, tool_timeout: float = 3600.0
+    directory: Path,
+    targets: Sequence[Target],
+    *,
+    force: bool = False,
+    tool_timeout: float = 3600.0,
+    services: Sequence[Target] = (),
 ) -> tuple[Manifest, list[Restored]]:
     """Restore the dumps of ``targets``' services from the backup in ``directory`` into the
     targets' databases (created if missing); the manifest and what was done.
 
     ``Refused`` (nothing changed) if a file is missing or altered, a service has no dump in the
-    backup, or a target database is not empty and ``force`` is false; ``BackupError`` if a
-    ``pg_restore`` fails (its database is left empty: one transaction).
+    backup, a target database is also another service's (of ``targets`` or ``services``, every
+    service's database), or a target database is not empty and ``force`` is false;
+    ``BackupError`` if a ``pg_restore`` fails (its database is left empty: one transaction).
     """
+    shared = shared_databases(targets, [*targets, *services])
+    if shared:
+        raise Refused(
+            "services share a database: restoring one would replace the others' data "
+            "(give each service its own database URL)",
+            shared,
+        )
     manifest = await asyncio.to_thread(read_manifest, directory)
     missing = [t.service for t in targets if manifest.dump_of(t.service) is None]
     if missing:

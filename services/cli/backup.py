@@ -106,7 +106,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
         chosen = targets(services)
         started = time.monotonic()
         manifest, done = asyncio.run(
-            restore(directory, chosen, force=args.force, tool_timeout=settings.tool_timeout)
+            restore(
+                directory,
+                chosen,
+                force=args.force,
+                tool_timeout=settings.tool_timeout,
+                services=targets(list(registry.SERVICES)),
+            )
         )
     except Refused as exc:
         print(f"restore refused: {exc}", file=sys.stderr)

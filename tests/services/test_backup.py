@@ -251,6 +251,24 @@ def test_a_non_empty_database_needs_force(
     assert _snapshots(dsns) == backed_up
 
 
+def test_a_database_two_services_share_is_never_restored_over(
+    dsns: dict[str, str],
+    backup_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One database for every service (products' URL given to orders too): restoring orders
+    with --force would drop products' data with it."""
+    before = _snapshots(dsns)
+    monkeypatch.setenv("ORDERS_DATABASE_URL", dsns["products"])
+
+    assert main(["restore", str(backup_dir), "orders", "--force"]) == 1
+    err = capsys.readouterr().err
+    assert "services share a database" in err
+    assert f"orders: {dsns['products'].rsplit('/', 1)[1]} is also the database of products" in err
+    assert _snapshots(dsns) == before, "a refused restore changes nothing"
+
+
 def test_a_migrated_but_empty_database_is_not_empty(
     dsns: dict[str, str],
     backup_dir: Path,
