@@ -98,11 +98,15 @@ async def create_pool(
     *,
     min_size: int = 1,
     max_size: int = 10,
-    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+    statement_timeout: float | None = DEFAULT_STATEMENT_TIMEOUT,
     acquire_timeout: float | None = DEFAULT_ACQUIRE_TIMEOUT,
 ) -> TimedPool:
     """An asyncpg pool whose connections speak JSON through orjson, with the statement and
-    acquire timeouts (seconds) of the module's docstring."""
+    acquire timeouts (seconds) of the module's docstring; ``statement_timeout=None``: the
+    server's own (maintenance commands whose statements may run long)."""
+    server_settings = {"application_name": "aioshop"}
+    if statement_timeout is not None:
+        server_settings["statement_timeout"] = str(max(1, round(statement_timeout * 1000)))
     pool = TimedPool(
         dsn,
         acquire_timeout=acquire_timeout,
@@ -114,11 +118,8 @@ async def create_pool(
         init=_init_connection,
         connection_class=_PooledConnection,
         record_class=asyncpg.Record,
-        command_timeout=statement_timeout + _CLIENT_GRACE,
-        server_settings={
-            "application_name": "aioshop",
-            "statement_timeout": str(max(1, round(statement_timeout * 1000))),  # ms
-        },
+        command_timeout=None if statement_timeout is None else statement_timeout + _CLIENT_GRACE,
+        server_settings=server_settings,
     )
     await pool
     return pool

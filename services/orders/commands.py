@@ -25,7 +25,9 @@ __all__ = ["add_commands", "check_read_model", "rebuild_read_model"]
 
 @asynccontextmanager
 async def _repository(dsn: str) -> AsyncIterator[OrdersRepository]:
-    pool = await create_pool(dsn, min_size=1, max_size=1)
+    # Maintenance over every order: no statement timeout of a request's (a rebuild of a large
+    # read model reads and writes it all in one transaction).
+    pool = await create_pool(dsn, min_size=1, max_size=1, statement_timeout=None)
     try:
         yield OrdersRepository(pool)
     finally:

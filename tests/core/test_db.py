@@ -66,6 +66,20 @@ async def test_postgres_ctx_opens_and_closes_the_pool(make_settings: SettingsFac
     assert pool.is_closing()
 
 
+async def test_a_maintenance_pool_keeps_the_server_s_statement_timeout() -> None:
+    """``statement_timeout=None`` (a read-model rebuild): no request's limit on its statements."""
+    server = await asyncpg.connect(POSTGRES_DSN)
+    try:
+        default = await server.fetchval("SHOW statement_timeout")
+    finally:
+        await server.close()
+    pool = await create_pool(POSTGRES_DSN, min_size=1, max_size=1, statement_timeout=None)
+    try:
+        assert await pool.fetchval("SHOW statement_timeout") == default
+    finally:
+        await pool.close()
+
+
 async def test_a_statement_past_the_statement_timeout_is_cancelled_by_the_server() -> None:
     pool = await create_pool(POSTGRES_DSN, min_size=1, max_size=1, statement_timeout=0.2)
     try:
