@@ -148,8 +148,8 @@ async def _check(
         "stock-matches-orders": serial(lambda: _stock_against_orders(orders, products)),
         "payment-settled": serial(lambda: _unsettled_payments(orders)),
         "outbox-drained": serial(lambda: _unpublished(orders, products)),
-        # Polled too: check_read_model copies the views before it locks them, so an order
-        # written in between differs once (a real divergence stays).
+        # Polled too: a saga may still project its last event when the check starts (a real
+        # divergence stays).
         "read-model": lambda: _read_model(orders_dsn),
     }
     results = await asyncio.gather(*(_settle(probe, until) for probe in polled.values()))

@@ -134,7 +134,12 @@ async def test_a_request_that_never_ends_is_cut_after_the_shutdown_timeout(
         await asyncio.wait_for(entered.wait(), 5)
         started = time.monotonic()
         _stop()
-        await asyncio.sleep(0.1)  # the first signal handled before the second one is sent
+
+        async def draining() -> bool:  # the first signal handled before the second is sent
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as readiness:
+                return readiness.status == 503
+
+        await wait_for(draining)
         _stop()  # a second signal: no drain delay
         await asyncio.wait_for(server, 5)
         assert time.monotonic() - started < 3  # 0.5 s for the request, not the 5 s delay
