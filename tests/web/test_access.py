@@ -141,8 +141,9 @@ async def test_a_public_dashboard_hides_hosts_pids_and_ids_from_anonymous_caller
     client = await make_client(dashboard_public=True)
     host, instance = f"host-{uuid.uuid4().hex[:8]}", f"inst-{uuid.uuid4().hex[:8]}"
     order_id, correlation = str(uuid.uuid4()), f"corr-{uuid.uuid4().hex[:8]}"
-    data = snapshot_data(service="orders", instance=f"{instance}:4242", host=host)
-    data["process"] = {**data["process"], "pid": 4242}
+    data = snapshot_data(service="orders", instance=f"{instance}:987654321", host=host)
+    # Nine digits: a short pid such as 4242 turned up in a timestamp's microseconds once.
+    data["process"] = {**data["process"], "pid": 987654321}
     await publisher.publish_envelope(envelope("metrics.snapshot", data))
     await publisher.publish_envelope(
         envelope(
@@ -160,7 +161,7 @@ async def test_a_public_dashboard_hides_hosts_pids_and_ids_from_anonymous_caller
 
     full = await wait_for(full_view, within=5)
     full_text = str(full)
-    for secret in (host, instance, "4242", order_id, correlation):
+    for secret in (host, instance, "987654321", order_id, correlation):
         assert secret in full_text, secret  # metrics:read sees everything
 
     anonymous = await client.get("/dashboard/api/state?history=1")
@@ -175,7 +176,7 @@ async def test_a_public_dashboard_hides_hosts_pids_and_ids_from_anonymous_caller
     for text in (public_text, first.decode(), page):
         assert "orders" in text
         assert "12.34" in text or '"total_cents":1234' in text
-        for secret in (host, instance, "4242", order_id, order_id[:8], correlation):
+        for secret in (host, instance, "987654321", order_id, order_id[:8], correlation):
             assert secret not in text, secret
     body = (await (await client.get("/dashboard/api/state")).json())["view"]
     (saga,) = body["sagas"]
