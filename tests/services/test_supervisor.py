@@ -21,7 +21,7 @@ import pytest
 from core.testing import free_port
 from services.cli.restart import cmd_restart
 from services.control import running_supervisor
-from services.supervisor import CrashHistory, RestartPolicy
+from services.restart_policy import CrashHistory, RestartPolicy
 
 # A child: answers 200 on every path on --port; exits with status CODE after LIFE seconds
 # (never when LIFE is 0). SIGTERM makes it exit 0 after DRAIN seconds. If the file BROKEN
