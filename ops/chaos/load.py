@@ -28,6 +28,8 @@ class Window:
 
     requests: int = 0
     failures: Counter[int] = field(default_factory=Counter)
+    # Each failure's status, route and what the answer said (its problem's detail): the why.
+    reasons: Counter[tuple[int, str, str]] = field(default_factory=Counter)
     first: float | None = None  # when its first request started
     last: float | None = None
 
@@ -94,7 +96,7 @@ class Load:
         window = Window()
         with self.log.open(encoding="utf-8") as lines:
             for line in lines:
-                parts = line.split(" ", 3)
+                parts = line.rstrip("\n").split(" ", 3)
                 if len(parts) < 3:
                     continue  # a line being written
                 try:
@@ -107,4 +109,6 @@ class Load:
                     window.last = max(started, window.last or started)
                     if parts[2] == "fail":
                         window.failures[status] += 1
+                        name, _, detail = (parts[3] if len(parts) > 3 else "").partition("\t")
+                        window.reasons[(status, name, detail)] += 1
         return window

@@ -11,6 +11,8 @@ Every request, as it ends, appends one line to the file ``CHAOS_REQUEST_LOG`` na
 
     <unix time the request started> <status: 0 when no answer came> <ok|fail> <request name>
 
+and, after a failure's name, a tab and what the answer said (its problem's title and detail).
+
 from which the run counts the requests and failures of each fault's window. A request counts as
 failed as the scenarios judge it (an expected 409 is a success, a 5xx or a reset a failure).
 """
@@ -96,7 +98,11 @@ def _record(
     if _log is None:
         return
     status = getattr(response, "status_code", 0) or 0
-    _log.write(f"{start_time:.3f} {status} {'fail' if exception else 'ok'} {name}\n")
+    if exception is None:
+        _log.write(f"{start_time:.3f} {status} ok {name}\n")
+        return
+    detail = " ".join(str(exception).split())[:200]  # one line: the problem's title and detail
+    _log.write(f"{start_time:.3f} {status} fail {name}\t{detail}\n")
 
 
 def _close(**_: Any) -> None:

@@ -40,6 +40,10 @@ class Row:
             "requests": self.window.requests,
             "failed": self.window.failed,
             "errors_by_status": {str(k): v for k, v in sorted(self.window.failures.items())},
+            "failures": [
+                {"status": status, "request": name, "said": detail, "count": count}
+                for (status, name, detail), count in self.window.reasons.most_common(10)
+            ],
             "recovery_s": None if self.recovery is None else round(self.recovery, 1),
             "violations": [{"invariant": v.invariant, "detail": v.detail} for v in self.violations],
             "note": self.note,

@@ -35,7 +35,7 @@ def test_a_window_counts_the_requests_that_started_in_it(tmp_path: Path) -> None
     load = Load("http://127.0.0.1:1", users=1, workdir=tmp_path, env={}, think=1)
     load.log.write_text(
         "100.000 200 ok /api/v1/products\n"
-        "101.500 503 fail /api/v1/products\n"
+        "101.500 503 fail /api/v1/products\tHTTP 503: The catalog is unavailable\n"
         "101.600 0 fail /api/v1/orders\n"
         "102.000 409 ok /api/v1/orders/{id}/cancel\n"
         "103.000 503 fail /api/v1/products\n"
@@ -44,6 +44,12 @@ def test_a_window_counts_the_requests_that_started_in_it(tmp_path: Path) -> None
     window = load.window(101, 103)
     assert window.requests == 3
     assert window.failures == Counter({503: 1, 0: 1})
+    assert window.reasons == Counter(
+        {
+            (503, "/api/v1/products", "HTTP 503: The catalog is unavailable"): 1,
+            (0, "/api/v1/orders", ""): 1,
+        }
+    )
     assert window.errors() == f"conn{X}1, 503{X}1"  # a tie: by status
     assert load.window(0, 200).errors() == f"503{X}2, conn{X}1"
     assert Window().errors() == "none"
