@@ -36,8 +36,12 @@ servers:
 # Every test, with coverage; the floor is [tool.coverage.report] fail_under in pyproject.toml.
 # `coverage run` rather than pytest-cov: it starts before pytest loads its plugins, and the
 # plugin core.testing imports most of core (pytest-cov would miss those modules' top lines).
+# The processes the tests start are measured too (pyproject.toml: patch = subprocess), each in
+# a data file of its own: combined before the report.
 pytest: install servers
+	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
+	@$(BIN)/coverage combine -q
 	@echo "coverage, % of lines:"
 	@$(BIN)/coverage report --format=total
 
