@@ -184,7 +184,12 @@ def _body(response: Any) -> Any:
 def _problem(response: Any) -> str:
     """A short failure message (no correlation id: locust groups failures by message)."""
     try:
-        title = _body(response).get("title") or ""
+        body = _body(response)
+        title = body.get("title") or ""
+        # A validation problem's first error type says which rule (e.g. unknown_product).
+        errors = body.get("errors") or []
+        if errors and isinstance(errors[0], dict) and errors[0].get("type"):
+            title = f"{title} ({errors[0]['type']})"
     except (ValueError, AttributeError):
         title = ""
     return f"HTTP {response.status_code} {title}".strip()
