@@ -241,6 +241,17 @@ class Load:
     def count(self, since: float = 0.0, until: float = float("inf")) -> int:
         return sum(1 for o in list(self.outcomes) if since <= o.started <= until)
 
+    def ran(self, since: float = 0.0, requests: int = 200) -> Callable[[], bool]:
+        """A condition: ``requests`` requests started since ``since`` and ended, at least one of
+        every kind (a phase of the test measured in work done, not in seconds)."""
+
+        def enough() -> bool:
+            done = [o for o in list(self.outcomes) if o.started >= since]
+            kinds = {o.kind for o in done}
+            return len(done) >= requests and kinds >= {"read", "create", "order"}
+
+        return enough
+
     async def _run(self, admin: dict[str, str], customer: dict[str, str]) -> None:
         timeout = aiohttp.ClientTimeout(total=15)
         async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -313,7 +324,7 @@ def test_a_products_instance_killed_under_load_is_back_in_rotation_within_10_s(
     load = Load(system.gateway, _seed(system))
     load.start()
     try:
-        time.sleep(3)  # a steady load before the kill (its baseline: no failure)
+        system.wait(load.ran(), 60, "the load did not get going")  # its baseline: no failure
         assert load.failures() == [], load.failures()[:5]
         victim = system.instances()["products-1"]
         killed_at = time.monotonic()
@@ -332,7 +343,7 @@ def test_a_products_instance_killed_under_load_is_back_in_rotation_within_10_s(
             "products-1 not back in the gateway's rotation",
         )
         back_in_rotation = time.monotonic() - killed_at
-        time.sleep(2)  # the load goes on with both instances
+        system.wait(load.ran(since=time.monotonic()), 60, "no load served with both instances")
         assert system.process.poll() is None
         requests = load.count(since=killed_at - 1)
         failures = load.failures(since=killed_at - 1)
@@ -364,7 +375,7 @@ def test_a_rolling_restart_under_load_fails_no_request(system: System) -> None:
     before = {name: p["pid"] for name, p in system.instances().items()}
     load.start()
     try:
-        time.sleep(3)
+        system.wait(load.ran(), 60, "the load did not get going")
         started = time.monotonic()
         restart = subprocess.run(  # noqa: S603
             [*CLI, "restart", "products", "--data-dir", str(system.data_dir), "--timeout", "120"],
@@ -374,7 +385,7 @@ def test_a_rolling_restart_under_load_fails_no_request(system: System) -> None:
             timeout=150,
         )
         duration = time.monotonic() - started
-        time.sleep(2)  # and after it
+        system.wait(load.ran(since=time.monotonic()), 60, "no load served after the restart")
     finally:
         load.stop()
     assert restart.returncode == 0, restart.stdout + restart.stderr + system.output()[-3000:]
