@@ -2,6 +2,7 @@
 tiers are used again once their servers are back."""
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -144,12 +145,16 @@ async def test_memcached_is_used_again_once_it_is_back(
     assert cache.memcached.breaker.state is not BreakerState.CLOSED
 
     await memcached_process.start()  # empty, as after a restart
+    # A fresh key per attempt: an attempt whose store succeeded but whose read timed out (a
+    # starved CPU) leaves its key in memcached, and reusing it would read as never recovering.
+    keys = itertools.count(100)
 
     async def in_use_again() -> bool:
+        key = next(keys)
         before = len(calls)
-        await get(2)
-        await get(2)
-        return len(calls) == before + 1 if before else False
+        await get(key)
+        await get(key)
+        return len(calls) == before + 1
 
     await wait_for(in_use_again)
     assert cache.memcached.breaker.state is BreakerState.CLOSED
@@ -180,11 +185,13 @@ async def test_redis_is_used_again_once_it_is_back(
     assert len(calls) == 6
 
     await redis_process.start()
+    keys = itertools.count(100)  # a fresh key per attempt, as for memcached above
 
     async def in_use_again() -> bool:
+        key = next(keys)
         before = len(calls)
-        await get(2)
-        await get(2)
+        await get(key)
+        await get(key)
         return len(calls) == before + 1
 
     await wait_for(in_use_again)
@@ -222,14 +229,17 @@ async def test_both_servers_down_then_back(
     await redis_process.start()
     await memcached_process.start()
 
+    keys = itertools.count(100)  # a fresh key per attempt, as above
+
     async def redis_serves_again() -> bool:
+        key = next(keys)
         before = len(calls)
-        await get(100)
-        await get(100)
+        await get(key)
+        await get(key)
         return len(calls) == before + 1
 
     await wait_for(redis_serves_again)
-    fresh = iter(range(200, 300))
+    fresh = itertools.count(10_000)
     stats = next(iter(cache.stats.functions.values()))
 
     async def memcached_serves_again() -> bool:
