@@ -266,6 +266,11 @@ class BaseServiceSettings(BaseSettings):
     # finishes the requests in flight for at most SHUTDOWN_TIMEOUT seconds.
     shutdown_drain_delay: float = Field(default=0.0, ge=0, le=300)
     shutdown_timeout: float = Field(default=10.0, gt=0, le=600)
+    # Service discovery (core.discovery) of instance lists written dns+http://name:port: every
+    # DISCOVERY_INTERVAL seconds and after an instance fails, through DISCOVERY_NAMESERVERS
+    # (addresses, "host:port"; the system's when empty).
+    discovery_interval: float = Field(default=5.0, gt=0, le=3600)
+    discovery_nameservers: list[str] = Field(default_factory=list, max_length=8)
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ from core import HEALTH, METRICS, REDIS, Router, create_app, token_codec
 from core.app import CleanupCtx
 from core.auth import Authenticator, RevocationStore
 from core.bus import Transport, bus_ctx
+from core.discovery import Discovery, DnsResolver, is_discovered
 from core.health import Check
 from core.keys import AUTHENTICATOR
 from core.redis import create_redis
@@ -62,7 +63,7 @@ def _pools(settings: Settings, table: RouteTable, metrics: GatewayMetrics) -> di
     return {
         name: Pool(
             name,
-            instances,
+            [url for url in instances if not is_discovered(url)],  # the others: _discoveries
             config=config,
             budget=RetryBudget(
                 ratio=settings.retry_budget_ratio,
@@ -78,6 +79,23 @@ def _pools(settings: Settings, table: RouteTable, metrics: GatewayMetrics) -> di
         )
         for name, instances in urls.items()
     }
+
+
+def _discoveries(settings: Settings, pools: dict[str, Pool]) -> list[Discovery]:
+    """A ``Discovery`` for each pool with ``dns+`` instances, feeding it and fed by its
+    failures."""
+    resolver = DnsResolver(settings.discovery_nameservers, timeout=settings.health_timeout)
+    found = []
+    for name, specs in settings.upstreams().items():
+        pool = pools.get(name)
+        if pool is None or not any(is_discovered(spec) for spec in specs):
+            continue
+        discovery = Discovery(
+            specs, resolver, interval=settings.discovery_interval, on_change=pool.update, label=name
+        )
+        pool.on_failure = discovery.refresh_soon
+        found.append(discovery)
+    return found
 
 
 def _resources_ctx(
@@ -112,6 +130,7 @@ def _resources_ctx(
             cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=settings.health_timeout),
         )
+        discoveries = _discoveries(settings, pools)
         checker = HealthChecker(
             pools.values(),
             checks_session,
@@ -156,9 +175,13 @@ def _resources_ctx(
                 ttl=settings.openapi_cache_ttl,
                 timeout=settings.health_timeout,
             )
+            for discovery in discoveries:
+                await discovery.start()
             await checker.start()
             yield
         finally:
+            for discovery in discoveries:
+                await discovery.stop()
             limiter = app.get(RATE_LIMITER)
             if limiter is not None:
                 await limiter.aclose()

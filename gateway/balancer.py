@@ -125,6 +125,8 @@ class Instance:
     breaker: CircuitBreaker
     config: BreakerConfig
     metrics: GatewayMetrics | None = None
+    # Called when a request to it fails or it stops answering (service discovery re-resolves).
+    on_failure: Callable[[], None] | None = field(default=None, repr=False)
     outstanding: int = 0
     healthy: bool = True
     # Whether its last health check got an HTTP answer, even a 503: the process is up.
@@ -159,6 +161,8 @@ class Instance:
             self.breaker.record_success()
         else:
             self.breaker.record_failure()
+            if self.on_failure is not None:
+                self.on_failure()
 
     def health_result(self, ok: bool, *, answered: bool | None = None) -> None:
         """Record an active health check: enough failures in a row take the instance out,
@@ -180,6 +184,8 @@ class Instance:
         else:
             self._check_successes = 0
             self._check_failures += 1
+            if not self.answering and self.on_failure is not None:
+                self.on_failure()
             if self.healthy and self._check_failures >= self.config.unhealthy_threshold:
                 self.healthy = False
         if self.metrics is not None:
@@ -213,12 +219,50 @@ class Pool:
             metrics.upstream_in_flight.labels(name).set_function(lambda: self.limit.in_flight)
             metrics.upstream_queued.labels(name).set_function(lambda: self.limit.queued)
         self._rng = rng or random.Random()  # noqa: S311 - load spreading, not security
-        self.instances = [self._instance(index, url, clock) for index, url in enumerate(urls)]
+        self._clock = clock
+        self._next_index = 0
+        self.on_failure: Callable[[], None] | None = None
+        self.instances = [self._instance(url) for url in urls]
         self.panic_routing = panic_routing
 
-    def _instance(self, index: int, url: str, clock: Callable[[], float] | None) -> Instance:
-        instance_id = f"{self.name}-{index}"
+    def update(self, urls: Sequence[str]) -> None:
+        """Make ``urls`` the pool's instances (service discovery found a new set).
+
+        Instances still listed keep their state (health, breaker, load). New ones take traffic
+        once their first health check passes. Removed ones take no new request; those in flight
+        finish.
+        """
+        current = {instance.url: instance for instance in self.instances}
+        kept = [current[url] for url in urls if url in current]
+        added = [self._instance(url, checked=False) for url in urls if url not in current]
+        for instance in self.instances:
+            if instance.url not in urls:
+                self._forget(instance)
+        self.instances = kept + added
+
+    def _failed(self) -> None:
+        if self.on_failure is not None:
+            self.on_failure()
+
+    def _forget(self, instance: Instance) -> None:
+        instance.on_failure = None
+        if self.metrics is None:
+            return
+        for family in (
+            self.metrics.breaker_state,
+            self.metrics.instance_healthy,
+            self.metrics.outstanding,
+        ):
+            with suppress(KeyError):
+                family.remove(self.name, instance.id)
+
+    def _instance(self, url: str, *, checked: bool = True) -> Instance:
+        """A new instance at ``url``; ``checked=False``: out of rotation until a health check
+        passes (one discovered while the gateway serves)."""
+        instance_id = f"{self.name}-{self._next_index}"
+        self._next_index += 1
         metrics = self.metrics
+        clock = self._clock
 
         def on_change(state: BreakerState) -> None:
             if metrics is not None:
@@ -234,8 +278,13 @@ class Pool:
         )
         if metrics is not None:
             metrics.breaker_state.labels(self.name, instance_id).set(0)
-            metrics.instance_healthy.labels(self.name, instance_id).set(1)
-        return Instance(self.name, instance_id, url, breaker, self.config, metrics)
+            metrics.instance_healthy.labels(self.name, instance_id).set(int(checked))
+        instance = Instance(
+            self.name, instance_id, url, breaker, self.config, metrics, on_failure=self._failed
+        )
+        if not checked:
+            instance.healthy = False  # until its first health check, which decides alone
+        return instance
 
     @property
     def panicking(self) -> bool:

@@ -1,8 +1,9 @@
 """Settings of the gateway: upstreams, timeouts, balancing, rate limits, public routes.
 
 Every upstream is a pool of instances given as comma-separated base URLs, e.g.
-``UPSTREAM_PRODUCTS=http://h1:8002,http://h2:8002`` (DNS names work: they are resolved per
-connection, so a compose service name is fine).
+``UPSTREAM_PRODUCTS=http://h1:8002,http://h2:8002`` (a DNS name there is one instance, resolved
+per connection), or discovered: ``dns+http://products:8002`` is one instance per A/AAAA record
+of ``products``, re-resolved as they come and go (``core.discovery``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 
+from core.discovery import DNS_PREFIX
 from core.settings import BaseServiceSettings
 from gateway.routing import RouteRule
 
@@ -56,13 +58,14 @@ DEFAULT_PUBLIC_ROUTES: tuple[str, ...] = (
 
 
 def parse_instances(value: str) -> list[str]:
-    """Split ``"http://h1:8002, http://h2:8002"`` into base URLs (no trailing slash)."""
+    """Split ``"http://h1:8002, http://h2:8002"`` into base URLs (no trailing slash); an entry
+    may be ``dns+http://name:port`` (discovered instances)."""
     instances = []
     for raw in value.split(","):
         url = raw.strip().rstrip("/")
         if not url:
             continue
-        parts = urlsplit(url)
+        parts = urlsplit(url.removeprefix(DNS_PREFIX))
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"an upstream instance must be an http(s) base URL, not {raw!r}")
         if parts.path or parts.query or parts.fragment:
