@@ -18,10 +18,12 @@ from core.auth.revocation import RevocationStore
 from core.auth.tokens import TokenCodec
 from core.bus.app import BUS, BUS_COMPANIONS, BusCompanion
 from core.bus.asyncapi import build_asyncapi
+from core.disk import DiskCollector, data_directories
 from core.errors import Forbidden
 from core.forwarded import PROXIES, TrustedProxies
 from core.handlers import ROUTES, RouteDef, Router
 from core.health import HEALTH, HealthChecks
+from core.health_details import details_ctx
 from core.keys import AUTHENTICATOR, REDIS, SERVICE_NAME, SETTINGS
 from core.metrics import METRICS, Metrics, metrics_handler
 from core.middleware import (
@@ -32,6 +34,7 @@ from core.middleware import (
     error_middleware,
     metrics_middleware,
     security_headers,
+    tracing_middlewares,
 )
 from core.openapi import DOCS_INIT_JS, SWAGGER_ASSETS, build_openapi, docs_page
 from core.settings import BaseServiceSettings
@@ -93,6 +96,7 @@ def create_app(
     app = web.Application(
         middlewares=[
             correlation_middleware,
+            *tracing_middlewares(name),  # none unless tracing is on (core.tracing)
             access_log_middleware,
             metrics_middleware,
             cors_middleware(origins=settings.cors_origins),
@@ -106,6 +110,7 @@ def create_app(
     app[SETTINGS] = settings
     app[PROXIES] = TrustedProxies(settings.trusted_proxies)
     app[METRICS] = Metrics(name)
+    app[METRICS].registry.register(DiskCollector(data_directories(settings.data_dirs)))
     app[SNAPSHOT] = Snapshotter(app, name, app[METRICS])
     companions: list[BusCompanion] = [app[SNAPSHOT]]
     app[BUS_COMPANIONS] = companions
@@ -113,6 +118,7 @@ def create_app(
     app[ROUTES] = []
     app.on_response_prepare.append(security_headers)
     app.cleanup_ctx.extend(resources)
+    app.cleanup_ctx.append(details_ctx(settings))  # last: it reads what the resources set
     for router in routers:
         router.setup(app)
     _add_operational_routes(
@@ -132,8 +138,9 @@ def _add_operational_routes(
 
     async def readyz(request: web.Request) -> web.Response:
         timeout = request.app[SETTINGS].readiness_timeout
-        ok, checks = await request.app[HEALTH].run(timeout)
-        body = {"status": "ok" if ok else "unavailable", "checks": checks}
+        ok, body = await request.app[HEALTH].readiness(
+            timeout, warn_fails=request.app[SETTINGS].health_warn_fails_readiness
+        )
         return web.Response(
             body=orjson.dumps(body), status=200 if ok else 503, content_type="application/json"
         )

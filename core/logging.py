@@ -32,7 +32,9 @@ from typing import Any, Literal, TextIO
 import orjson
 
 from core.context import get_correlation_id
-from core.log_output import BufferedHandler, DirectOutput, LineWriter
+from core.log_output import BufferedHandler, DirectOutput, LineWriter, LogFileSettings
+from core.settings import load_settings
+from core.tracing import current_ids
 
 __all__ = [
     "PROCESS_NAME_VAR",
@@ -54,7 +56,8 @@ LogFormat = Literal["json", "text"]
 
 
 class _ContextFilter(logging.Filter):
-    """Adds ``service``, ``process`` and ``correlation_id`` to every record."""
+    """Adds ``service``, ``process`` and ``correlation_id`` to every record, and ``trace_id``
+    and ``span_id`` while a span records (``core.tracing``)."""
 
     def __init__(self, service: str, process: str) -> None:
         super().__init__()
@@ -66,11 +69,14 @@ class _ContextFilter(logging.Filter):
         record.process_name = self.process_name
         if not hasattr(record, "correlation_id"):
             record.correlation_id = get_correlation_id()
+        ids = current_ids()
+        if ids is not None:
+            record.trace_id, record.span_id = ids
         return True
 
 
 class TextFormatter(logging.Formatter):
-    """One line per event for a person: ``time level process message [cid=...]``.
+    """One line per event for a person: ``time level process message [cid=...] [trace=...]``.
 
     Line breaks inside the message are escaped, so that an event never looks like several; a
     traceback, when the event has one, follows on its own indented lines.
@@ -85,6 +91,9 @@ class TextFormatter(logging.Formatter):
         correlation = getattr(record, "correlation_id", None)
         if correlation:
             line = f"{line}  cid={correlation}"
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            line = f"{line} trace={trace_id}"
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -105,13 +114,13 @@ def log_format(settings: Any) -> LogFormat | None:
 # What every LogRecord carries by itself; anything else on a record came from ``extra=``.
 _RECORD_FIELDS = frozenset(
     {*vars(logging.LogRecord("", 0, "", 0, "", (), None)), "message", "asctime", "taskName"}
-) | {"service", "process_name", "correlation_id"}
+) | {"service", "process_name", "correlation_id", "trace_id", "span_id"}
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per event for a machine: ``level``, ``logger``, ``message``, ``service``,
-    ``process``, ``correlation_id``, ``ts`` (UTC, ISO 8601), every ``extra=`` field, and
-    ``exc_info``/``stack_info`` when there are.
+    ``process``, ``correlation_id``, ``ts`` (UTC, ISO 8601), ``trace_id`` and ``span_id`` while
+    a span records, every ``extra=`` field, and ``exc_info``/``stack_info`` when there are.
 
     Encoded with orjson in one pass: the access log writes one of these per request, and a
     general-purpose JSON log formatter cost about 15 µs of it.
@@ -128,6 +137,10 @@ class JsonFormatter(logging.Formatter):
             "correlation_id": getattr(record, "correlation_id", None),
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
         }
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id is not None:  # only while a span records
+            document["trace_id"] = trace_id
+            document["span_id"] = getattr(record, "span_id", None)
         for key, value in record.__dict__.items():
             if key not in _RECORD_FIELDS:
                 document[key] = value
@@ -148,12 +161,15 @@ _direct: DirectOutput | None = None
 def direct_output(logger: logging.Logger, level: int) -> DirectOutput | None:
     """The output to write an event of ``logger`` at ``level`` to directly, or ``None``.
 
-    ``None`` when the event is not logged at all, or when anything but the handler installed by
+    ``None`` when the event is not logged at all, when anything but the handler installed by
     ``configure_logging`` would see its record (a handler or filter added since, such as a test's
-    log capture): then the caller logs it through ``logging`` as usual.
+    log capture), or while a span records (the record's formatter writes its trace id): then the
+    caller logs it through ``logging`` as usual.
     """
     direct = _direct
     if direct is None or not logger.isEnabledFor(level):
+        return None
+    if current_ids() is not None:  # a traced event: its record carries the trace id
         return None
     root = logging.root
     handlers = root.handlers
@@ -182,12 +198,14 @@ def configure_logging(
     fmt: str | None = None,
     stream: TextIO | None = None,
     process: str | None = None,
+    log_file: LogFileSettings | None = None,
 ) -> None:
     """Route every logger to ``stream`` (stderr by default), one event a line.
 
     ``fmt``: ``"text"`` (for people), ``"json"`` (for machines), or ``None``: text when the
     stream is a terminal, JSON otherwise. ``process`` names this process in every line (default:
-    ``$AIOSHOP_PROCESS``, else ``service``).
+    ``$AIOSHOP_PROCESS``, else ``service``). ``log_file`` (default: ``LOG_FILE`` and its
+    rotation settings from the environment) also writes every line, as JSON, to a file.
     """
     global _direct
     stream = sys.stderr if stream is None else stream
@@ -196,21 +214,28 @@ def configure_logging(
         fmt = "text" if _is_terminal(stream) else "json"
     formatter = _json_formatter() if fmt == "json" else TextFormatter()
     fd = _file_descriptor(stream)
+    file_settings = log_file if log_file is not None else load_settings(LogFileSettings)
+    file = file_settings.output(None if fmt == "json" else _json_formatter())
     handler: logging.Handler
+    extra: list[logging.Handler] = []
     if fd is None:  # an in-memory stream: written at once
         handler = logging.StreamHandler(stream)
         direct = None
+        if file is not None:  # a handler of its own, beside
+            extra.append(BufferedHandler(file.writer))
+            extra[0].addFilter(_ContextFilter(service, process))
+            extra[0].setFormatter(_json_formatter())
     else:
         stream.flush()
         writer = LineWriter(fd, on_dropped=_drop_notice(formatter, service, process))
-        handler = BufferedHandler(writer)
+        handler = BufferedHandler(writer, file=file)
     handler.addFilter(_ContextFilter(service, process))
     handler.setFormatter(formatter)
     if isinstance(handler, BufferedHandler):
         direct = DirectOutput(handler, service=service, process=process, json=fmt == "json")
     root = logging.getLogger()
     previous = root.handlers[:]
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, *extra]
     _direct = direct
     for old in previous:
         if isinstance(old, BufferedHandler):

@@ -29,14 +29,17 @@ import logging
 import signal
 import ssl
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from core.certificate import certificate_not_after, watch_certificate
 from core.health import HEALTH
-from core.keys import SETTINGS
+from core.keys import SERVICE_NAME, SETTINGS
 from core.logging import flush_logging
+from core.metrics import METRICS
 from core.server import ServerTimeouts, app_runner
 
 __all__ = ["Site", "run", "serve", "serve_all", "server_ssl_context"]
@@ -44,6 +47,8 @@ __all__ = ["Site", "run", "serve", "serve_all", "server_ssl_context"]
 log = logging.getLogger("core.runner")
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The certificate file each server context loaded: its expiry goes into the app's /metrics.
+_CERTFILES: weakref.WeakKeyDictionary[ssl.SSLContext, str] = weakref.WeakKeyDictionary()
 
 
 def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
@@ -51,7 +56,21 @@ def server_ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certfile, keyfile)
+    _CERTFILES[context] = certfile
     return context
+
+
+async def _report_certificate(site: Site) -> None:
+    certfile = _CERTFILES.get(site.ssl_context) if site.ssl_context is not None else None
+    if certfile is None or METRICS not in site.app:
+        return
+    try:
+        not_after = await asyncio.to_thread(certificate_not_after, certfile)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read the expiry of %s: %r", certfile, exc)
+        return
+    role = site.app.get(SERVICE_NAME, "app")
+    watch_certificate(site.app[METRICS].registry, role, not_after)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +129,7 @@ async def serve_all(
             )
             await runner.setup()
             runners.append(runner)
+            await _report_certificate(site)
             tcp = web.TCPSite(
                 runner, site.host, site.port, ssl_context=site.ssl_context, reuse_address=True
             )

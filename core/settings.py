@@ -240,6 +240,17 @@ class BaseServiceSettings(BaseSettings):
     metrics_allow: list[str] = Field(default_factory=lambda: ["0.0.0.0/0", "::/0"], max_length=64)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     readiness_timeout: float = Field(default=1.0, gt=0, le=30)
+    # /readyz details (core.health_details): figures refreshed in the background every
+    # HEALTH_DETAILS_INTERVAL seconds, each "warn" past its threshold. A warning fails readiness
+    # only with HEALTH_WARN_FAILS_READINESS: a lagging outbox must not empty the rotation.
+    health_details_interval: float = Field(default=5.0, gt=0, le=300)
+    health_warn_fails_readiness: bool = False
+    health_outbox_lag_warn: float = Field(default=60.0, ge=0)
+    health_parked_warn: int = Field(default=0, ge=0)
+    health_cache_tiers_down_warn: int = Field(default=0, ge=0)
+    # Directories whose disk space /metrics reports (disk_free_bytes{kind="data"}), beside the
+    # directory of LOG_FILE when that is set.
+    data_dirs: list[str] = Field(default_factory=list, max_length=64)
     # Every server's client timeouts (seconds): to receive a request head, to receive its body,
     # and how long an idle keep-alive connection is kept. Slow clients cannot hold connections.
     http_header_timeout: float = Field(default=10.0, gt=0, le=300)

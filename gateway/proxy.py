@@ -10,19 +10,26 @@ can never take the API's upstream connections; they are admitted by a ``StreamLi
 client and in total, 429/503 past a limit) and ended after ``stream_max_lifetime`` seconds.
 Every other request takes a place under its upstream's ``ConcurrencyLimit`` (``UPSTREAM_MAX_
 CONCURRENCY``, a short bounded wait past it) or is shed at once: 503 with ``Retry-After``.
+
+While tracing is on (``core.tracing``), each attempt is a client span of the request's server
+span, and its ``traceparent`` replaces the client's in the headers sent upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from opentelemetry.trace import Span
 from yarl import URL
 
+from core import tracing
 from core.app import METRICS_PERMISSION as OPERATOR_PERMISSION
 from core.auth import Principal, RevocationStore
 from core.errors import BadRequest, PayloadTooLarge, ProblemError, Unauthorized
@@ -47,6 +54,7 @@ log = logging.getLogger("gateway.proxy")
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _NO_BODY_STATUSES = frozenset({204, 304})
 _FAILURE_STATUSES = frozenset({502, 503, 504})  # the instance (or what it needs) is unwell
+_NOT_TRACED: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 def create_session(settings: Settings, *, streams: bool = False) -> aiohttp.ClientSession:
@@ -301,13 +309,27 @@ class Proxy:
         start = loop.time()
         upstream_name = instance.upstream
         failure: _Failure
+        span: contextlib.AbstractContextManager[Span | None] = _NOT_TRACED
+        if tracing.enabled():  # a client span of this attempt, whose traceparent goes upstream
+            headers = CIMultiDict(headers)
+            span = tracing.client_span(
+                request.method,
+                instance.url + request.path,
+                headers,
+                service="gateway",
+                peer=upstream_name,
+                **{"aioshop.instance": instance.id},
+            )
         try:
             url = URL(instance.url + target, encoded=True)
             data = body.chunks() if isinstance(body, _StreamedBody) else body
-            async with asyncio.timeout_at(min(deadline, start + self.settings.upstream_timeout)):
-                upstream = await session.request(
-                    request.method, url, headers=headers, data=data, allow_redirects=False
-                )
+            with span as traced:
+                timeout = min(deadline, start + self.settings.upstream_timeout)
+                async with asyncio.timeout_at(timeout):
+                    upstream = await session.request(
+                        request.method, url, headers=headers, data=data, allow_redirects=False
+                    )
+                tracing.record_status(traced, upstream.status)
         except asyncio.CancelledError:
             instance.end(None)
             raise

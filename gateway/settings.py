@@ -38,6 +38,7 @@ DEFAULT_ROUTES: dict[str, str] = {
     "/api/v1/products": "products",
     "/api/v1/orders": "orders",
     "/dashboard": "web",
+    "/api/v1/admin/events": "web",
 }
 
 # Requests whose responses are long-lived streams (rules as below); WebSockets always are.

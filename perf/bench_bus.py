@@ -362,7 +362,7 @@ async def measure_relay(
         pool = await create_pool(dsn, min_size=2, max_size=4)
         rig = RelayRig(pool, dsn, name, prefetch)
         try:
-            for statement in bus_schema.UPGRADE:
+            for statement in (*bus_schema.UPGRADE, *bus_schema.UPGRADE_HEADERS):
                 await pool.execute(statement)
             await rig.bus.start()
             await rig.relay.start()

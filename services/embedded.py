@@ -107,6 +107,7 @@ def _overrides(servers: EmbeddedServers) -> dict[str, Any]:
         "redis_url": servers.redis_url,
         "bus_transport": "memory",
         "cache_tiers": ("memory", "redis"),
+        "data_dirs": [str(servers.data_dir)],  # its disk space in /metrics
     }
 
 

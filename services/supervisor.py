@@ -93,6 +93,7 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         settle: float | None = None,
+        on_state: Callable[[list[dict[str, Any]], str], None] | None = None,
     ):
         self.processes = list(processes)
         self.host = host
@@ -106,6 +107,7 @@ class Supervisor:
         if settle is None:  # the gateway sees the new instance ready before the next one goes
             settle = _gateway_settle() if self._role_running("gateway") else 0.0
         self.settle = settle
+        self.on_state = on_state  # told every change (services.monitoring.TargetsFile)
         self._stopping = False
         self._state_failed = False
         self._control: Control | None = None
@@ -229,7 +231,7 @@ class Supervisor:
         return slot.child.pid if slot.child is not None else None
 
     def _readyz(self, slot: _Slot) -> str:
-        return f"{slot.process.url(self.host)}/readyz"
+        return f"{slot.process.url(self.host)}{slot.process.ready_path}"
 
     def _wait_ready(self, group: Sequence[Process]) -> bool:
         deadline = time.monotonic() + self.ready_timeout
@@ -261,6 +263,8 @@ class Supervisor:
                 continue
             base = process.url(self.host)
             page = f"{base}/dashboard" if process.role == "web" else f"docs {base}/docs"
+            if process.ready_path != "/readyz":  # not an aioshop process (Prometheus)
+                page = ""
             print(f"  {process.name:<10} {base}   {page}")
         if self._control is not None:
             print("`aioshop restart SERVICE` replaces a service's instances one by one.")
@@ -297,6 +301,8 @@ class Supervisor:
     def _write_state(self) -> None:
         """Best effort: the state file serves ``aioshop restart``; failing to write it (the
         data directory removed, a full disk) must not stop the system it describes."""
+        if self.on_state is not None:
+            self.on_state(self._states(), self.host)
         if self._control is None:
             return
         try:
@@ -310,7 +316,10 @@ class Supervisor:
 
     def _write_state_file(self) -> None:
         assert self._control is not None
-        processes: list[dict[str, Any]] = [
+        self._control.write_state(self._states(), self.host)
+
+    def _states(self) -> list[dict[str, Any]]:
+        return [
             {
                 "name": slot.process.name,
                 "role": slot.process.role,
@@ -321,7 +330,6 @@ class Supervisor:
             }
             for slot in self.slots.values()
         ]
-        self._control.write_state(processes, self.host)
 
     # -- rolling restarts ---------------------------------------------------------------------
 

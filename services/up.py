@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from core.log_output import LOG_FILE_VAR
 from core.logging import PROCESS_NAME_VAR, log_format
 from core.settings import DEV_KEYS_WARNED_VAR
 from services import registry
@@ -62,6 +63,7 @@ class Process:
     port: int
     env: dict[str, str] = field(default_factory=dict)
     front: bool = False  # started after every service is ready
+    ready_path: str = "/readyz"  # answers 200 once it serves (Prometheus's is /-/ready)
 
     def url(self, host: str) -> str:
         """The base URL this process answers on."""
@@ -153,10 +155,13 @@ def plan(
     gateway: bool = True,
     dashboard: bool = True,
     environment: Mapping[str, str] | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
 ) -> list[Process]:
     """The processes ``aioshop up`` runs: each service's instances (the first on the service's
     configured port, more on free ports), then the dashboard and the gateway in front. Each gets
-    ``environment`` (``child_environment``) and its name in ``AIOSHOP_PROCESS``."""
+    ``environment`` (``child_environment``) and its name in ``AIOSHOP_PROCESS``; with
+    ``log_dir``, its log file ``<log_dir>/<name>.log`` in ``LOG_FILE`` (and the dashboard the
+    directory in ``DASHBOARD_LOG_DIR``, for its trace view)."""
     common = dict(environment or {})
     processes: list[Process] = []
     instances: dict[str, list[str]] = {}
@@ -206,4 +211,9 @@ def plan(
         env = {**common, **upstreams, PROCESS_NAME_VAR: "gateway"}
         cmd = _serve("gateway", host, port)
         processes.append(Process("gateway", "gateway", cmd, port, env=env, front=True))
+    if log_dir is not None:
+        for process in processes:
+            process.env[LOG_FILE_VAR] = os.path.join(log_dir, f"{process.name}.log")
+            if process.role == "web" and "DASHBOARD_LOG_DIR" not in os.environ:
+                process.env["DASHBOARD_LOG_DIR"] = os.fspath(log_dir)
     return processes

@@ -6,7 +6,10 @@ Routes (all under ``/dashboard``, so that the gateway's ``/dashboard`` prefix re
   its script then follows ``GET /dashboard/stream``;
 - ``GET /dashboard/stream``: Server-Sent Events, an update per ``dashboard_push_interval``;
 - ``GET /dashboard/api/state``: the same view as JSON (``?history=1`` adds the chart points);
-- ``GET /dashboard/static/{name}``: the script, the style sheet and the icon of the page.
+- ``GET /dashboard/static/{name}``: the script, the style sheet and the icon of the page;
+- ``GET /dashboard/trace/{correlation_id}`` (and ``/dashboard/api/trace/...``, JSON): one
+  correlation id's events, log lines and traces on one timeline (``web.trace``);
+- ``POST /dashboard/api/alerts``: Alertmanager's webhook (``web.alerts``), with its own token.
 
 The page and its static files are public. The data (stream and JSON) is too in development
 only: elsewhere it needs ``Authorization: Bearer`` with ``metrics:read`` (``web.access``), and
@@ -37,10 +40,13 @@ from core.bus import BroadcastSubscription, InMemoryTransport, Transport, bus_ct
 from core.errors import TooManyRequests
 from core.snapshot import SNAPSHOT
 from web.access import Access
+from web.alerts import alerts_handler
+from web.archive import archive_ctx, archive_router
 from web.feed import open_feed
 from web.settings import Settings
 from web.state import POINT_FIELDS, DashboardState, StateLimits
 from web.stream import Hub, StreamLimits, stream_response
+from web.trace import add_trace_routes
 
 __all__ = [
     "ACCESS",
@@ -279,6 +285,7 @@ def create_web_app(
         auth_ctx(settings),
         bus_ctx(settings, transport=transport),
         _feed_ctx(ready_check=not in_memory),
+        archive_ctx(settings),  # after the bus, before its consumers start
         bus_workers_ctx(None),
         _hub_ctx(),
     ]
@@ -329,6 +336,14 @@ def create_web_app(
     app.router.add_get("/dashboard/api/state", _api_state, name="dashboard_state")
     app.router.add_get("/dashboard/stream", _stream, name="dashboard_stream")
     app.router.add_get("/dashboard/static/{name}", _static, name="dashboard_static")
+    # GET /dashboard/trace/{correlation_id} and /dashboard/api/trace/... (web.trace)
+    add_trace_routes(app, access=app[ACCESS], state=state)
+    archive_router.setup(app)  # GET /api/v1/admin/events (web.archive)
+    app.router.add_post(
+        "/dashboard/api/alerts",
+        alerts_handler(state.alerts, settings.dashboard_alerts_token),
+        name="dashboard_alerts",
+    )
     return app
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import ipaddress
 import logging
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 
-from core.settings import BaseServiceSettings
+from core.archive import ArchiveSettings
 
 __all__ = ["METRICS_READ", "Settings"]
 
@@ -15,7 +15,7 @@ __all__ = ["METRICS_READ", "Settings"]
 METRICS_READ = "metrics:read"
 
 
-class Settings(BaseServiceSettings):
+class Settings(ArchiveSettings):
     """``WEB_PORT`` (8080) and how long and how the dashboard keeps what it saw.
 
     - ``dashboard_retention``: seconds of history kept per instance (charts, events); an instance
@@ -45,6 +45,10 @@ class Settings(BaseServiceSettings):
     - ``dashboard_streams_per_client``: open streams per user (per address when anonymous);
     - ``dashboard_streams_total``: open streams in all, of which ``dashboard_streams_reserved``
       only for callers with ``metrics:read``, so other streams cannot lock out an operator.
+
+    Alerts: ``dashboard_alerts_token`` (``DASHBOARD_ALERTS_TOKEN`` or ``_FILE``) is the bearer
+    token Alertmanager's webhook must send to ``POST /dashboard/api/alerts`` (``web.alerts``);
+    unset, that endpoint answers 404.
     """
 
     port: int = Field(
@@ -66,6 +70,7 @@ class Settings(BaseServiceSettings):
     dashboard_streams_per_client: int = Field(default=4, ge=1, le=1000)
     dashboard_streams_total: int = Field(default=200, ge=1, le=100_000)
     dashboard_streams_reserved: int = Field(default=20, ge=0, le=100_000)
+    dashboard_alerts_token: SecretStr | None = None
 
     @field_validator("dashboard_trusted_proxies")
     @classmethod

@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.bus import Envelope
+from web.alerts import AlertBook
 from web.business import business_figures
 from web.event_log import event_record, event_view
 from web.instances import POINT_FIELDS, Health, InstanceState
@@ -77,6 +78,7 @@ class DashboardState:
         self.registrations = 0
         self.received = 0
         self._seen_ids: OrderedDict[str, None] = OrderedDict()
+        self.alerts = AlertBook()  # from Alertmanager's webhook (web.alerts)
 
     @property
     def sagas(self) -> OrderedDict[str, SagaState]:
@@ -198,6 +200,7 @@ class DashboardState:
             "business": business_figures(self.registrations, self._sagas.orders, service_figures),
             "sagas": self._sagas.views(full=full, pseudonym=self.pseudonym),
             "events": [event_view(e, full) for e in self.events],
+            "alerts": self.alerts.view(full=full),
         }
 
     def history(

@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from pydantic import ValidationError
 
+from core import tracing
 from core.bus.consuming import (
     BroadcastHandler,
     Delivery,
@@ -358,15 +359,34 @@ class Bus:
         await self.publish_envelope(envelope)
         return envelope
 
-    async def publish_envelope(self, envelope: Envelope) -> None:
-        """Publish an already built envelope (the outbox relay's path)."""
+    async def publish_envelope(
+        self, envelope: Envelope, *, trace: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish an already built envelope (the outbox relay's path; ``trace``: the trace
+        context the outbox stored with its row, continued by a producer span whose
+        ``traceparent`` travels in the message's headers; see ``core.tracing``)."""
         headers = self._headers.get(envelope.source)
         if headers is None:  # one per source (the bus's own, as a rule); transports copy it
             headers = self._headers[envelope.source] = {"x-source": envelope.source}
         start = time.perf_counter()
-        await self.transport.publish(
-            envelope.type, envelope.to_bytes(), message_id=str(envelope.id), headers=headers
-        )
+        if trace is None and not tracing.enabled():
+            await self.transport.publish(
+                envelope.type, envelope.to_bytes(), message_id=str(envelope.id), headers=headers
+            )
+        else:
+            headers = dict(headers)
+            message_id = str(envelope.id)
+            with tracing.producer_span(
+                envelope.type,
+                message_id=message_id,
+                source=envelope.source,
+                system=self.transport.messaging_system,
+                stored=trace,
+                headers=headers,
+            ):
+                await self.transport.publish(
+                    envelope.type, envelope.to_bytes(), message_id=message_id, headers=headers
+                )
         self.metrics.published(envelope.type, time.perf_counter() - start)
 
     def _dispatcher(self, queue: str, spec: _QueueSpec) -> Callable[[Incoming], Awaitable[None]]:
@@ -390,10 +410,19 @@ class Bus:
             message = Message(envelope, event, incoming.attempt, queue)
             correlation = correlation_id.set(envelope.correlation_id)
             causation = causation_id.set(str(envelope.id))
+            span = tracing.consumer_span(
+                envelope.type,
+                message_id=str(envelope.id),
+                source=self.source,
+                system=self.transport.messaging_system,
+                queue=queue,
+                headers=incoming.headers,
+            )
             start = time.perf_counter()
             try:
-                for handler in handlers:
-                    await handler(message)
+                with span:
+                    for handler in handlers:
+                        await handler(message)
             except PermanentFailure:
                 metrics.parked(queue, envelope.type)
                 raise

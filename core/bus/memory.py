@@ -42,6 +42,8 @@ class InMemoryTransport(Transport):
     messages still queued for another.
     """
 
+    messaging_system = "memory"
+
     def __init__(self, *, drain_timeout: float = 10.0, shared: bool = False) -> None:
         self.drain_timeout = drain_timeout
         self.shared = shared
@@ -253,6 +255,10 @@ class InMemoryTransport(Transport):
     async def parked(self, queue: str, *, limit: int = 100) -> list[ParkedMessage]:
         """Parked messages of ``queue``, oldest first."""
         return list(self._parked.get(queue, [])[:limit])
+
+    async def parked_count(self, queue: str) -> int | None:
+        """How many messages of ``queue`` are parked."""
+        return len(self._parked.get(queue, ()))
 
     async def replay(self, queue: str, *, limit: int | None = None) -> int:
         """Requeue parked messages of ``queue`` with fresh attempts."""

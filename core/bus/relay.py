@@ -27,12 +27,14 @@ import time
 from typing import Any
 
 import asyncpg
+import orjson
 
 from core.bus.bus import Bus
 from core.bus.events import Envelope
 from core.bus.outbox import NOTIFY_CHANNEL, Connection
 from core.bus.transport import PublishError
 from core.retry import Backoff
+from core.tracing import TRACE_HEADERS
 
 __all__ = ["OutboxRelay"]
 
@@ -139,12 +141,13 @@ class OutboxRelay:
         self, conn: Connection
     ) -> tuple[list[Envelope], asyncio.Future[list[BaseException | None]]]:
         """Lock the next batch (inside ``conn``'s transaction) and start publishing it, in
-        order; the future gathers the confirms (``None`` each when confirmed)."""
+        order, each in the trace context stored with it; the future gathers the confirms
+        (``None`` each when confirmed)."""
         # As text: the listening connection has no JSON codec, and the envelope is parsed
         # and validated in one go from it.
         rows = await conn.fetch(
             """
-            SELECT id, envelope::text AS envelope FROM outbox
+            SELECT id, envelope::text AS envelope, headers::text AS headers FROM outbox
              WHERE published_at IS NULL
              ORDER BY created_at, id
              LIMIT $1
@@ -154,7 +157,11 @@ class OutboxRelay:
         )
         envelopes = [Envelope.from_bytes(row["envelope"]) for row in rows]
         publishing = asyncio.gather(
-            *(self.bus.publish_envelope(e) for e in envelopes), return_exceptions=True
+            *(
+                self.bus.publish_envelope(envelope, trace=_trace_of(row["headers"]))
+                for envelope, row in zip(envelopes, rows, strict=True)
+            ),
+            return_exceptions=True,
         )
         return envelopes, publishing
 
@@ -305,6 +312,20 @@ class OutboxRelay:
                     await self._observe_lag()
                 await backoff.wait()
                 self._wake.set()  # try again rather than wait for a NOTIFY
+
+
+def _trace_of(headers: str | None) -> dict[str, str] | None:
+    """The trace context headers stored with a row (``None``: none, or not readable)."""
+    if headers is None:
+        return None
+    try:
+        stored = orjson.loads(headers)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(stored, dict):
+        return None
+    trace = {k: v for k in TRACE_HEADERS if isinstance(v := stored.get(k), str)}
+    return trace or None
 
 
 def _raise_if(failed: int, of: int) -> None:

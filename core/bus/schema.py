@@ -6,7 +6,7 @@ numbered constant for a later change and a migration that applies it.
 
 from __future__ import annotations
 
-__all__ = ["DOWNGRADE", "UPGRADE"]
+__all__ = ["DOWNGRADE", "DOWNGRADE_HEADERS", "UPGRADE", "UPGRADE_HEADERS"]
 
 UPGRADE = (
     """
@@ -34,3 +34,9 @@ UPGRADE = (
 )
 
 DOWNGRADE = ("DROP TABLE inbox", "DROP TABLE outbox")
+
+# The headers an outbox row is published with: the trace context of the transaction that wrote
+# it (``traceparent``/``tracestate``), so that the relay continues that trace later. NULL: none.
+UPGRADE_HEADERS = ("ALTER TABLE outbox ADD COLUMN headers jsonb",)
+
+DOWNGRADE_HEADERS = ("ALTER TABLE outbox DROP COLUMN headers",)

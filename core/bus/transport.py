@@ -134,6 +134,8 @@ class Transport(abc.ABC):
     """Moves messages between services; see the module docstring for the contract."""
 
     exchange: str = EXCHANGE
+    # ``messaging.system`` of the bus's spans (core.tracing).
+    messaging_system: str = "aioshop"
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -194,6 +196,11 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     async def replay(self, queue: str, *, limit: int | None = None) -> int:
         """Move parked messages of ``queue`` back to it with fresh attempts; return how many."""
+
+    async def parked_count(self, queue: str) -> int | None:
+        """How many messages ``queue``'s parking queue holds, or ``None`` when this transport
+        cannot tell cheaply (the default). Raises ``BusError`` when it cannot ask."""
+        return None
 
     @property
     @abc.abstractmethod

@@ -7,6 +7,7 @@ from core.middleware.cors import cors_middleware
 from core.middleware.errors import error_middleware, problem_response
 from core.middleware.metrics import metrics_middleware
 from core.middleware.security import security_headers
+from core.middleware.tracing import tracing_middleware, tracing_middlewares
 
 __all__ = [
     "CORRELATION_ID",
@@ -18,4 +19,6 @@ __all__ = [
     "metrics_middleware",
     "problem_response",
     "security_headers",
+    "tracing_middleware",
+    "tracing_middlewares",
 ]

@@ -11,16 +11,19 @@ The pytest plugin (``core.testing.plugin``, loaded automatically once aioshop is
   gone;
 - ``memory_bus_kit``, ``amqp_bus_kit`` and ``bus_kit`` (both in turn): a ``BusKit`` of buses on
   a transport of the test's own, with ``publish_and_wait`` and ``record`` (an ``EventLog``) to
-  test a publisher or a consumer in a few lines (``core.testing.bus``).
+  test a publisher or a consumer in a few lines (``core.testing.bus``);
+- ``span_recorder``: tracing on for one test, its spans kept in memory (a ``SpanRecorder``).
 """
 
 from core.testing.bus import BusKit, EventLog, Received
 from core.testing.helpers import assert_problem, free_port, refuses_connections, wait_for
+from core.testing.tracing import SpanRecorder
 
 __all__ = [
     "BusKit",
     "EventLog",
     "Received",
+    "SpanRecorder",
     "assert_problem",
     "free_port",
     "refuses_connections",

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from core.migrate import drop_database, upgrade
 from core.testing.bus import BusKit
+from core.testing.tracing import SpanRecorder
 
 __all__ = [
     "amqp_bus_kit",
@@ -33,6 +34,7 @@ __all__ = [
     "redis_namespace",
     "scratch_database_url",
     "service_client",
+    "span_recorder",
     "throwaway_database",
 ]
 
@@ -128,3 +130,13 @@ async def bus_kit(request: pytest.FixtureRequest) -> AsyncIterator[BusKit]:
     kit = BusKit(request.param)
     yield kit
     await kit.close()
+
+
+@pytest.fixture
+def span_recorder() -> Iterator[SpanRecorder]:
+    """Tracing on for this test, every span kept in memory (``core.testing.SpanRecorder``);
+    off again after it. Build the apps inside the test: only those get the tracing middleware."""
+    recorder = SpanRecorder()
+    recorder.start()
+    yield recorder
+    recorder.stop()

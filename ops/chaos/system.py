@@ -132,6 +132,7 @@ def _environment(
     env.update(
         {
             **{f"{name.upper()}_DATABASE_URL": dsn for name, dsn in databases.items()},
+            "ARCHIVE_ENABLED": "false",  # not under test; it would write to the default database
             "REDIS_URL": servers["redis"],
             "MEMCACHED_URL": servers["memcached"],
             "AMQP_URL": servers["rabbitmq"],

@@ -124,6 +124,7 @@ def _environment(suffix: str, ports: dict[str, int], admin: tuple[str, str]) -> 
             "USERS_DATABASE_URL": _database(f"bench_users_{suffix}"),
             "PRODUCTS_DATABASE_URL": _database(f"bench_products_{suffix}"),
             "ORDERS_DATABASE_URL": _database(f"bench_orders_{suffix}"),
+            "ARCHIVE_ENABLED": "false",  # not measured; it would write to the default database
             "REDIS_URL": REDIS_URL,
             "AMQP_URL": AMQP_URL,
             "REDIS_NAMESPACE": f"bench-{suffix}",

@@ -161,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SERVICE=N",
         help="run N instances of SERVICE behind the gateway (e.g. products=2); repeatable",
     )
+    up.add_argument(
+        "--monitoring",
+        action="store_true",
+        help="also run Prometheus (:9090) and Alertmanager (:9093) when installed, alerting "
+        "into the dashboard (PROMETHEUS_PORT, ALERTMANAGER_PORT)",
+    )
     up.set_defaults(func=cmd_up)
 
     restart = sub.add_parser(
@@ -185,6 +191,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=300.0, help="give up after this many seconds (300)"
     )
     restart.set_defaults(func=_lazy("services.cli.restart", "cmd_restart"))
+
+    logs = sub.add_parser(
+        "logs",
+        help="every process's log lines in time order, filtered; -f to follow",
+        description=(
+            "Merge the log files that `aioshop up` has every process write in "
+            "<data-dir>/logs (rotated ones included) into one log in time order, keep the "
+            "lines that match, and print them as text lines (or, with --json, as written)."
+        ),
+    )
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="then print new lines as they come (Ctrl-C)"
+    )
+    logs.add_argument(
+        "--service",
+        action="append",
+        default=[],
+        metavar="S",
+        help="only this service (products) or process (products-1); repeatable, or comma-separated",
+    )
+    logs.add_argument(
+        "--level", default=None, metavar="L", help="only this level and above (e.g. WARNING)"
+    )
+    logs.add_argument(
+        "--correlation-id", default=None, metavar="X", help="only the lines of this correlation id"
+    )
+    logs.add_argument(
+        "--since",
+        default=None,
+        metavar="T",
+        help="only lines from T on: a duration back from now (90s, 15m, 2h, 1d) or an ISO time",
+    )
+    logs.add_argument(
+        "--data-dir",
+        default=".aioshop",
+        help="where `aioshop up` keeps its state and logs (default ./.aioshop)",
+    )
+    logs.add_argument("--json", action="store_true", help="print the JSON lines as written")
+    logs.set_defaults(func=_lazy("services.cli.logs", "cmd_logs"))
 
     backup = sub.add_parser(
         "backup",

@@ -8,6 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from core.logfiles import log_directory
 from core.logging import configure_logging
 from services import registry
 from services.cli.admin import database_url, migrate_databases
@@ -55,11 +56,30 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "--replicas needs real servers; the embedded mode runs one of each", file=sys.stderr
             )
             return 2
+        if args.monitoring:
+            print("--monitoring needs the process mode: running without it", file=sys.stderr)
         return run_embedded(args.host, Path(args.data_dir), demo_products=args.demo)
     if not args.no_migrate:
         migrate_databases(list(registry.SERVICES))
     if args.demo:
         _seed_demo(database_url(registry.get("products").settings()), args.demo)
     environment = child_environment(registry.get("users").settings(), sys.stderr)
-    processes = plan(args.host, replicas, gateway=not args.no_gateway, environment=environment)
-    return Supervisor(processes, args.host, data_dir=Path(args.data_dir)).run()
+    log_dir = log_directory(Path(args.data_dir))  # every process's log file (aioshop logs)
+    processes = plan(
+        args.host,
+        replicas,
+        gateway=not args.no_gateway,
+        environment=environment,
+        log_dir=log_dir,
+    )
+    from services.monitoring import MonitoringError, TargetsFile, with_monitoring
+
+    data_dir = Path(args.data_dir)
+    if args.monitoring:
+        try:
+            processes = with_monitoring(processes, args.host, data_dir)
+        except MonitoringError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    targets = TargetsFile.in_dir(data_dir)  # Prometheus's file_sd targets, kept up to date
+    return Supervisor(processes, args.host, data_dir=data_dir, on_state=targets.update).run()

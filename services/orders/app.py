@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from core import DB_POOL, METRICS, OUTBOX, create_app, postgres_ctx, redis_ctx
+from core import DB_POOL, HEALTH, METRICS, OUTBOX, create_app, postgres_ctx, redis_ctx
 from core.app import CleanupCtx, auth_ctx
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx, make_transport
 from core.cache import CACHE, cache_ctx
@@ -17,6 +17,7 @@ from services.orders.api import router
 from services.orders.catalog import CatalogClient
 from services.orders.consumers import subscribe
 from services.orders.events import PUBLISHED_EVENTS
+from services.orders.health import saga_backlog_probe
 from services.orders.keys import ORDERS_SERVICE, SAGA_RUNNER
 from services.orders.metrics import OrderMetrics
 from services.orders.payment import PaymentProvider, SimulatedPaymentProvider, check_provider
@@ -53,15 +54,25 @@ def _catalog_ctx(settings: Settings) -> CleanupCtx:
 def _service_ctx(settings: Settings, provider: PaymentProvider | None) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         repository = OrdersRepository(app[DB_POOL])
+        metrics = OrderMetrics(app[METRICS].registry)
         service = OrdersService(
             repository,
             outbox=app[OUTBOX],
             catalog=CatalogClient(app[CATALOG_SESSION], settings.products_url),
             settings=settings,
-            metrics=OrderMetrics(app[METRICS].registry),
+            metrics=metrics,
             cache=app[CACHE] if settings.cache_enabled else None,
         )
         app[ORDERS_SERVICE] = service
+        app[HEALTH].add_detail(
+            "saga_backlog",
+            saga_backlog_probe(
+                app[DB_POOL],
+                metrics,
+                pending_warn=settings.health_saga_backlog_warn,
+                age_warn=settings.health_saga_age_warn,
+            ),
+        )
 
         async def figures(app: web.Application) -> dict[str, Any]:
             return await repository.business_figures()

@@ -17,6 +17,9 @@ products=2`` sets them all): reads go round-robin over them, and one that refuse
 drops it or answers 503 is followed at once by the next (the read is idempotent), so that a
 crashed or restarting products instance does not fail orders. An instance that failed so is tried
 last for ``COOL_DOWN`` seconds. A 4xx, or a timeout, is the answer: no failover.
+
+While tracing is on (``core.tracing``), each read is a client span whose ``traceparent`` goes
+with the request.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from core import tracing
 from core.context import get_correlation_id
 from core.errors import GatewayTimeout, ServiceUnavailable
 
@@ -116,17 +120,20 @@ class CatalogClient:
         correlation = get_correlation_id()
         if correlation:
             headers["X-Correlation-ID"] = correlation
+        url = f"{base_url}/api/v1/products/batch"
         try:
-            async with self.session.get(
-                f"{base_url}/api/v1/products/batch",
-                params={"ids": ",".join(map(str, product_ids))},
-                headers=headers,
-            ) as resp:
-                if resp.status == 503:
-                    raise _Failover()
-                if resp.status != 200:
-                    raise CatalogUnavailable()
-                body = await resp.json()
+            with tracing.client_span(
+                "GET", url, headers, service="orders", peer="products"
+            ) as span:
+                async with self.session.get(
+                    url, params={"ids": ",".join(map(str, product_ids))}, headers=headers
+                ) as resp:
+                    tracing.record_status(span, resp.status)
+                    if resp.status == 503:
+                        raise _Failover()
+                    if resp.status != 200:
+                        raise CatalogUnavailable()
+                    body = await resp.json()
         except TimeoutError as exc:  # aiohttp's timeouts too: ServerTimeoutError is one
             raise CatalogTimeout() from exc
         except aiohttp.ClientConnectionError as exc:  # refused, reset, dropped: the next one

@@ -14,7 +14,7 @@ class Settings(BaseServiceSettings):
     """``ORDERS_DATABASE_URL``, ``ORDERS_PORT``, ``PRODUCTS_URL``, ``ORDERS_BUS_QUEUE``,
     ``ORDERS_BUS_EXCHANGE``, ``ORDERS_RESERVATION_TIMEOUT``, ``ORDERS_PAYMENT_TIMEOUT``,
     ``ORDERS_SAGA_POLL_INTERVAL``, ``ORDERS_SAGA_LEASE``, ``ORDERS_CACHE_ENABLED``,
-    ``ORDERS_ALLOW_SIMULATED_PAYMENTS``.
+    ``ORDERS_ALLOW_SIMULATED_PAYMENTS``, ``HEALTH_SAGA_BACKLOG_WARN``, ``HEALTH_SAGA_AGE_WARN``.
 
     The saga's deadlines are seconds: a stock reservation not answered within
     ``reservation_timeout``, or a payment not answered within ``payment_timeout``, fails the
@@ -90,6 +90,17 @@ class Settings(BaseServiceSettings):
     )
     cache_enabled: bool = Field(
         default=True, validation_alias=AliasChoices("ORDERS_CACHE_ENABLED", "cache_enabled")
+    )
+    # /readyz details (services.orders.health): unfinished sagas, and the age of the oldest.
+    health_saga_backlog_warn: int = Field(
+        default=100,
+        ge=0,
+        validation_alias=AliasChoices("HEALTH_SAGA_BACKLOG_WARN", "health_saga_backlog_warn"),
+    )
+    health_saga_age_warn: float = Field(
+        default=600.0,
+        ge=0,
+        validation_alias=AliasChoices("HEALTH_SAGA_AGE_WARN", "health_saga_age_warn"),
     )
     allow_simulated_payments: bool = Field(
         default=False,

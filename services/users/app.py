@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from core import DB_POOL, OUTBOX, REDIS, create_app, postgres_ctx, redis_ctx, token_codec
+from core import DB_POOL, METRICS, OUTBOX, REDIS, create_app, postgres_ctx, redis_ctx, token_codec
 from core.app import CleanupCtx, auth_ctx
 from core.auth import PasswordHasher, RevocationStore
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx
@@ -15,6 +15,7 @@ from core.snapshot import add_figures
 from services.users.api import router
 from services.users.events import UserRegistered, UserRolesChanged
 from services.users.keys import USERS_SERVICE
+from services.users.metrics import UsersMetrics
 from services.users.repository import UsersRepository
 from services.users.service import UsersService
 from services.users.settings import Settings
@@ -45,6 +46,7 @@ def _service_ctx(settings: Settings) -> CleanupCtx:
                 base_delay=settings.login_delay_base,
                 max_delay=settings.login_delay_max,
             ),
+            metrics=UsersMetrics(app[METRICS].registry),
         )
         app[USERS_SERVICE] = service
 

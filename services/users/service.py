@@ -15,6 +15,7 @@ from core.db import Connection
 from core.errors import Conflict, Forbidden, NotFound, Unauthorized, ValidationFailed
 from core.pagination import InvalidCursor, decode_cursor, encode_cursor
 from services.users.events import UserRegistered, UserRolesChanged
+from services.users.metrics import UsersMetrics
 from services.users.models import User
 from services.users.repository import UsersRepository
 from services.users.roles import permissions_of
@@ -104,7 +105,9 @@ class UsersService:
         revocations: RevocationStore,
         outbox: Outbox,
         throttle: LoginThrottle | None = None,
+        metrics: UsersMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.repository = repository
         self.hasher = hasher
         self.codec = codec
@@ -119,6 +122,8 @@ class UsersService:
         )
         if user is None:
             raise EmailTaken("An account with this email already exists")
+        if self.metrics is not None:  # after the commit: a rolled-back sign-up is no sign-up
+            self.metrics.registered.inc()
         return user
 
     async def _create(

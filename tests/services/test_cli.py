@@ -55,6 +55,7 @@ def cli_env(service_dsns: dict[str, str], redis_namespace: str) -> dict[str, str
         AIOSHOP_ENV="test",
         BCRYPT_ROUNDS="4",
         LOG_LEVEL="WARNING",
+        ARCHIVE_ENABLED="false",  # the default archive database is not these tests'
     )
     return env
 

@@ -145,6 +145,7 @@ def system(heal_dsns: dict[str, str], redis_namespace: str, tmp_path: Path) -> I
     env.update(
         {
             **{f"{name.upper()}_DATABASE_URL": dsn for name, dsn in heal_dsns.items()},
+            "ARCHIVE_ENABLED": "false",  # the default archive database is not this test's
             **ports,
             **{f"{name.upper()}_BUS_QUEUE": queue for name, queue in queues.items()},
             "GATEWAY_PORT": str(gateway_port),

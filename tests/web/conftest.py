@@ -69,6 +69,8 @@ def web_settings(redis_namespace: str) -> WebSettingsFactory:
             "metrics_snapshot_interval": 0.2,
             **overrides,
         }
+        if not {"archive_enabled", "archive_database_url", "mongodb_url"} & set(overrides):
+            values["archive_enabled"] = False  # never the default database: tests name theirs
         return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
     return factory

@@ -353,6 +353,12 @@ async def test_the_dashboard_signs_in_through_the_gateway_and_goes_live_in_chrom
                     return any("reservation failed" in s and "rejected" in s for s in steps)
 
                 await wait_for(saga_shown, within=10)
+                # Each saga with a correlation id links to its trace view.
+                links = await page.locator("#sagas td.mono a").evaluate_all(
+                    "links => links.map((a) => a.getAttribute('href'))"
+                )
+                assert links, "no trace link in the sagas table"
+                assert all(link.startswith("/dashboard/trace/") for link in links), links
 
                 async def evil_shown_as_text() -> bool:
                     events = await page.locator("#events").inner_text()

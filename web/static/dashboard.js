@@ -154,7 +154,10 @@
   function renderSagas() {
     const rows = view.sagas.map((s) => el("tr", {}, [
       el("td", { class: "mono", title: s.order_id }, short(s.order_id)),
-      el("td", { class: "mono", title: s.correlation_id || "" }, short(s.correlation_id, 12)),
+      el("td", { class: "mono", title: s.correlation_id || "" }, s.correlation_id
+        ? el("a", { href: "/dashboard/trace/" + encodeURIComponent(s.correlation_id),
+          title: "this order's events, log lines and trace" }, short(s.correlation_id, 12))
+        : short(s.correlation_id, 12)),
       el("td", {}, [el("span", { class: "status status-" + s.status }, s.status),
         s.reason ? el("span", { class: "muted" }, " " + s.reason) : null]),
       el("td", { class: "n" }, money(s.total_cents, s.currency)),
@@ -176,6 +179,25 @@
     ]));
     if (!items.length) items.push(el("li", { class: "empty" }, "No event yet."));
     replace("events", items);
+  }
+
+  function renderAlerts() {
+    const alerts = view.alerts || { firing: 0, worst: null, alerts: [] };
+    const banner = document.getElementById("alerts-banner");
+    if (banner) {
+      banner.hidden = !alerts.firing;
+      banner.className = "alerts-banner sev-" + (alerts.worst || "none");
+      replace("alerts-count", [alerts.firing + (alerts.firing === 1 ? " alert" : " alerts") + " firing, worst: " + (alerts.worst || "none")]);
+    }
+    const items = alerts.alerts.map((a) => el("li", { class: "sev-" + a.severity }, [
+      el("span", { class: "badge sev-" + a.severity }, a.severity), " ",
+      el("strong", {}, a.name), " ",
+      a.instance ? el("span", { class: "mono" }, a.instance) : null, " ",
+      el("span", { class: "summary" }, a.summary), " ",
+      el("span", { class: "muted", title: a.since }, "since " + String(a.since).slice(0, 19).replace("T", " ") + " UTC"), " ",
+      a.graph ? el("a", { href: a.graph, rel: "noopener noreferrer", target: "_blank" }, "graph") : null,
+    ]));
+    replace("alerts-list", items);
   }
 
   function renderLegend() {
@@ -298,6 +320,7 @@
 
   function render() {
     if (!view) return;
+    renderAlerts();
     renderCards();
     renderInstances();
     renderSagas();

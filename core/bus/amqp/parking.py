@@ -21,9 +21,16 @@ from core.bus.amqp.common import (
 from core.bus.amqp.connection import Link
 from core.bus.transport import BusError, ParkedMessage, PublishError, PublishTimeout
 
-__all__ = ["parked", "replay"]
+__all__ = ["count", "parked", "replay"]
 
 log = logging.getLogger("core.bus.amqp")
+
+
+async def count(link: Link, queue: str) -> int:
+    """How many messages the parking queue of ``queue`` holds (a passive declare)."""
+    async with _TemporaryChannel(link, publisher_confirms=False) as channel:
+        declared = await channel.queue_declare(parking_queue_name(queue), passive=True)
+        return int(declared.message_count or 0)
 
 
 async def parked(link: Link, queue: str, *, limit: int) -> list[ParkedMessage]:

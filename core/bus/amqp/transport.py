@@ -48,6 +48,8 @@ class AmqpTransport(Transport):
     for handlers in flight.
     """
 
+    messaging_system = "rabbitmq"
+
     def __init__(
         self,
         url: str,
@@ -207,6 +209,11 @@ class AmqpTransport(Transport):
     async def parked(self, queue: str, *, limit: int = 100) -> list[ParkedMessage]:
         """Up to ``limit`` parked messages of ``queue``, oldest first, left in place."""
         return await parking.parked(self._link, queue, limit=limit)
+
+    async def parked_count(self, queue: str) -> int | None:
+        """How many messages ``queue``'s parking queue holds (a passive declare: no message is
+        touched); ``BusError`` when the broker is away or the queue was never declared."""
+        return await parking.count(self._link, queue)
 
     async def replay(self, queue: str, *, limit: int | None = None) -> int:
         """Move up to ``limit`` (default: all present now) parked messages back to ``queue``,

@@ -181,7 +181,7 @@ def bus_dsn() -> Iterator[str]:
         await create_database(dsn)
         conn = await asyncpg.connect(dsn)
         try:
-            for statement in bus_schema.UPGRADE:
+            for statement in (*bus_schema.UPGRADE, *bus_schema.UPGRADE_HEADERS):
                 await conn.execute(statement)
             await conn.execute("CREATE TABLE things (name text PRIMARY KEY)")
         finally:
