@@ -209,6 +209,10 @@ class BaseServiceSettings(BaseSettings):
     bus_publish_timeout: float = Field(default=5.0, gt=0, le=60)
     # The AMQP exchange every event crosses: systems sharing one broker each take their own.
     bus_exchange: str = Field(default="aioshop.events", pattern=r"^[A-Za-z0-9_.:-]{1,200}$")
+    # Durable queues as classic (one node) or quorum queues (replicated, RabbitMQ 3.10+), and the
+    # deliveries after which a quorum queue parks a message (core.bus.amqp.topology).
+    bus_queue_type: Literal["classic", "quorum"] = "classic"
+    bus_delivery_limit: int = Field(default=20, ge=1, le=1000)
     # Seconds between the metrics.snapshot events of an instance (the dashboard's feed); 0: none.
     metrics_snapshot_interval: float = Field(default=1.0, ge=0, le=3600)
     memcached_url: str = "memcached://127.0.0.1:11211"

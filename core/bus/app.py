@@ -70,6 +70,8 @@ def make_transport(settings: BaseServiceSettings) -> Transport:
         exchange=settings.bus_exchange,
         publish_timeout=settings.bus_publish_timeout,
         drain_timeout=settings.shutdown_timeout,  # handlers in flight at a stop
+        queue_type=settings.bus_queue_type,
+        delivery_limit=settings.bus_delivery_limit,
     )
 
 

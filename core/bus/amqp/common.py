@@ -47,8 +47,14 @@ LAST_ERROR: Final = "x-last-error"
 REASON: Final = "x-reason"
 ATTEMPTS: Final = "x-attempts"
 _OWN_HEADERS: Final = frozenset({ATTEMPT, ROUTING_KEY, LAST_ERROR, REASON, ATTEMPTS})
-# Added by RabbitMQ when a delay queue dead-letters a message back: not the publisher's.
-_BROKER_HEADER_PREFIXES: Final = ("x-death", "x-first-death-", "x-last-death-")
+# Added by RabbitMQ when a delay queue dead-letters a message back, and by a quorum queue to
+# count deliveries: not the publisher's.
+_BROKER_HEADER_PREFIXES: Final = (
+    "x-death",
+    "x-first-death-",
+    "x-last-death-",
+    "x-delivery-count",
+)
 MAX_ERROR_TEXT: Final = 500
 
 # What aiormq raises when the connection or channel is gone: its own errors, a closed channel

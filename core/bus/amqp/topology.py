@@ -8,6 +8,16 @@ For the topic exchange and every consumed queue ``Q``:
   waits out the delay and flows back into ``Q``;
 - ``Q.parked``: durable, where a message goes after its last attempt; ``parked`` reads it,
   ``replay`` moves it back to ``Q``.
+
+With ``queue_type="quorum"`` (``BUS_QUEUE_TYPE``) all three are quorum queues, replicated
+across the broker's nodes (a classic queue lives on one). ``Q`` then has a delivery limit
+(``BUS_DELIVERY_LIMIT``) and dead-letters into ``Q.parked``: the broker counts deliveries, so a
+message whose handling kills its consumer every time (a crash, a lost connection: no nack ever
+reaches the broker, and the local ``x-attempt`` counter never moves) is parked instead of
+looping forever. The local counter still drives the retry ladder, since a quorum queue cannot
+delay a requeue; the delay queues dead-letter back into ``Q`` at least once. A queue keeps the
+type it was first declared with: switching an existing deployment means draining and deleting
+its queues (the broker refuses a redeclaration with other arguments).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
@@ -30,7 +41,9 @@ from core.bus.amqp.common import (
 from core.bus.amqp.connection import Link
 from core.bus.transport import BusError
 
-__all__ = ["QueueSpec", "Topology", "delete"]
+__all__ = ["QueueSpec", "QueueType", "Topology", "delete"]
+
+QueueType = Literal["classic", "quorum"]
 
 log = logging.getLogger("core.bus.amqp")
 
@@ -46,9 +59,36 @@ class QueueSpec:
 class Topology:
     """The known durable queues; ``restore`` declares them all on a fresh connection."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(
+        self, link: Link, *, queue_type: QueueType = "classic", delivery_limit: int = 20
+    ) -> None:
+        if delivery_limit < 1:
+            raise ValueError("the delivery limit is at least 1")
         self.link = link
+        self.queue_type = queue_type
+        self.delivery_limit = delivery_limit
         self.queues: dict[str, QueueSpec] = {}
+
+    def _arguments(self, queue: str, kind: Literal["main", "delay", "parking"]) -> FieldTable:
+        """The declaration arguments of ``queue`` by its ``kind``: none for classic queues."""
+        if self.queue_type == "classic":
+            return {}
+        arguments: FieldTable = {"x-queue-type": "quorum"}
+        if kind == "main":
+            arguments.update(
+                {
+                    "x-delivery-limit": self.delivery_limit,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": parking_queue_name(queue),
+                }
+            )
+        elif kind == "delay":
+            # At-least-once dead-lettering (the default drops a message if the target is
+            # unavailable at that moment); quorum queues require reject-publish overflow for it.
+            arguments.update(
+                {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+            )
+        return arguments
 
     def declared_queues(self) -> list[str]:
         """Every durable queue declared: consumed, delay and parking queues."""
@@ -91,19 +131,22 @@ class Topology:
         await self._declare_now(connection, queue, self.queues[queue])
 
     async def _declare(self, channel: AbstractChannel, queue: str, queue_spec: QueueSpec) -> None:
-        await channel.queue_declare(queue, durable=True)
+        await channel.queue_declare(queue, durable=True, arguments=self._arguments(queue, "main"))
         for pattern in sorted(queue_spec.patterns):
             await channel.queue_bind(queue, self.link.exchange, routing_key=pattern)
         for delay in sorted(queue_spec.delays):
+            name = delay_queue_name(queue, delay)
             arguments: FieldTable = {
+                **self._arguments(name, "delay"),
                 "x-message-ttl": milliseconds(delay),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": queue,
             }
-            await channel.queue_declare(
-                delay_queue_name(queue, delay), durable=True, arguments=arguments
-            )
-        await channel.queue_declare(parking_queue_name(queue), durable=True)
+            await channel.queue_declare(name, durable=True, arguments=arguments)
+        parking = parking_queue_name(queue)
+        await channel.queue_declare(
+            parking, durable=True, arguments=self._arguments(parking, "parking")
+        )
 
     async def _declare_now(
         self, connection: AbstractConnection, queue: str, queue_spec: QueueSpec

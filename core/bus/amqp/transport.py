@@ -20,7 +20,7 @@ from core.bus.amqp.common import CONTENT_TYPE, PERSISTENT
 from core.bus.amqp.connection import Link
 from core.bus.amqp.consumer import Consumers
 from core.bus.amqp.publisher import Publisher
-from core.bus.amqp.topology import Topology
+from core.bus.amqp.topology import QueueType, Topology
 from core.bus.matching import validate_pattern
 from core.bus.transport import (
     BROADCAST_MAX_LENGTH,
@@ -59,6 +59,8 @@ class AmqpTransport(Transport):
         reconnect_delays: Sequence[float] = (0.1, 0.5, 1, 2, 5),
         connect_timeout: float = 5.0,
         drain_timeout: float = 10.0,
+        queue_type: QueueType = "classic",
+        delivery_limit: int = 20,
     ) -> None:
         if not reconnect_delays:
             raise ValueError("reconnect_delays needs at least one delay")
@@ -72,7 +74,7 @@ class AmqpTransport(Transport):
             backoff_cap=max(delays),
             restore=self._restore,
         )
-        self._topology = Topology(self._link)
+        self._topology = Topology(self._link, queue_type=queue_type, delivery_limit=delivery_limit)
         self._publisher = Publisher(self._link, publish_timeout=publish_timeout)
         self._consumers = Consumers(
             self._link, self._topology, self._publisher, drain_timeout=drain_timeout
