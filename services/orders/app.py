@@ -12,6 +12,7 @@ from core import DB_POOL, HEALTH, METRICS, OUTBOX, create_app, postgres_ctx, red
 from core.app import CleanupCtx, auth_ctx
 from core.bus import Bus, Transport, bus_ctx, bus_workers_ctx, make_transport
 from core.cache import CACHE, cache_ctx
+from core.discovery import DnsResolver
 from core.snapshot import add_figures
 from services.orders.api import router
 from services.orders.catalog import CatalogClient
@@ -29,6 +30,7 @@ from services.orders.settings import Settings
 __all__ = ["create_orders_app", "transport_for"]
 
 CATALOG_SESSION = web.AppKey("orders_catalog_session", aiohttp.ClientSession)
+CATALOG = web.AppKey("orders_catalog", CatalogClient)
 
 
 def transport_for(settings: Settings) -> Transport:
@@ -43,9 +45,18 @@ def _catalog_ctx(settings: Settings) -> CleanupCtx:
             raise_for_status=False,
         )
         app[CATALOG_SESSION] = session
+        catalog = CatalogClient(
+            session,
+            settings.products_url,
+            resolver=DnsResolver(settings.discovery_nameservers),
+            discovery_interval=settings.discovery_interval,
+        )
+        app[CATALOG] = catalog
         try:
+            await catalog.start()
             yield
         finally:
+            await catalog.stop()
             await session.close()
 
     return ctx
@@ -58,7 +69,7 @@ def _service_ctx(settings: Settings, provider: PaymentProvider | None) -> Cleanu
         service = OrdersService(
             repository,
             outbox=app[OUTBOX],
-            catalog=CatalogClient(app[CATALOG_SESSION], settings.products_url),
+            catalog=app[CATALOG],
             settings=settings,
             metrics=metrics,
             cache=app[CACHE] if settings.cache_enabled else None,

@@ -16,7 +16,10 @@ deployed on the products service before this client.
 products=2`` sets them all): reads go round-robin over them, and one that refuses the connection,
 drops it or answers 503 is followed at once by the next (the read is idempotent), so that a
 crashed or restarting products instance does not fail orders. An instance that failed so is tried
-last for ``COOL_DOWN`` seconds. A 4xx, or a timeout, is the answer: no failover.
+last for ``COOL_DOWN`` seconds. A 4xx, or a timeout, is the answer: no failover. An entry
+``dns+http://products:8002`` stands for every address the name resolves to (``core.discovery``:
+a Kubernetes headless Service, Compose replicas): ``discovery`` keeps the list current and is
+asked to resolve again whenever an instance fails over.
 
 While tracing is on (``core.tracing``), each read is a client span whose ``traceparent`` goes
 with the request.
@@ -33,6 +36,7 @@ import aiohttp
 
 from core import tracing
 from core.context import get_correlation_id
+from core.discovery import Discovery, DnsResolver, is_discovered
 from core.errors import GatewayTimeout, ServiceUnavailable
 
 __all__ = ["CatalogClient", "CatalogTimeout", "CatalogUnavailable", "Price", "UnknownProducts"]
@@ -81,18 +85,48 @@ class CatalogClient:
     BATCH = 100  # the products service's limit of ids per batch read
     COOL_DOWN = 2.0  # seconds an instance that failed is tried after the others
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        *,
+        resolver: DnsResolver | None = None,
+        discovery_interval: float = 5.0,
+    ) -> None:
         self.session = session
-        self.base_urls = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
-        if not self.base_urls:
+        specs = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        if not specs:
             raise ValueError("the catalog needs at least one base URL")
-        self.base_url = self.base_urls[0]
+        self.base_urls = [spec for spec in specs if not is_discovered(spec)]
+        self.base_url = specs[0]
+        self.discovery: Discovery | None = None
+        if any(is_discovered(spec) for spec in specs):
+            self.discovery = Discovery(
+                specs,
+                resolver or DnsResolver(),
+                interval=discovery_interval,
+                on_change=self._found,
+                label="products",
+            )
         self._turn = itertools.count()
         self._failed_at: dict[str, float] = {}
 
+    def _found(self, urls: list[str]) -> None:
+        self.base_urls = urls
+
+    async def start(self) -> None:
+        """Resolve the discovered instances, and keep them current (nothing to do without)."""
+        if self.discovery is not None:
+            await self.discovery.start()
+
+    async def stop(self) -> None:
+        """Stop resolving."""
+        if self.discovery is not None:
+            await self.discovery.stop()
+
     def _order(self) -> list[str]:
         """The URLs to try for one read: round-robin, those that failed lately last."""
-        urls = self.base_urls
+        urls = list(self.base_urls)
         if len(urls) > 1:
             start = next(self._turn) % len(urls)
             urls = urls[start:] + urls[:start]
@@ -104,11 +138,17 @@ class CatalogClient:
 
     async def _batch(self, product_ids: list[uuid.UUID]) -> dict[uuid.UUID, Price]:
         urls = self._order()
+        if not urls:  # discovered, and none found (yet)
+            if self.discovery is not None:
+                self.discovery.refresh_soon()
+            raise CatalogUnavailable()
         for index, url in enumerate(urls):
             try:
                 return await self._batch_from(url, product_ids)
             except _Failover as exc:
                 self._failed_at[url] = time.monotonic()
+                if self.discovery is not None:
+                    self.discovery.refresh_soon()  # it may be gone for good
                 if index == len(urls) - 1:
                     raise CatalogUnavailable() from exc.__cause__
         raise AssertionError("unreachable")  # pragma: no cover
