@@ -33,14 +33,18 @@ class PaymentsLedger(Store):
         currency: str,
     ) -> PaymentRecord:
         """Record the order's authorization, unless it has one: then count the attempt and keep
-        the first. The order's payment as recorded."""
+        the first. The order's payment as recorded.
+
+        ``EXCLUDED.updated_at`` (the column's default, ``now()``) rather than ``now()`` itself:
+        Citus refuses a function that is not immutable in ``DO UPDATE SET``."""
         row = await self.pool.fetchrow(
             """
             INSERT INTO payments (order_id, payment_id, status, amount_cents, currency,
                                   authorizations)
             VALUES ($1, $2, $3, $4, $5, 1)
             ON CONFLICT (order_id) DO UPDATE
-               SET authorizations = payments.authorizations + 1, updated_at = now()
+               SET authorizations = payments.authorizations + 1,
+                   updated_at = EXCLUDED.updated_at
             RETURNING payment_id, status, amount_cents
             """,
             order_id,

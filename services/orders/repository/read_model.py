@@ -32,8 +32,13 @@ _VIEW_TYPES = {
     "version": "integer",
 }
 # Events appended in a transaction all get its now() as occurred_at: so do the view's times.
+# The view's id is the stream's order id ($1, not its copy $5): the statement's three writes
+# name one value of the distribution column, which keeps it on one shard (docs/scaling.md).
 _VIEW_VALUES = (
-    ", ".join(f"${i}::{_VIEW_TYPES[c]}" for i, c in enumerate(VIEW_COLUMNS[:-2], start=5))
+    ", ".join(
+        "$1::uuid" if c == "id" else f"${i}::{_VIEW_TYPES[c]}"
+        for i, c in enumerate(VIEW_COLUMNS[:-2], start=5)
+    )
     + f", coalesce(${5 + len(VIEW_COLUMNS) - 2}::timestamptz, now()), now()"
 )
 _STEP = 5 + len(VIEW_COLUMNS) - 1  # the first parameter of the saga's step
