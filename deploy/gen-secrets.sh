@@ -1,8 +1,8 @@
 #!/bin/sh
 # Make the secret files docker-compose.yml reads, in deploy/secrets/ (or the directory given):
-# random passwords of PostgreSQL, RabbitMQ, Redis and MongoDB, the URLs the apps connect with,
-# the servers' configuration fragments that carry a password, and the gateway's identity
-# secret. The JWT key pair is not here: the compose file's keygen service makes it in a volume.
+# random passwords of PostgreSQL, RabbitMQ, Redis, MongoDB and Grafana, the URLs the apps connect
+# with, the servers' configuration fragments that carry a password, the gateway's identity secret
+# and TLS certificate, and the token Alertmanager shows the dashboard. The JWT key pair is not here: the compose file's keygen service makes it in a volume.
 #
 #   sh deploy/gen-secrets.sh && docker compose up --build
 #
@@ -52,5 +52,21 @@ mg=$(cat "$dir/mongodb_password")
 put mongodb_url "mongodb://aioshop:$mg@mongodb:27017/aioshop?authSource=admin"
 
 put identity_secret "$(random)"
+put dashboard_alerts_token "$(random)"
+put grafana_admin_password "$(random)"
+
+# The gateway's TLS certificate: self-signed, for the names a client of this machine and the
+# containers use (localhost, gateway), 90 days; replace both files with a real pair to serve
+# others. openssl writes the two files, or neither.
+if [ ! -e "$dir/gateway_tls_cert" ] || [ ! -e "$dir/gateway_tls_key" ]; then
+    command -v openssl >/dev/null 2>&1 || { echo "openssl is needed for the gateway's certificate" >&2; exit 1; }
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 90 \
+        -subj "/CN=localhost" \
+        -addext "subjectAltName=DNS:localhost,DNS:gateway,IP:127.0.0.1,IP:::1" \
+        -keyout "$dir/.gateway_tls_key.tmp" -out "$dir/.gateway_tls_cert.tmp" 2>/dev/null
+    chmod 644 "$dir/.gateway_tls_key.tmp" "$dir/.gateway_tls_cert.tmp"
+    mv "$dir/.gateway_tls_key.tmp" "$dir/gateway_tls_key"
+    mv "$dir/.gateway_tls_cert.tmp" "$dir/gateway_tls_cert"
+fi
 
 echo "secrets in $dir" >&2

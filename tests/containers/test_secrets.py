@@ -81,6 +81,11 @@ def _mounts(spec: dict[str, Any]) -> dict[str, str]:
     return mounts
 
 
+def entry_is_read_only(spec: dict[str, Any], source: str) -> bool:
+    """Whether the bind mount of ``source`` in ``spec`` is read-only (``:ro``)."""
+    return any(entry.split(":")[0] == source and entry.endswith(":ro") for entry in spec["volumes"])
+
+
 def _secret_names(spec: dict[str, Any]) -> set[str]:
     return {s if isinstance(s, str) else s["source"] for s in spec.get("secrets", [])}
 
@@ -133,7 +138,16 @@ def test_every_file_a_service_names_is_mounted_in_it(compose: dict[str, Any]) ->
         secrets = _secret_names(spec)
         assert secrets <= defined, name
         mounts = _mounts(spec)
-        assert set(mounts.values()) <= volumes, name
+        for source in mounts.values():
+            if source.startswith("./"):  # a bind mount: configuration of the repository, or
+                # a file deploy/gen-secrets.sh makes (those are never committed)
+                generated = source.startswith("./deploy/secrets/") and any(
+                    entry["file"] == source for entry in compose["secrets"].values()
+                )
+                assert generated or (ROOT / source).exists(), (name, source)
+                assert entry_is_read_only(spec, source), (name, source)
+            else:
+                assert source in volumes, (name, source)
         for key, value in spec.get("environment", {}).items():
             if not key.endswith("_FILE"):
                 continue
