@@ -6,10 +6,7 @@ the PostgreSQL backend. Slow: a system of real processes."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,21 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aiormq
 import pytest
 
 import migrations
-from core.bus import RetryPolicy
-from core.bus.amqp import delay_queue_name, parking_queue_name
 from core.migrate import drop_database
-from core.testing import free_port, wait_for
+from core.testing import wait_for
 from core.testing.plugin import scratch_database_url
 from services import registry
+from tests.services.launch import Launch, delete_topology, isolated_environment
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "services.cli"]
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 PASSWORD = "correct horse battery"
 ORDER_FLOW = ["order.placed", "inventory.reserved", "payment.authorized", "order.confirmed"]
 
@@ -75,64 +68,27 @@ def flow_dsns(throwaway_database: Callable[[str, Path], str]) -> dict[str, str]:
 
 @pytest.fixture
 def system(flow_dsns: dict[str, str], redis_namespace: str, tmp_path: Path) -> Iterator[System]:
-    suffix = uuid.uuid4().hex[:8]
-    ports = {f"{name.upper()}_PORT": str(free_port()) for name in (*registry.SERVICES, "web")}
-    gateway_port = free_port()
-    queues = {name: f"test-archive-{name}-{suffix}" for name in registry.SERVICES}
-    exchange = f"test-archive-{suffix}.events"
-    archive_dsn = scratch_database_url(f"test_archive_flow_{suffix}")
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_PORT", "_DATABASE_URL"))}
-    env.update(
-        {
-            **{f"{name.upper()}_DATABASE_URL": dsn for name, dsn in flow_dsns.items()},
-            **ports,
-            **{f"{name.upper()}_BUS_QUEUE": queue for name, queue in queues.items()},
-            "ARCHIVE_DATABASE_URL": archive_dsn,
-            "GATEWAY_PORT": str(gateway_port),
-            "BUS_EXCHANGE": exchange,
-            "REDIS_NAMESPACE": f"{redis_namespace}.archive-{suffix}",
-            "AIOSHOP_ENV": "test",
-            "BCRYPT_ROUNDS": "4",
-            "LOG_LEVEL": "WARNING",
-            "DB_POOL_MAX_SIZE": "3",
-            "DB_POOL_MIN_SIZE": "1",
-        }
+    archive_dsn = scratch_database_url(f"test_archive_flow_{uuid.uuid4().hex[:8]}")
+    launch = isolated_environment(
+        flow_dsns,
+        label="archive",
+        redis_namespace=redis_namespace,
+        extra={"ARCHIVE_ENABLED": "true", "ARCHIVE_DATABASE_URL": archive_dsn},
     )
+    # A short path: the control socket lives there, and Unix socket paths are short.
     data_dir = Path(tempfile.mkdtemp(prefix="up-")) / "state"
     log = tmp_path / "up.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603
-            [*CLI, "up", "--no-migrate", "--data-dir", str(data_dir)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    running = System(process, f"http://127.0.0.1:{gateway_port}", log, _admin_token())
+    process = launch.start([], data_dir, log)
+    running = System(process, launch.gateway, log, _admin_token())
     try:
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        asyncio.run(_clean_up(exchange, [*queues.values(), f"{exchange}.archive"], archive_dsn))
+        launch.stop()
+        asyncio.run(_clean_up(launch, archive_dsn))
 
 
-async def _clean_up(exchange: str, queues: list[str], archive_dsn: str) -> None:
-    connection = await aiormq.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        for queue in queues:
-            names = [queue, parking_queue_name(queue)]
-            names += [delay_queue_name(queue, delay) for delay in RetryPolicy().delays]
-            for name in names:
-                await channel.queue_delete(name)
-        await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
+async def _clean_up(launch: Launch, archive_dsn: str) -> None:
+    await delete_topology(launch.exchange, [*launch.queues, f"{launch.exchange}.archive"])
     await drop_database(archive_dsn)
 
 

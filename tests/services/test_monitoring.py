@@ -11,8 +11,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +24,11 @@ from services import registry
 from services.control import running_supervisor
 from services.monitoring import binaries
 from tests.deploy.test_prometheus import missing_tools
-from tests.services.test_up_healing import _delete_topology, _token
+from tests.services.launch import isolated_environment
+from tests.services.test_up_healing import _token
 
 pytestmark = pytest.mark.slow
 
-CLI = [sys.executable, "-m", "services.cli"]
 
 
 @pytest.fixture(scope="session")
@@ -69,20 +67,12 @@ class System:
 def system(
     monitoring_dsns: dict[str, str], redis_namespace: str, tmp_path: Path
 ) -> Iterator[System]:
-    suffix = uuid.uuid4().hex[:8]
-    ports = {f"{name.upper()}_PORT": str(free_port()) for name in (*registry.SERVICES, "web")}
-    queues = {name: f"test-mon-{name}-{suffix}" for name in registry.SERVICES}
-    exchange = f"test-mon-{suffix}.events"
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_PORT", "_DATABASE_URL"))}
-    env.pop("DASHBOARD_ALERTS_TOKEN", None)
-    env.pop("DASHBOARD_ALERTS_TOKEN_FILE", None)
-    env.update(
-        {
-            **{f"{name.upper()}_DATABASE_URL": dsn for name, dsn in monitoring_dsns.items()},
-            "ARCHIVE_ENABLED": "false",  # the default archive database is not this test's
-            **ports,
-            **{f"{name.upper()}_BUS_QUEUE": queue for name, queue in queues.items()},
-            "GATEWAY_PORT": str(free_port()),
+    launch = isolated_environment(
+        monitoring_dsns,
+        label="mon",
+        redis_namespace=redis_namespace,
+        pool_size=2,
+        extra={
             "PROMETHEUS_PORT": str(free_port()),
             "ALERTMANAGER_PORT": str(free_port()),
             "MONITORING_SCRAPE_INTERVAL": "1s",
@@ -90,24 +80,13 @@ def system(
             "MONITORING_ALERT_FOR": "1s",
             "MONITORING_GROUP_WAIT": "0s",
             "MONITORING_GROUP_INTERVAL": "1s",
-            "BUS_EXCHANGE": exchange,
-            "REDIS_NAMESPACE": f"{redis_namespace}.mon-{suffix}",
-            "AIOSHOP_ENV": "test",
-            "BCRYPT_ROUNDS": "4",
-            "LOG_LEVEL": "WARNING",
-            "DB_POOL_MAX_SIZE": "2",
-            "DB_POOL_MIN_SIZE": "1",
-        }
+        },
     )
+    launch.env.pop("DASHBOARD_ALERTS_TOKEN", None)  # the one aioshop up makes, not the caller's
+    launch.env.pop("DASHBOARD_ALERTS_TOKEN_FILE", None)
     data_dir = tmp_path / "state"
     log = tmp_path / "up.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603
-            [*CLI, "up", "--no-migrate", "--monitoring", "--data-dir", str(data_dir)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    process = launch.start(["--monitoring"], data_dir, log)
     running = System(process, data_dir, log)
     try:
 
@@ -119,14 +98,8 @@ def system(
         asyncio.run(wait_for(up, within=120, interval=0.1))
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        asyncio.run(_delete_topology(exchange, list(queues.values())))
+        launch.stop()
+        asyncio.run(launch.delete_topology())
 
 
 async def test_a_stopped_instance_raises_an_alert_on_the_dashboard_until_it_answers(

@@ -22,21 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aiormq
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import migrations
-from core.bus import RetryPolicy
-from core.bus.amqp import delay_queue_name, parking_queue_name
-from core.testing import free_port
 from services import registry
 from services.control import running_supervisor
+from tests.services.launch import CLI, isolated_environment
 
 pytestmark = pytest.mark.slow
-
-CLI = [sys.executable, "-m", "services.cli"]
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def _token(roles: list[str]) -> str:
@@ -136,66 +130,24 @@ def heal_dsns(throwaway_database: Callable[[str, Path], str]) -> dict[str, str]:
 
 @pytest.fixture
 def system(heal_dsns: dict[str, str], redis_namespace: str, tmp_path: Path) -> Iterator[System]:
-    suffix = uuid.uuid4().hex[:8]
-    ports = {f"{name.upper()}_PORT": str(free_port()) for name in (*registry.SERVICES, "web")}
-    gateway_port = free_port()
-    queues = {name: f"test-heal-{name}-{suffix}" for name in registry.SERVICES}
-    exchange = f"test-heal-{suffix}.events"
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_PORT", "_DATABASE_URL"))}
-    env.update(
-        {
-            **{f"{name.upper()}_DATABASE_URL": dsn for name, dsn in heal_dsns.items()},
-            "ARCHIVE_ENABLED": "false",  # the default archive database is not this test's
-            **ports,
-            **{f"{name.upper()}_BUS_QUEUE": queue for name, queue in queues.items()},
-            "GATEWAY_PORT": str(gateway_port),
-            "BUS_EXCHANGE": exchange,
-            "REDIS_NAMESPACE": f"{redis_namespace}.heal-{suffix}",
-            "AIOSHOP_ENV": "test",
-            "BCRYPT_ROUNDS": "4",
-            "LOG_LEVEL": "WARNING",
-            "DB_POOL_MAX_SIZE": "4",
-            "DB_POOL_MIN_SIZE": "1",
-            "RATE_LIMIT_DEFAULT": "100000000/60",
-            "RATE_LIMIT_AUTH": "100000000/60",
-        }
+    launch = isolated_environment(
+        heal_dsns,
+        label="heal",
+        redis_namespace=redis_namespace,
+        pool_size=4,
+        extra={"RATE_LIMIT_DEFAULT": "100000000/60", "RATE_LIMIT_AUTH": "100000000/60"},
     )
+    # A short path: the control socket lives there, and Unix socket paths are short.
     data_dir = Path(tempfile.mkdtemp(prefix="up-")) / "state"
     log = tmp_path / "up.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603
-            [*CLI, "up", "--no-migrate", "--replicas", "products=2", "--data-dir", str(data_dir)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    running = System(process, data_dir, f"http://127.0.0.1:{gateway_port}", log, env)
+    process = launch.start(["--replicas", "products=2"], data_dir, log)
+    running = System(process, data_dir, launch.gateway, log, launch.env)
     try:
         running.wait(lambda: "Ctrl-C stops everything" in running.output(), 180, "not up")
         yield running
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        asyncio.run(_delete_topology(exchange, list(queues.values())))
-
-
-async def _delete_topology(exchange: str, queues: list[str]) -> None:
-    connection = await aiormq.connect(AMQP_URL)
-    try:
-        channel = await connection.channel()
-        for queue in queues:
-            names = [queue, parking_queue_name(queue)]
-            names += [delay_queue_name(queue, delay) for delay in RetryPolicy().delays]
-            for name in names:
-                await channel.queue_delete(name)
-        await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
+        launch.stop()
+        asyncio.run(launch.delete_topology())
 
 
 @dataclass
