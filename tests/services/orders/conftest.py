@@ -18,12 +18,13 @@ import pytest
 
 import migrations
 from core import token_codec
-from core.bus import InMemoryTransport
+from core.bus import Bus, InMemoryTransport
 from core.testing import wait_for
 from services.orders import Settings, create_orders_app
 from services.orders.payment import PaymentProvider
 from services.products import Settings as ProductsSettings
 from services.products import create_products_app
+from services.products.events import InventoryReserved, ReservedItem
 from services.users.roles import permissions_of
 from tests.services.orders.helpers import Shop, User
 from tests.services.products.conftest import Catalog
@@ -115,6 +116,52 @@ async def start_services(
     return factory
 
 
+def new_shop(
+    services: Services,
+    settings: Settings,
+    orders_db: asyncpg.Connection,
+    products_db: asyncpg.Connection,
+) -> Shop:
+    """A shop on ``services``: an admin, a customer and another customer, and their catalog
+    (the ``shop`` fixture's, for tests that start services of their own)."""
+    admin = issue(settings, ["admin", "customer"])
+    return Shop(
+        catalog=Catalog(services.products, admin.headers),
+        orders=services.orders,
+        products=services.products,
+        admin=admin,
+        customer=issue(settings, ["customer"]),
+        other=issue(settings, ["customer"]),
+        orders_db=orders_db,
+        products_db=products_db,
+    )
+
+
+async def answer_reserved_again(
+    shop: Shop, services: Services, order_id: str, product_id: str, quantity: int
+) -> None:
+    """Publish ``inventory.reserved`` for an order that had it already (a redelivered answer,
+    with a new event id), and wait until the orders service has handled it."""
+    bus = Bus(services.transport, source="products")
+    await bus.connect()
+    envelope = await bus.publish(
+        InventoryReserved(
+            order_id=uuid.UUID(order_id),
+            items=[ReservedItem(product_id=uuid.UUID(product_id), quantity=quantity)],
+        )
+    )
+
+    async def handled() -> bool:
+        seen = await shop.orders_db.fetchval(
+            "SELECT count(*) FROM inbox WHERE consumer = 'orders:inventory.reserved'"
+            " AND event_id = $1",
+            envelope.id,
+        )
+        return bool(seen)
+
+    await wait_for(handled, within=5)
+
+
 @pytest.fixture
 async def services(start_services: ServicesFactory) -> Services:
     """A products and an orders service on one in-memory bus."""
@@ -129,18 +176,8 @@ async def shop(
     orders_db: asyncpg.Connection,
 ) -> AsyncIterator[Shop]:
     """The test's catalog, users and orders; its products and reservations are deleted after."""
-    admin = issue(orders_settings, ["admin", "customer"])
-    catalog = Catalog(services.products, admin.headers)
-    made = Shop(
-        catalog=catalog,
-        orders=services.orders,
-        products=services.products,
-        admin=admin,
-        customer=issue(orders_settings, ["customer"]),
-        other=issue(orders_settings, ["customer"]),
-        orders_db=orders_db,
-        products_db=products_db,
-    )
+    made = new_shop(services, orders_settings, orders_db, products_db)
+    catalog = made.catalog
     yield made
 
     async def sagas_done() -> bool:  # the next test's runner must not inherit this test's work

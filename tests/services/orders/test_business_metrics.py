@@ -10,14 +10,16 @@ from typing import Any
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.bus import Bus
 from core.testing import wait_for
 from services.orders import Settings
 from services.orders.health import _BACKLOG, measure_backlog
-from services.products.events import InventoryReserved, ReservedItem
-from tests.services.orders.conftest import Services, ServicesFactory, issue
+from tests.services.orders.conftest import (
+    Services,
+    ServicesFactory,
+    answer_reserved_again,
+    new_shop,
+)
 from tests.services.orders.helpers import Shop
-from tests.services.products.conftest import Catalog
 from tests.services.products.helpers import Client
 
 
@@ -42,24 +44,9 @@ async def test_a_confirmed_order_counts_once_even_when_an_answer_repeats(
     currency = (await shop.get(placed["id"]))["currency"]
     assert series["orders_revenue_cents_total", (("currency", currency),)] == 2500
 
-    bus = Bus(services.transport, source="products")  # the stock answer, delivered again
-    await bus.connect()
-    envelope = await bus.publish(
-        InventoryReserved(
-            order_id=uuid.UUID(placed["id"]),
-            items=[ReservedItem(product_id=uuid.UUID(mug["id"]), quantity=2)],
-        )
-    )
-
-    async def handled() -> bool:
-        seen = await shop.orders_db.fetchval(
-            "SELECT count(*) FROM inbox WHERE consumer = 'orders:inventory.reserved'"
-            " AND event_id = $1",
-            envelope.id,
-        )
-        return bool(seen)
-
-    await wait_for(handled, within=5)
+    await answer_reserved_again(
+        shop, services, placed["id"], mug["id"], 2
+    )  # the stock answer, delivered again
     await shop.settled(placed["id"])
     series = await _series(services.orders)
     assert series["orders_confirmed_total", ()] == 1
@@ -80,17 +67,7 @@ async def test_the_saga_backlog_is_measured_and_a_rejection_counts_once(
         health_details_interval=0.05,
         health_saga_backlog_warn=0,
     )
-    admin = issue(orders_settings, ["admin", "customer"])
-    shop = Shop(
-        catalog=Catalog(services.products, admin.headers),
-        orders=services.orders,
-        products=services.products,
-        admin=admin,
-        customer=issue(orders_settings, ["customer"]),
-        other=issue(orders_settings, ["customer"]),
-        orders_db=orders_db,
-        products_db=products_db,
-    )
+    shop = new_shop(services, orders_settings, orders_db, products_db)
     try:
         mug = await shop.product(stock=2)
         placed = await shop.place([(mug["id"], 1)])

@@ -8,12 +8,16 @@ import asyncpg
 import orjson
 import pytest
 
-from core.bus import BUS, Bus, Envelope
+from core.bus import BUS, Envelope
 from core.testing import assert_problem, wait_for
 from services.orders import Settings
 from services.orders.keys import SAGA_RUNNER
-from services.products.events import InventoryReserved, ReservedItem
-from tests.services.orders.conftest import Services, ServicesFactory, issue
+from tests.services.orders.conftest import (
+    Services,
+    ServicesFactory,
+    answer_reserved_again,
+    issue,
+)
 from tests.services.orders.helpers import ORDERS, Shop, order_body
 from tests.services.products.conftest import Catalog
 
@@ -93,24 +97,9 @@ async def test_a_repeated_answer_changes_nothing(shop: Shop, services: Services)
     await shop.settled(placed["id"])
     before = await shop.history(placed["id"])
 
-    bus = Bus(services.transport, source="products")
-    await bus.connect()
-    envelope = await bus.publish(
-        InventoryReserved(
-            order_id=uuid.UUID(placed["id"]),
-            items=[ReservedItem(product_id=uuid.UUID(mug["id"]), quantity=2)],
-        )
-    )
-
-    async def handled() -> bool:
-        seen = await shop.orders_db.fetchval(
-            "SELECT count(*) FROM inbox WHERE consumer = 'orders:inventory.reserved'"
-            " AND event_id = $1",
-            envelope.id,
-        )
-        return bool(seen)
-
-    await wait_for(handled, within=5)
+    await answer_reserved_again(
+        shop, services, placed["id"], mug["id"], 2
+    )  # the stock answer, delivered again
     await shop.settled(placed["id"])
     assert await shop.history(placed["id"]) == before
     assert len(await shop.published("payment.authorized", placed["id"])) == 1

@@ -37,9 +37,8 @@ from core.db import create_pool
 from services.orders import Settings
 from services.orders.repository import OrdersRepository
 from services.orders.repository.distribution import COLOCATION, DISTRIBUTION
-from tests.services.orders.conftest import ServicesFactory, issue
-from tests.services.orders.helpers import ORDERS, Shop, order_body, order_path
-from tests.services.products.conftest import Catalog
+from tests.services.orders.conftest import ServicesFactory, new_shop
+from tests.services.orders.helpers import ORDERS, order_body, order_path
 
 SHARDS = 4
 
@@ -352,17 +351,7 @@ async def test_an_order_lifecycle_stays_on_one_shard(
     services = await start_services(
         database_url=sharded_dsn, db_pool_max_size=3, payment_timeout=10.0
     )
-    admin = issue(orders_settings, ["admin", "customer"])
-    shop = Shop(
-        catalog=Catalog(services.products, admin.headers),
-        orders=services.orders,
-        products=services.products,
-        admin=admin,
-        customer=issue(orders_settings, ["customer"]),
-        other=issue(orders_settings, ["customer"]),
-        orders_db=sharded_db,
-        products_db=products_db,
-    )
+    shop = new_shop(services, orders_settings, sharded_db, products_db)
     try:
         mug = await shop.product(price_cents=1250, stock=10)
         # Placed with an idempotency key, confirmed, cancelled: refunded.
@@ -386,7 +375,7 @@ async def test_an_order_lifecycle_stays_on_one_shard(
         # Confirmed and shipped.
         shipped = await shop.place([(mug["id"], 1)], user=shop.other)
         assert (await shop.outcome(shipped["id"], user=shop.other))["status"] == "confirmed"
-        ship = await shop.orders.post(order_path(shipped["id"], "ship"), headers=admin.headers)
+        ship = await shop.orders.post(order_path(shipped["id"], "ship"), headers=shop.admin.headers)
         assert ship.status == 200, await ship.text()
         listed = await shop.orders.get(ORDERS, headers=shop.customer.headers)
         assert {o["id"] for o in (await listed.json())["items"]} == {
