@@ -1,6 +1,7 @@
 """The trace view: everything known of one correlation id (an order's, a request's) on one
 timeline: its bus events from the event archive, its log lines from the log files of every
-process, and the trace ids of its spans, linked to a trace UI.
+process, the trace ids of its spans, linked to a trace UI, and, when a trace query API is named,
+those spans themselves (``web.trace_spans``).
 
 Routes (``add_trace_routes``):
 
@@ -14,8 +15,11 @@ An order's correlation id is the one the dashboard saw on its saga's events, els
 indexes). Sources (``TraceSettings``, from the environment):
 ``DASHBOARD_LOG_DIR``, the directory of the log files (``aioshop up`` sets
 ``<data-dir>/logs``); ``DASHBOARD_TRACE_URL``, a trace UI's address with ``{trace_id}`` (Jaeger:
-``http://host:16686/trace/{trace_id}``). The archive is the app's ``web.archive.ARCHIVE`` when it
-runs; without it the page says so.
+``http://host:16686/trace/{trace_id}``); ``DASHBOARD_TRACE_API``, a trace store's query API
+(Jaeger's: ``http://jaeger:16686``), from which the spans of at most
+``DASHBOARD_TRACE_API_TRACES`` of those trace ids are read, in parallel, each within
+``DASHBOARD_TRACE_API_TIMEOUT`` seconds (a failure is a note on the page). The archive is the
+app's ``web.archive.ARCHIVE`` when it runs; without it the page says so.
 
 Who sees it: callers with ``metrics:read`` only, development included (like the archive: events
 and log lines carry personal data). The page asks for a sign-in when it came without a token (a
@@ -34,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiohttp_jinja2
 import orjson
 from aiohttp import hdrs, web
@@ -48,6 +53,7 @@ from core.settings import load_settings
 from web.access import Access
 from web.archive import ARCHIVE
 from web.state import DashboardState
+from web.trace_spans import fetch_spans, trace_api_url
 
 __all__ = ["TRACE", "Trace", "TraceSettings", "TraceSources", "add_trace_routes", "load_trace"]
 
@@ -64,7 +70,12 @@ class TraceSettings(BaseSettings):
       unset, the view shows no log lines;
     - ``dashboard_trace_url`` (``DASHBOARD_TRACE_URL``): a trace UI's address of one trace, with
       ``{trace_id}`` in it; unset, trace ids are shown without a link;
-    - ``dashboard_trace_lines`` / ``dashboard_trace_events``: the most log lines and events shown.
+    - ``dashboard_trace_api`` (``DASHBOARD_TRACE_API``): a trace store's query API (Jaeger's,
+      ``GET {api}/api/traces/{trace_id}``); unset, no span is read;
+    - ``dashboard_trace_api_traces`` / ``dashboard_trace_api_timeout``: the most traces read
+      from it for one view, and the seconds each may take;
+    - ``dashboard_trace_lines`` / ``dashboard_trace_events`` / ``dashboard_trace_spans``: the
+      most log lines, events and spans shown.
     """
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
@@ -73,6 +84,10 @@ class TraceSettings(BaseSettings):
     dashboard_trace_url: str | None = None
     dashboard_trace_lines: int = Field(default=2000, ge=1, le=100_000)
     dashboard_trace_events: int = Field(default=1000, ge=1, le=100_000)
+    dashboard_trace_api: str | None = None
+    dashboard_trace_api_traces: int = Field(default=5, ge=1, le=50)
+    dashboard_trace_api_timeout: float = Field(default=2.0, gt=0, le=30)
+    dashboard_trace_spans: int = Field(default=1000, ge=1, le=100_000)
 
     @field_validator("dashboard_trace_url")
     @classmethod
@@ -83,15 +98,27 @@ class TraceSettings(BaseSettings):
             raise ValueError("DASHBOARD_TRACE_URL is an http(s) address with {trace_id} in it")
         return value
 
+    @field_validator("dashboard_trace_api")
+    @classmethod
+    def _api(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        try:
+            return trace_api_url(value)
+        except ValueError as exc:
+            raise ValueError(f"DASHBOARD_TRACE_API is {exc}") from exc
+
 
 @dataclass(slots=True)
 class TraceSources:
     """What the trace view reads: the dashboard's access rules and state, and its settings
-    (read at start-up when not given: reading ``.env`` blocks)."""
+    (read at start-up when not given: reading ``.env`` blocks), and the HTTP session of the
+    trace API (open while the app runs, when one is named)."""
 
     access: Access
     state: DashboardState
     settings: TraceSettings = field(default_factory=lambda: TraceSettings(_env_file=None))
+    session: aiohttp.ClientSession | None = None
 
 
 TRACE = web.AppKey("dashboard_trace", TraceSources)
@@ -105,15 +132,19 @@ class Trace:
     order_id: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     lines: list[dict[str, Any]] = field(default_factory=list)
-    spans: list[dict[str, Any]] = field(default_factory=list)
+    spans: list[dict[str, Any]] = field(default_factory=list)  # the trace ids
+    timeline_spans: list[dict[str, Any]] = field(default_factory=list)  # from the trace API
     archive: str = "ok"  # or "none" (no archive runs), "unavailable"
     logs: str = "ok"  # or "none" (no log directory configured)
+    trace_api: str = "none"  # (none named) or "ok", "partial" (some failed), "unavailable"
+    notes: list[str] = field(default_factory=list)
     truncated: bool = False
 
     def timeline(self) -> list[dict[str, Any]]:
-        """Events and log lines together, in time order."""
+        """Events, log lines and spans together, in time order."""
         items = [{"kind": "event", **event} for event in self.events]
         items += [{"kind": "log", **line} for line in self.lines]
+        items += [{**span, "kind": "span"} for span in self.timeline_spans]
         items.sort(key=lambda item: str(item["at"]))
         for item in items:
             item["time"] = _clock(str(item["at"]))
@@ -126,6 +157,8 @@ class Trace:
             "order_id": self.order_id,
             "archive": self.archive,
             "logs": self.logs,
+            "trace_api": self.trace_api,
+            "notes": self.notes,
             "truncated": self.truncated,
             "spans": self.spans,
             "timeline": self.timeline(),
@@ -241,7 +274,33 @@ async def load_trace(
         }
         for trace_id, processes in seen.items()
     ]
+    session = app[TRACE].session
+    if settings.dashboard_trace_api is not None and session is not None:
+        trace.trace_api = "ok"
+        if seen:
+            await _add_spans(trace, session, settings)
     return trace
+
+
+async def _add_spans(trace: Trace, session: aiohttp.ClientSession, settings: TraceSettings) -> None:
+    """The spans of the trace ids found, from the trace API, onto ``trace``."""
+    found = await fetch_spans(
+        session,
+        str(settings.dashboard_trace_api),
+        [str(entry["trace_id"]) for entry in trace.spans],
+        max_traces=settings.dashboard_trace_api_traces,
+        max_spans=settings.dashboard_trace_spans,
+        within=settings.dashboard_trace_api_timeout,
+    )
+    trace.timeline_spans = found.spans
+    trace.notes = found.notes
+    trace.truncated |= found.truncated
+    for entry in trace.spans:
+        entry["status"] = found.status.get(str(entry["trace_id"]), "not fetched")
+        entry["span_count"] = found.counts.get(str(entry["trace_id"]), 0)
+    statuses = set(found.status.values())
+    if "failed" in statuses:
+        trace.trace_api = "unavailable" if statuses == {"failed"} else "partial"
 
 
 async def _order_correlation(app: web.Application, order_id: str) -> str:
@@ -348,13 +407,24 @@ def add_trace_routes(
     app[TRACE] = sources = TraceSources(access, state)
     if settings is not None:
         sources.settings = settings
-    else:
 
-        async def load(app: web.Application) -> AsyncIterator[None]:
+    async def load(app: web.Application) -> AsyncIterator[None]:
+        if settings is None:
             sources.settings = await asyncio.to_thread(load_settings, TraceSettings)
+        if sources.settings.dashboard_trace_api is None:
             yield
+            return
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=sources.settings.dashboard_trace_api_traces),
+            raise_for_status=False,
+        ) as session:
+            sources.session = session
+            try:
+                yield
+            finally:
+                sources.session = None
 
-        app.cleanup_ctx.append(load)
+    app.cleanup_ctx.append(load)
     app.router.add_get("/dashboard/trace", _page, name="dashboard_trace_query")
     app.router.add_get("/dashboard/trace/{correlation_id}", _page, name="dashboard_trace")
     app.router.add_get("/dashboard/api/trace", _api, name="dashboard_trace_api_query")

@@ -28,11 +28,12 @@
 
   function show(trace) {
     const sources = {ok: "from the event archive", none: "no archive", unavailable: "the archive cannot be reached"};
-    const events = trace.timeline.filter((item) => item.kind === "event").length;
-    const lines = trace.timeline.length - events;
+    const apis = {ok: "from the trace API", partial: "some traces could not be read", unavailable: "the trace API cannot be reached"};
+    const count = (kind) => trace.timeline.filter((item) => item.kind === kind).length;
     document.getElementById("trace-sources").textContent =
-      events + " events (" + (sources[trace.archive] || trace.archive) + "), " + lines +
+      count("event") + " events (" + (sources[trace.archive] || trace.archive) + "), " + count("log") +
       " log lines (" + (trace.logs === "ok" ? "from the log files" : "no log directory (DASHBOARD_LOG_DIR)") + ")" +
+      (trace.trace_api && trace.trace_api !== "none" ? ", " + count("span") + " spans (" + (apis[trace.trace_api] || trace.trace_api) + ")" : "") +
       (trace.truncated ? ", cut short." : ".");
     const spans = document.getElementById("trace-spans");
     spans.textContent = "";
@@ -42,6 +43,12 @@
       id.className = "mono";
       id.textContent = span.trace_id;
       li.appendChild(id);
+      if (span.status) {
+        const status = document.createElement("span");
+        status.className = "trace-status status-" + String(span.status).replace(/[^a-z]+/g, "-");
+        status.textContent = span.span_count + " spans · " + span.status;
+        li.appendChild(status);
+      }
       if (span.url && /^https?:\/\//.test(span.url)) {
         const link = document.createElement("a");
         link.href = span.url;
@@ -56,6 +63,13 @@
       li.appendChild(who);
       spans.appendChild(li);
     }
+    const notes = document.getElementById("trace-notes");
+    notes.textContent = "";
+    for (const note of trace.notes || []) {
+      const li = document.createElement("li");
+      li.textContent = note;
+      notes.appendChild(li);
+    }
     const rows = document.getElementById("trace-timeline");
     rows.textContent = "";
     for (const item of trace.timeline) {
@@ -67,6 +81,13 @@
         cell(row, item.source);
         cell(row, item.type, "mono");
         cell(row, item.data, "mono detail");
+      } else if (item.kind === "span") {
+        row.className = "span status-" + String(item.status).replace(/[^a-z]+/g, "-");
+        tag(cell(row, ""), "span", "tag-span");
+        cell(row, item.service);
+        cell(row, item.operation);
+        cell(row, item.duration_ms + " ms · " + item.span_kind + " · " + item.status +
+          (item.message ? " " + item.message : "") + " trace=" + String(item.trace_id).slice(0, 12), "mono detail");
       } else {
         row.className = "log level-" + String(item.level).toLowerCase();
         tag(cell(row, ""), item.level, "tag-log");
