@@ -49,7 +49,9 @@ pytest: install servers
 test-unit: install
 	bash scripts/test-unit.sh
 
-test: lint typecheck test-unit pytest
+# With CI=true (.ci/run), `make compose-test` runs beside `make pytest` (scripts/test-suite.sh).
+test: lint typecheck test-unit
+	bash scripts/test-suite.sh
 
 # One table, one run (perf/suite): the system as `aioshop up` runs it and its peers, loaded by wrk
 # (installed here when the package manager allows; else a Python generator, and the table says
@@ -117,3 +119,31 @@ audit: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# --- The whole system in containers (README, Containers) ---
+# The engine, Compose and every image, on a machine with or without a registry: official images
+# when they can be pulled, else stand-ins built from Debian's packages (deploy/images/kit.py
+# prints what it did, each step's time and the image sizes; a second run reuses everything).
+COMPOSE ?= docker compose
+# The images the kit chose (deploy/images/images.env), when it ran; variables of the shell win.
+COMPOSE_ENV = $$(test -f deploy/images/images.env && echo --env-file deploy/images/images.env)
+
+.PHONY: images compose-up compose-down compose-test
+
+images:
+	DOCKER_BUILDKIT=0 python3 deploy/images/kit.py
+
+# Ready when it returns: every container healthy (or its one-shot job done); the gateway on
+# https://127.0.0.1:8000 (curl --cacert deploy/secrets/gateway_tls_cert).
+# (deploy/gen-secrets.sh first; the kit times `docker compose up -d --wait --no-build`.)
+compose-up: images
+	python3 deploy/images/kit.py --compose-up
+
+# Containers and volumes (every order, account and key) removed.
+compose-down:
+	$(COMPOSE) $(COMPOSE_ENV) down -v --remove-orphans
+
+# The system test in containers (ops/compose_test.py) on what compose-up starts: a table of
+# figures, also written to docs/containers.md. The system stays up afterwards (compose-down).
+compose-test: install compose-up
+	$(BIN)/python -m ops.compose_test

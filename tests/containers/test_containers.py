@@ -131,7 +131,7 @@ def test_services_listen_on_their_own_ports_and_the_gateway_reaches_every_one(
             assert not replicated or discovered, url
     assert gateway_env["UPSTREAM_PRODUCTS"] == "dns+http://products:8002"
     assert services["orders"]["environment"]["PRODUCTS_URL"] == "dns+http://products:8002"
-    assert services["gateway"]["ports"] == ["8000:8000"]
+    assert services["gateway"]["ports"] == ["127.0.0.1:8000:8000"]
     command = services["gateway"]["command"]  # TLS at the gateway, from secrets
     assert command[command.index("--certfile") + 1] == "/run/secrets/gateway_tls_cert"
     assert command[command.index("--keyfile") + 1] == "/run/secrets/gateway_tls_key"
@@ -157,8 +157,9 @@ def test_the_dockerfile_builds_in_stages_and_runs_as_a_user() -> None:
     stages = re.findall(r"^FROM (\S+) AS (\S+)$", dockerfile, re.MULTILINE)
     assert len(stages) >= 2
     runtime = dockerfile.split(f"AS {stages[-1][1]}", 1)[1]
-    assert "COPY --from=build /wheels" in runtime
+    assert "COPY --from=build /opt/venv /opt/venv" in runtime  # copied whole, never pruned
     assert "gcc" not in runtime  # compilers stay in the build stage
+    assert not re.search(r"\brm\b", runtime)  # no layer deletes what an earlier one holds
     user = re.search(r"^USER (\S+)$", runtime, re.MULTILINE)
     assert user is not None
     assert user.group(1) not in ("root", "0")
@@ -186,3 +187,86 @@ def test_every_server_that_keeps_state_keeps_it_on_a_volume(compose: dict[str, A
         assert path in mounts, name
         assert services[name]["volumes"][0].split(":", 1)[0] in compose["volumes"], name
     assert services["rabbitmq"]["hostname"] == "rabbitmq"
+
+
+OFFICIAL_IMAGES = {
+    "postgres": ("POSTGRES_IMAGE", "postgres:16"),
+    "redis": ("REDIS_IMAGE", "redis:7"),
+    "rabbitmq": ("RABBITMQ_IMAGE", "rabbitmq:3"),
+    "memcached": ("MEMCACHED_IMAGE", "memcached:1.6"),
+    "mongodb": ("MONGODB_IMAGE", "mongo:7"),
+}
+
+
+def test_each_server_image_is_official_unless_overridden(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, (variable, official) in OFFICIAL_IMAGES.items():
+        assert services[name]["image"] == f"${{{variable}:-{official}}}", name
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    assert "aioshop-local/" not in text  # the stand-ins are named only by the kit's env file
+    build = services["users"]["build"]
+    assert build["args"]["PYTHON_IMAGE"] == "${PYTHON_IMAGE:-python:3.11-slim}"
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in dockerfile
+    assert re.findall(r"^FROM (\S+)", dockerfile, re.MULTILINE) == ["${PYTHON_IMAGE}"] * 2
+    assert not dockerfile.startswith("# syntax=")  # the classic builder needs no registry
+
+
+def test_with_no_variable_set_the_file_names_only_official_images(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    """Interpolated as Compose does with an empty environment, the file still validates."""
+
+    def default(match: re.Match[str]) -> str:
+        return match.group(2)
+
+    text = (ROOT / "docker-compose.yml").read_text(encoding="utf-8")
+    resolved = re.sub(r"\$\{(\w+):-([^}]*)\}", default, text)
+    assert "${" not in resolved.replace("$${", "")
+    file = tmp_path / "docker-compose.yml"
+    file.write_text(resolved, encoding="utf-8")
+    assert _schema_errors(file) == ""
+    doc = yaml.safe_load(resolved)
+    images = {spec["image"] for spec in doc["services"].values()}
+    local = {image for image in images if image.startswith("aioshop-local/")}
+    assert local == set()
+
+
+def test_every_container_has_limits_and_ours_a_read_only_root(compose: dict[str, Any]) -> None:
+    for name, spec in compose["services"].items():
+        limits = spec.get("deploy", {}).get("resources", {}).get("limits", {})
+        assert limits.get("memory"), name
+        assert limits.get("cpus"), name
+        if spec.get("image") == "aioshop:latest":
+            assert spec["read_only"] is True, name
+            assert "/tmp" in spec["tmpfs"], name  # noqa: S108 - a tmpfs of the container
+
+
+def test_mongodb_is_optional_and_the_archive_is_on_postgresql_without_it(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert services["mongodb"]["profiles"] == ["mongodb"]
+    for name, spec in services.items():
+        if "mongodb" in spec.get("profiles", []):
+            continue
+        assert "mongodb" not in spec.get("depends_on", {}), name
+        assert "MONGODB_URL_FILE" not in spec.get("environment", {}), name
+    web = services["web"]
+    assert web["environment"]["ARCHIVE_DATABASE_URL_FILE"] == "/run/secrets/archive_database_url"
+    override = yaml.safe_load((ROOT / "deploy" / "compose.mongodb.yml").read_text())
+    assert _schema_errors(ROOT / "deploy" / "compose.mongodb.yml") == ""
+    assert override["services"]["web"]["environment"] == {
+        "MONGODB_URL_FILE": "/run/secrets/mongodb_url"
+    }
+    assert override["services"]["web"]["secrets"] == ["mongodb_url"]
+
+
+def test_one_healthcheck_fits_every_role(compose: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert len(re.findall(r"^HEALTHCHECK ", dockerfile, re.MULTILINE)) == 1
+    for name, spec in compose["services"].items():
+        if spec.get("image") == "aioshop:latest":
+            assert "healthcheck" not in spec, name
+    gateway = compose["services"]["gateway"]["environment"]
+    assert gateway["HEALTH_CAFILE"] == "/run/secrets/gateway_tls_cert"

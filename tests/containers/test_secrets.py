@@ -103,18 +103,16 @@ def test_the_image_runs_in_production_and_no_service_says_otherwise(
         assert environment.get("AIOSHOP_ENV", "production") == "production", name
 
 
-def test_only_the_gateway_is_published_beyond_this_machine(compose: dict[str, Any]) -> None:
+def test_nothing_is_published_beyond_this_machine(compose: dict[str, Any]) -> None:
     for name, spec in compose["services"].items():
         for port in spec.get("ports", []):
             if isinstance(port, dict):
-                host_ip, published = port.get("host_ip", ""), str(port.get("published", ""))
+                host_ip = port.get("host_ip", "")
             else:
                 parts = str(port).split(":")
                 host_ip = parts[0] if len(parts) == 3 else ""
-                published = parts[-2] if len(parts) >= 2 else parts[0]
-            if name == "gateway" and published == "8000":
-                continue
             assert host_ip == "127.0.0.1", (name, port)
+    assert compose["services"]["gateway"]["ports"] == ["127.0.0.1:8000:8000"]
     management = compose["services"]["rabbitmq"].get("ports", [])
     assert all(str(p).startswith("127.0.0.1:") for p in management)
 
@@ -209,7 +207,9 @@ def test_the_secrets_script_makes_every_secret_once(
         "default_user = aioshop",
         f"default_pass = {text['rabbitmq_password']}",
     ]
-    assert text["amqp_url"] == f"amqp://aioshop:{text['rabbitmq_password']}@rabbitmq:5672/"
+    assert text["amqp_url"] == (
+        f"amqp://aioshop:{text['rabbitmq_password']}@rabbitmq:5672/?heartbeat=10"
+    )
     assert text["redis_conf"] == f"requirepass {text['redis_password']}"
     assert f":{text['redis_password']}@redis:6379/" in text["redis_url"]
     assert f":{text['postgres_password']}@postgres:5432/aioshop_users" in text["users_database_url"]
@@ -326,3 +326,10 @@ def test_every_app_starts_from_its_compose_environment_as_the_image_runs_it(
                     )
                 if isinstance(settings, GatewaySettings):
                     assert settings.identity_secret is not None
+                if isinstance(settings, WebSettings):  # the archive on PostgreSQL, no MongoDB
+                    assert settings.mongodb_url is None
+                    assert settings.archive_is_enabled
+                    assert settings.archive_database_url == (
+                        (secrets / "archive_database_url").read_text().strip()
+                    )
+                    assert settings.archive_database_url.endswith("@postgres:5432/aioshop_archive")

@@ -30,7 +30,6 @@ from tests.services.test_up_healing import _token
 pytestmark = pytest.mark.slow
 
 
-
 @pytest.fixture(scope="session")
 def monitoring_binaries() -> None:
     """Skip (fail where ``CI`` is set) when Prometheus or Alertmanager is not installed."""
