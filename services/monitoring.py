@@ -36,8 +36,7 @@ from typing import Any
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.up import Process
-from services.up import _client_host as client_host
+from services.process import Process, client_host
 
 __all__ = [
     "DEPLOY",

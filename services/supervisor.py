@@ -36,7 +36,7 @@ from services.control import Control, Request
 from services.restart_policy import CrashHistory, RestartPolicy
 
 if TYPE_CHECKING:
-    from services.up import Process
+    from services.process import Process
 
 __all__ = ["DRAIN_DELAY_VAR", "CrashHistory", "RestartPolicy", "Supervisor"]
 

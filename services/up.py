@@ -27,7 +27,6 @@ import os
 import socket
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from core.log_output import LOG_FILE_VAR
@@ -35,6 +34,7 @@ from core.logging import PROCESS_NAME_VAR, log_format
 from core.settings import DEV_KEYS_WARNED_VAR
 from services import registry
 from services.control import running_supervisor
+from services.process import Process, client_host
 from services.supervisor import DRAIN_DELAY_VAR, CrashHistory, RestartPolicy, Supervisor
 
 __all__ = [
@@ -53,38 +53,17 @@ __all__ = [
 MAX_REPLICAS = 16
 
 
-@dataclass(frozen=True, slots=True)
-class Process:
-    """One process to run: ``name`` is unique (``products-1``), ``role`` what it runs."""
-
-    name: str
-    role: str
-    cmd: list[str]
-    port: int
-    env: dict[str, str] = field(default_factory=dict)
-    front: bool = False  # started after every service is ready
-    ready_path: str = "/readyz"  # answers 200 once it serves (Prometheus's is /-/ready)
-
-    def url(self, host: str) -> str:
-        """The base URL this process answers on."""
-        return f"http://{_client_host(host)}:{self.port}"
-
-
-def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104  # nosec B104: a comparison, no bind
-
-
 def gateway_cidrs(host: str) -> list[str]:
     """The addresses a gateway on this machine calls the services from, as CIDRs."""
     cidrs = {"127.0.0.1/32", "::1/128"}
     with contextlib.suppress(ValueError):  # a name such as localhost: loopback covers it
-        cidrs.add(str(ipaddress.ip_network(_client_host(host))))
+        cidrs.add(str(ipaddress.ip_network(client_host(host))))
     return sorted(cidrs)
 
 
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind((_client_host(host), 0))
+        sock.bind((client_host(host), 0))
         return int(sock.getsockname()[1])
 
 
@@ -169,7 +148,7 @@ def plan(
     for name, entry in registry.SERVICES.items():
         base = entry.settings().port
         ports[name] = [base if i == 0 else _free_port(host) for i in range(replicas.get(name, 1))]
-        instances[name] = [f"http://{_client_host(host)}:{port}" for port in ports[name]]
+        instances[name] = [f"http://{client_host(host)}:{port}" for port in ports[name]]
     # Services that call another directly (orders reads prices from products) find it here.
     peers = {
         # Every instance: the caller spreads its calls and fails over (orders' CatalogClient).
