@@ -21,40 +21,11 @@ umask 077
 mkdir -p "$dir"
 chmod 700 "$dir"
 
-random() {
-    # 32 random bytes as hex: safe inside URLs and configuration files without quoting.
-    od -An -N32 -tx1 /dev/urandom | tr -d ' \n'
-}
-
-put() {
-    # put NAME CONTENT: write the file NAME unless it exists (atomically: no half file).
-    [ -e "$dir/$1" ] && return 0
-    printf '%s\n' "$2" >"$dir/.$1.tmp"
-    mv "$dir/.$1.tmp" "$dir/$1"
-}
-
-put postgres_password "$(random)"
-pg=$(cat "$dir/postgres_password")
-for service in users products orders; do
-    put "${service}_database_url" "postgresql://postgres:$pg@postgres:5432/aioshop_$service"
-done
-
-put rabbitmq_password "$(random)"
-mq=$(cat "$dir/rabbitmq_password")
-put rabbitmq_conf "default_user = aioshop
-default_pass = $mq"
-put amqp_url "amqp://aioshop:$mq@rabbitmq:5672/"
-
-put redis_password "$(random)"
-rd=$(cat "$dir/redis_password")
-put redis_conf "requirepass $rd"
-put redis_url "redis://:$rd@redis:6379/0"
-
-put mongodb_password "$(random)"
-mg=$(cat "$dir/mongodb_password")
-put mongodb_url "mongodb://aioshop:$mg@mongodb:27017/aioshop?authSource=admin"
-
-put identity_secret "$(random)"
+# The passwords, URLs and configuration fragments are the compose file's (same server names in
+# the dev overlay): made by its script, then readable by their owner only (kustomize reads them
+# here; nothing else does).
+sh "$(dirname "$0")/../gen-secrets.sh" "$dir" 2>/dev/null
+chmod 600 "$dir"/*
 
 if [ ! -e "$dir/jwt_private_key.pem" ]; then
     openssl genpkey -algorithm ed25519 -out "$dir/.jwt_private_key.pem.tmp"

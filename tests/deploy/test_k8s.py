@@ -56,6 +56,8 @@ def render(overlay: str, workdir: Path) -> list[Manifest]:
     copy_root = workdir / "k8s"
     if not copy_root.exists():
         shutil.copytree(K8S, copy_root, ignore=shutil.ignore_patterns("secrets"))
+        # The dev secrets start from the compose file's script, beside deploy/k8s.
+        shutil.copy2(K8S.parent / "gen-secrets.sh", workdir / "gen-secrets.sh")
         subprocess.run(  # noqa: S603 - our own script, fixed arguments
             ["/bin/sh", str(copy_root / "gen-secrets.sh")], check=True, capture_output=True
         )
