@@ -17,28 +17,9 @@ from tests.services.orders.conftest import (
     ServicesFactory,
     answer_reserved_again,
     issue,
+    new_shop,
 )
 from tests.services.orders.helpers import ORDERS, Shop, order_body
-from tests.services.products.conftest import Catalog
-
-
-def _shop(
-    services: Services,
-    settings: Settings,
-    products_db: asyncpg.Connection,
-    orders_db: asyncpg.Connection,
-) -> Shop:
-    admin = issue(settings, ["admin", "customer"])
-    return Shop(
-        catalog=Catalog(services.products, admin.headers),
-        orders=services.orders,
-        products=services.products,
-        admin=admin,
-        customer=issue(settings, ["customer"]),
-        other=issue(settings, ["customer"]),
-        orders_db=orders_db,
-        products_db=products_db,
-    )
 
 
 async def test_no_answer_from_the_stock_step_rejects_after_its_deadline(
@@ -48,7 +29,7 @@ async def test_no_answer_from_the_stock_step_rejects_after_its_deadline(
     orders_db: asyncpg.Connection,
 ) -> None:
     services = await start_services(deaf=True, reservation_timeout=0.5)
-    shop = _shop(services, orders_settings, products_db, orders_db)
+    shop = new_shop(services, orders_settings, orders_db, products_db)
     try:
         mug = await shop.product(stock=2)
 
@@ -162,7 +143,7 @@ async def test_the_payment_step_runs_on_the_reservation_not_on_a_poll(
     # start the payment step.
     services = await start_services(saga_poll_interval=60.0, saga_lease=120.0)
     monkeypatch.setattr(services.orders.app[SAGA_RUNNER], "wake", lambda: None)
-    shop = _shop(services, orders_settings, products_db, orders_db)
+    shop = new_shop(services, orders_settings, orders_db, products_db)
     try:
         mug = await shop.product(stock=5)
 
